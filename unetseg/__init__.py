@@ -1,0 +1,3 @@
+"""unetseg: U-Net segmentation with configurable long skips and residual encoders."""
+
+__version__ = "0.1.0"

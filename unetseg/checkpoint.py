@@ -1,0 +1,75 @@
+"""Checkpoints: a model's weights with the config that built it.
+
+Saved atomically (temporary file, then rename), so a crash mid-write leaves the previous
+checkpoint intact; loaded with ``weights_only=True``, so a checkpoint cannot run code. Used
+by training and inference alike, so ``predict`` never imports the training loop.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetseg.config import Config, ConfigError, config_from_dict
+from unetseg.models import build_model
+
+FORMAT = "unetseg-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, tampered with or not unetseg's."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, tampered or foreign): {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a unetseg checkpoint")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], source: str) -> Config:
+    try:
+        return config_from_dict(state["config"], f"{source} (embedded config)")
+    except (KeyError, ConfigError) as err:
+        raise CheckpointError(f"{source}: embedded config unusable: {err}") from None
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, in eval mode, with its weights."""
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state, str(path))
+    model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {err}") from None
+    return model.to(device).eval(), cfg, state

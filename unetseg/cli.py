@@ -1,0 +1,149 @@
+"""The ``unetseg`` command line. torch is imported inside each command so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from unetseg.config import ConfigError, load_config
+
+INFERENCE_MODES = ["auto", "whole", "sliding"]
+TTA = ["none", "flips", "d4"]
+
+
+def _user_errors():
+    """Errors that are the user's input, shown as one line without a traceback."""
+    from unetseg.checkpoint import CheckpointError
+    from unetseg.data.io import DataError
+    from unetseg.training import TrainingError
+
+    return (ConfigError, DataError, CheckpointError, TrainingError, FileExistsError)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="unetseg")
+def main() -> None:
+    """U-Net segmentation with configurable skip connections."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="YAML config.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
+@click.option("--resume", is_flag=True, help="Continue the run in the output directory from its last checkpoint.")
+def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool) -> None:
+    """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory."""
+    from unetseg.training import Trainer
+
+    cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
+    summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
+    click.echo(
+        f"done: best {cfg.train.monitor} {summary['best_' + cfg.train.monitor]} at epoch {summary['best_epoch']}; "
+        f"checkpoint {summary['best_checkpoint']}"
+    )
+
+
+def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None, overlap: float | None):
+    from unetseg.checkpoint import load_model
+    from unetseg.inference import Predictor
+    from unetseg.runtime import select_device
+
+    dev = select_device(device)
+    model, cfg, _ = _run(load_model, checkpoint, dev)
+    changes = {k: v for k, v in {"mode": mode, "tta": tta, "roi_size": roi_size, "overlap": overlap}.items() if v is not None}
+    inference = cfg.inference.model_copy(update=changes)
+    return Predictor(model, inference, cfg.data.num_classes, dev), cfg
+
+
+def _inference_options(fn):
+    for option in reversed(
+        [
+            click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path)),
+            click.option("--mode", type=click.Choice(INFERENCE_MODES), help="Whole image or sliding window (default: config)."),
+            click.option("--tta", type=click.Choice(TTA), help="Test-time augmentation (default: config)."),
+            click.option("--roi-size", type=click.IntRange(16), help="Sliding-window size."),
+            click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), help="Sliding-window overlap."),
+            click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("inputs", type=click.Path(exists=True, path_type=Path))
+@_inference_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the masks.")
+@click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF.")
+@click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
+def predict(inputs: Path, checkpoint: Path, mode, tta, roi_size, overlap, device: str, out: Path, prob: bool, overwrite: bool) -> None:
+    """Segment an image or every image in a folder (any size); masks keep the input names."""
+    from tqdm.auto import tqdm
+
+    from unetseg.data import find_images
+    from unetseg.inference import predict_samples
+
+    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap)
+    samples = _run(find_images, inputs)
+    try:
+        report = predict_samples(
+            predictor, samples, out, cfg.data.channels, cfg.data.normalize, cfg.data.label_map, prob, overwrite,
+            progress=lambda xs: tqdm(xs, desc="predict", disable=None),
+        )
+    except (FileExistsError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {len(samples) - len(report.failed)} mask(s) to {out}")
+    for name, why in report.failed:
+        click.echo(f"failed: {name}: {why}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@_inference_options
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config whose data and split to use (default: the checkpoint's own).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics (mean and per image) as JSON.")
+def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config_path: Path | None,
+             overrides: tuple[str, ...], split: str, json_path: Path | None) -> None:
+    """Metrics of a checkpoint on the validation split (or another split) of its data."""
+    from tqdm.auto import tqdm
+
+    from unetseg.data import SegmentationDataset, find_pairs, split_samples
+    from unetseg.evaluation import evaluate as run_evaluation
+
+    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap)
+    if config_path is not None:
+        cfg = _run(load_config, config_path, list(overrides))
+
+    def pairs():
+        all_pairs = find_pairs(cfg.data.images, cfg.data.masks)
+        train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
+        return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
+
+    dataset = SegmentationDataset(_run(pairs), cfg.data)
+    mean, rows = _run(run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None))
+    width = max(len(k) for k in mean)
+    click.echo(f"{split} split, {len(rows)} image(s):")
+    for key, value in mean.items():
+        click.echo(f"  {key:<{width}}  {value:.4f}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows}, indent=2))
+        click.echo(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Data: readers (PNG/TIFF/stacks), pairing and splits, datasets, augmentation."""
+
+from unetseg.data.dataset import SegmentationDataset, find_images, find_pairs, split_samples, worker_init
+from unetseg.data.io import DataError, Sample, read_image, read_mask, write_array, write_mask
+from unetseg.data.transforms import build_train_transform
+
+__all__ = [
+    "DataError",
+    "Sample",
+    "SegmentationDataset",
+    "build_train_transform",
+    "find_images",
+    "find_pairs",
+    "read_image",
+    "read_mask",
+    "split_samples",
+    "worker_init",
+    "write_array",
+    "write_mask",
+]

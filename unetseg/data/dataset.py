@@ -1,0 +1,160 @@
+"""Image/mask pairs matched by name, train/validation splits, and the torch Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from unetseg.config import DataConfig, SplitConfig
+from unetseg.data.io import DataError, Sample, expand_stacks, list_image_files, read_image, read_mask
+
+# Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png);
+# nnU-Net-style images carry a channel suffix (case_0000.png / case.png).
+MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_seg", "_gt")
+IMAGE_SUFFIXES = ("_0000",)
+
+
+def _mask_index(mask_files: list[Path]) -> dict[str, Path]:
+    index: dict[str, Path] = {}
+    for path in mask_files:
+        stem = path.stem
+        for suffix in sorted(MASK_SUFFIXES, key=len, reverse=True):
+            if suffix and stem.endswith(suffix):
+                index.setdefault(stem[: -len(suffix)], path)
+        index[stem] = path  # an exact name always wins
+    return index
+
+
+def _image_stem(path: Path) -> str:
+    for suffix in IMAGE_SUFFIXES:
+        if path.stem.endswith(suffix):
+            return path.stem[: -len(suffix)]
+    return path.stem
+
+
+def _expand(image: Path, mask: Path | None) -> list[Sample]:
+    pages = expand_stacks(image)
+    if len(pages) == 1:
+        return [Sample(_image_stem(image), image, mask, None)]
+    if mask is not None:
+        mask_pages = expand_stacks(mask)
+        if len(mask_pages) != len(pages):
+            raise DataError(f"{image} has {len(pages)} pages but its mask {mask} has {len(mask_pages)}")
+    return [Sample(f"{_image_stem(image)}_{page:04d}", image, mask, page) for _, page in pages]
+
+
+def find_pairs(images: Path, masks: Path) -> list[Sample]:
+    """Every image with its mask, naturally sorted; images without a mask are an error."""
+    mask_index = _mask_index(list_image_files(masks))
+    samples, missing = [], []
+    for image in list_image_files(images):
+        mask = mask_index.get(image.stem) or mask_index.get(_image_stem(image))
+        if mask is None:
+            missing.append(image.name)
+            continue
+        samples.extend(_expand(image, mask))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{len(missing)} image(s) in {images} have no mask in {masks}: {shown}")
+    return samples
+
+
+def find_images(path: Path) -> list[Sample]:
+    """Unlabelled inputs for prediction: one file, or every image in a folder."""
+    path = Path(path)
+    files = [path] if path.is_file() else list_image_files(path)
+    return [sample for file in files for sample in _expand(file, None)]
+
+
+def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:
+    """Divide pairs into (train, validation) as the split config says."""
+    if split.mode == "folders":
+        assert split.val_images is not None and split.val_masks is not None
+        return samples, find_pairs(split.val_images, split.val_masks)
+    if split.mode == "names":
+        names = set(split.val_names)
+        unknown = names - {s.name for s in samples}
+        if unknown:
+            raise DataError(f"data.split.val_names: no pair named {sorted(unknown)[:5]} in {data.images}")
+        return [s for s in samples if s.name not in names], [s for s in samples if s.name in names]
+    if len(samples) < split.folds:
+        raise DataError(f"{data.images}: {len(samples)} pairs cannot be cut into {split.folds} folds")
+    bounds = np.linspace(0, len(samples), split.folds + 1).round().astype(int)
+    fold = split.fold % split.folds
+    lo, hi = bounds[fold], bounds[fold + 1]
+    return samples[:lo] + samples[hi:], samples[lo:hi]
+
+
+class SegmentationDataset(Dataset):
+    """Pairs as tensors: image float32 (C, H, W), mask int64 (H, W).
+
+    With ``length`` larger than the number of pairs, indices wrap around, so an epoch can
+    hold many random crops of few large images. Decoded arrays are cached when asked, which
+    makes the 30 ISBI slices a 30 MB in-memory dataset after the first epoch.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        data: DataConfig,
+        transform: Callable[..., dict] | None = None,
+        length: int | None = None,
+    ) -> None:
+        if not samples:
+            raise DataError("the dataset is empty")
+        self.samples = samples
+        self.data = data
+        self.transform = transform
+        self.length = length or len(samples)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The decoded (image HxWxC float32, mask HxW int64 or None) of pair ``index``."""
+        if index in self._cache:
+            return self._cache[index]
+        sample = self.samples[index]
+        image = read_image(sample.image, self.data.channels, self.data.normalize, sample.page)
+        mask = None
+        if sample.mask is not None:
+            mask = read_mask(sample.mask, self.data.label_map, sample.page)
+            if mask.shape != image.shape[:2]:
+                raise DataError(
+                    f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                    f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
+                )
+        if self.data.cache:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def reseed(self, seed: int) -> None:
+        """Reset the augmentation RNG (per epoch, per worker) so runs and resumes repeat exactly."""
+        if self.transform is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        pair = index % len(self.samples)
+        image, mask = self.load(pair)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask) if mask is not None else self.transform(image=image)
+            image, mask = out["image"], out.get("mask", mask)
+        item: dict[str, torch.Tensor | str] = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "name": self.samples[pair].name,
+        }
+        if mask is not None:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        return item
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker hook: seed the worker's augmentations from torch's per-worker seed."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, SegmentationDataset):
+        info.dataset.reseed(torch.initial_seed())

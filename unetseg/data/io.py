@@ -1,0 +1,182 @@
+"""Reading and writing images and masks: PNG/JPEG/BMP through OpenCV, TIFF (16-bit, float,
+multi-page stacks) through tifffile.
+
+Every failure is a :class:`DataError` whose message names the file, because a user with
+300 images needs to know *which* one is broken, not that "an image" was.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """An input file or folder that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One 2D image (a file, or one page of a multi-page TIFF) and its mask, if any."""
+
+    name: str
+    image: Path
+    mask: Path | None = None
+    page: int | None = None
+
+
+def natural_key(text: str) -> list[object]:
+    """Sort key that puts 2.png before 10.png (slice order matters for block splits)."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text)]
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files in ``folder``, naturally sorted; a missing or empty folder is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def tiff_pages(path: Path) -> int:
+    """Number of 2D planes in a TIFF: pages of a stack (an RGB page counts once)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except Exception as err:  # tifffile raises several types for broken files
+        raise DataError(f"{path}: cannot read TIFF ({err})") from None
+
+
+def expand_stacks(path: Path) -> list[tuple[Path, int | None]]:
+    """A file becomes one entry, a multi-page TIFF one entry per page."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        pages = tiff_pages(path)
+        if pages > 1:
+            return [(path, i) for i in range(pages)]
+    return [(path, None)]
+
+
+def read_raw(path: Path, page: int | None = None) -> np.ndarray:
+    """The stored array (HxW or HxWxC, RGB order, original dtype)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        try:
+            array = tifffile.imread(path, key=page if page is not None else 0)
+        except Exception as err:
+            raise DataError(f"{path}: cannot read TIFF ({err})") from None
+    else:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise DataError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+        if array.ndim == 3 and array.shape[2] in (3, 4):
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar TIFF (C, H, W)
+    if array.ndim not in (2, 3) or min(array.shape[:2]) < 1:
+        raise DataError(f"{path}: expected a 2D image, got an array of shape {array.shape}")
+    return array
+
+
+def _scale_by_dtype(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        return (array.astype(np.float32) - info.min) / float(info.max - info.min)
+    return array.astype(np.float32)
+
+
+def prepare_image(array: np.ndarray, channels: int, normalize: str, path: Path | str = "<array>") -> np.ndarray:
+    """Float32 HxWxC with ``channels`` channels and the configured intensity scaling.
+
+    Alpha is dropped; colour becomes grey by luminance (ITU-R 601) when one channel is
+    wanted; grey is repeated when three are.
+    """
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[..., :-1]  # drop alpha
+    image = _scale_by_dtype(array) if normalize == "dtype" else array.astype(np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] not in (1, 3):
+        raise DataError(f"{path}: images with {image.shape[2]} channels are not supported (expected 1 or 3)")
+    if not np.isfinite(image).all():
+        raise DataError(f"{path}: image contains NaN or infinite values")
+    if channels == 1 and image.shape[2] == 3:
+        image = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        image = image[..., None]
+    elif channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if normalize == "minmax":
+        lo, hi = float(image.min()), float(image.max())
+        image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    elif normalize == "zscore":
+        image = (image - image.mean()) / max(float(image.std()), 1e-8)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def read_image(path: Path, channels: int, normalize: str, page: int | None = None) -> np.ndarray:
+    return prepare_image(read_raw(path, page), channels, normalize, path)
+
+
+def read_mask(path: Path, label_map: dict[int, int] | None, page: int | None = None) -> np.ndarray:
+    """Class indices (HxW, int64). Without a label map, 0 is background and anything else 1."""
+    raw = read_raw(path, page)
+    if raw.ndim == 3:
+        if raw.shape[2] in (2, 4):
+            raw = raw[..., :-1]
+        if not (raw == raw[..., :1]).all():
+            raise DataError(f"{path}: colour mask with differing channels; save masks as single-channel label images")
+        raw = raw[..., 0]
+    if np.issubdtype(raw.dtype, np.floating):
+        if not np.isfinite(raw).all() or not (raw == np.round(raw)).all():
+            raise DataError(f"{path}: mask must hold integer labels, found fractional or non-finite values")
+    raw = raw.astype(np.int64)
+    if label_map is None:
+        return (raw != 0).astype(np.int64)
+    lut_keys = np.array(sorted(label_map), dtype=np.int64)
+    found = np.unique(raw)
+    unknown = np.setdiff1d(found, lut_keys)
+    if unknown.size:
+        raise DataError(
+            f"{path}: mask values {unknown.tolist()[:10]} are not in data.label_map (known: {lut_keys.tolist()})"
+        )
+    classes = np.array([label_map[int(k)] for k in lut_keys], dtype=np.int64)
+    return classes[np.searchsorted(lut_keys, raw)]
+
+
+def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None) -> None:
+    """Write class indices back in the dataset's own label values (inverse of the label map)."""
+    if label_map is None:
+        values = np.array([0, 255], dtype=np.int64)
+    else:
+        values = np.zeros(max(label_map.values()) + 1, dtype=np.int64)
+        for raw, cls in sorted(label_map.items(), reverse=True):  # first raw value wins per class
+            values[cls] = raw
+    out = values[classes]
+    dtype = np.uint8 if out.max(initial=0) <= 255 and out.min(initial=0) >= 0 else np.uint16
+    write_array(path, out.astype(dtype))
+
+
+def write_array(path: Path, array: np.ndarray) -> None:
+    """PNG for 8/16-bit integer images, TIFF otherwise (float probability maps)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            tifffile.imwrite(path, array)
+        elif not cv2.imwrite(str(path), array):
+            raise OSError("OpenCV could not encode the file")
+    except OSError as err:
+        raise DataError(f"{path}: cannot write ({err})") from None

@@ -1,0 +1,43 @@
+"""Training augmentation built from the config with albumentations.
+
+Validation and inference see the images untouched (apart from intensity scaling), so the
+numbers they report are for the data as it is.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+
+from unetseg.config import AugmentConfig
+
+
+def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
+    """Flips, 90-degree rotations, elastic deformation (U-Net paper), brightness/contrast and
+    a random crop (padded by reflection when the image is smaller than the crop)."""
+    steps: list[A.BasicTransform] = []
+    if cfg.crop_size is not None:
+        steps.append(
+            A.RandomCrop(cfg.crop_size, cfg.crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101)
+        )
+    if cfg.hflip > 0:
+        steps.append(A.HorizontalFlip(p=cfg.hflip))
+    if cfg.vflip > 0:
+        steps.append(A.VerticalFlip(p=cfg.vflip))
+    if cfg.rot90 > 0:
+        steps.append(A.RandomRotate90(p=cfg.rot90))
+    if cfg.elastic.p > 0:
+        steps.append(
+            A.ElasticTransform(
+                alpha=cfg.elastic.alpha,
+                sigma=cfg.elastic.sigma,
+                interpolation=cv2.INTER_LINEAR,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=cfg.elastic.p,
+            )
+        )
+    if cfg.brightness_contrast > 0:
+        steps.append(
+            A.RandomBrightnessContrast(cfg.brightness_limit, cfg.contrast_limit, p=cfg.brightness_contrast)
+        )
+    return A.Compose(steps, seed=seed)

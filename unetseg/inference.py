@@ -1,0 +1,160 @@
+"""Whole-image prediction: padding or MONAI sliding windows, test-time augmentation, and
+writing masks for a folder. Validation, ``evaluate`` and ``predict`` all go through
+:class:`Predictor`, so the numbers a run reports are the ones its predictions have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from unetseg.config import InferenceConfig
+from unetseg.data.io import DataError, Sample, read_image, write_array, write_mask
+from unetseg.runtime import autocast
+
+Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _flip(dims: tuple[int, ...]) -> Transform:
+    return (lambda x: torch.flip(x, dims), lambda x: torch.flip(x, dims))
+
+
+def _rot(k: int) -> Transform:
+    return (lambda x: torch.rot90(x, k, (2, 3)), lambda x: torch.rot90(x, -k, (2, 3)))
+
+
+def tta_transforms(kind: str) -> list[Transform]:
+    """(forward, inverse) pairs: ``flips`` = the 4 flips, ``d4`` = all 8 flips and rotations."""
+    identity: Transform = (lambda x: x, lambda x: x)
+    if kind == "none":
+        return [identity]
+    flips = [identity, _flip((3,)), _flip((2,)), _flip((2, 3))]
+    if kind == "flips":
+        return flips
+    rot_then_flip = [_rot(1), _rot(3)]
+    transposed = [
+        (lambda x: torch.flip(torch.rot90(x, 1, (2, 3)), (3,)), lambda x: torch.rot90(torch.flip(x, (3,)), -1, (2, 3))),
+        (lambda x: torch.flip(torch.rot90(x, 1, (2, 3)), (2,)), lambda x: torch.rot90(torch.flip(x, (2,)), -1, (2, 3))),
+    ]
+    return flips + rot_then_flip + transposed
+
+
+@dataclass
+class Predictor:
+    """Class probabilities for whole images of any size.
+
+    ``probabilities`` returns ``(num_classes, H, W)``: for a binary model (one logit) the two
+    channels are ``1 - p`` and ``p``, so callers never special-case the task type.
+    """
+
+    model: nn.Module
+    cfg: InferenceConfig
+    num_classes: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: torch.dtype | None = None
+    channels_last: bool = False
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(logits, dim=1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            return self._activate(self.model(x))
+
+    def _one_view(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        roi = self.cfg.roi_size
+        if self.cfg.mode == "whole" or (self.cfg.mode == "auto" and h * w <= roi * roi):
+            return self._forward(x)
+        return sliding_window_inference(
+            x,
+            roi_size=(min(roi, h), min(roi, w)),
+            sw_batch_size=self.cfg.sw_batch_size,
+            predictor=self._forward,
+            overlap=self.cfg.overlap,
+            mode=self.cfg.blend,
+        )
+
+    @torch.inference_mode()
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """``image``: (C, H, W) float tensor -> (num_classes, H, W) probabilities on the CPU."""
+        self.model.eval()
+        x = image[None].to(self.device)
+        views = tta_transforms(self.cfg.tta)
+        total = sum(inverse(self._one_view(forward(x))) for forward, inverse in views)
+        return (total / len(views))[0].cpu()
+
+    def classes(self, probs: torch.Tensor) -> np.ndarray:
+        """Class index per pixel: threshold for binary tasks, argmax otherwise."""
+        if self.num_classes == 2:
+            return (probs[1] > self.cfg.threshold).numpy().astype(np.int64)
+        return probs.argmax(0).numpy().astype(np.int64)
+
+
+@dataclass
+class PredictReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def output_paths(sample: Sample, out_dir: Path, with_probs: bool) -> list[Path]:
+    """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF."""
+    suffix = sample.image.suffix.lower()
+    mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
+    paths = [out_dir / mask_name]
+    if with_probs:
+        paths.append(out_dir / f"{sample.name}_prob.tif")
+    return paths
+
+
+def predict_samples(
+    predictor: Predictor,
+    samples: list[Sample],
+    out_dir: Path,
+    channels: int,
+    normalize: str,
+    label_map: dict[int, int] | None,
+    with_probs: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[list[Sample]], list[Sample]] = lambda xs: xs,
+) -> PredictReport:
+    """Predict every sample into ``out_dir``; unreadable inputs are reported, not fatal.
+
+    Existing outputs are never replaced unless ``overwrite`` is set: the check runs before
+    any work so a rerun cannot half-overwrite a folder.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        clashes = [p for s in samples for p in output_paths(s, out_dir, with_probs) if p.exists()]
+        if clashes:
+            raise FileExistsError(
+                f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "
+                "pass --overwrite to replace them or choose another --out"
+            )
+    report = PredictReport()
+    for sample in progress(samples):
+        try:
+            image = torch.from_numpy(read_image(sample.image, channels, normalize, sample.page).transpose(2, 0, 1).copy())
+        except DataError as err:
+            report.failed.append((sample.name, str(err)))
+            continue
+        probs = predictor.probabilities(image)
+        paths = output_paths(sample, out_dir, with_probs)
+        write_mask(paths[0], predictor.classes(probs), label_map)
+        if with_probs:
+            fg = probs[1] if predictor.num_classes == 2 else probs
+            write_array(paths[1], fg.numpy().astype(np.float32))
+        report.written.extend(paths)
+    return report

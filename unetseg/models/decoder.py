@@ -1,0 +1,71 @@
+"""Expanding path: upsample, merge the level's long skip, convolve; deepest level first.
+
+Every level's widths are fixed in ``__init__`` (smp's ``UnetDecoder`` habit): the block at
+level ``i`` takes ``skips[i].out_channels`` inputs, which depends on that level's skip mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unetseg.models.blocks import make_stage
+from unetseg.models.skips import SkipMerge
+
+
+def make_upsample(kind: str, in_ch: int, out_ch: int) -> nn.Module:
+    """2x upsampling that also sets the width: a 2x2 transposed conv ("up-convolution" of
+    the U-Net paper) or interpolation followed by a 1x1 conv."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2)
+    if kind in ("bilinear", "nearest"):
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode=kind, **({"align_corners": False} if kind == "bilinear" else {})),
+            nn.Conv2d(in_ch, out_ch, kernel_size=1),
+        )
+    raise ValueError(f"unknown upsample {kind!r}; choose from transpose, bilinear, nearest")
+
+
+class UNetDecoder(nn.Module):
+    """Decoder for encoder features ``[f_0 (full res), ..., f_{L-1} (bottleneck)]``.
+
+    ``widths[i]`` is the decoder width at level ``i`` (``L - 1`` entries); ``skip_modes[i]``
+    the long skip at level ``i``. Modules are indexed by level, so ``decoder.skips.0`` is the
+    full-resolution skip and ``decoder.blocks.3`` the level-3 block.
+    """
+
+    def __init__(
+        self,
+        encoder_channels: list[int],
+        widths: list[int],
+        skip_modes: list[str],
+        block: str = "plain",
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        levels = len(encoder_channels)
+        if len(widths) != levels - 1 or len(skip_modes) != levels - 1:
+            raise ValueError(f"need {levels - 1} decoder widths and skip modes for {levels} encoder levels")
+        ups, skips, blocks = [], [], []
+        for level in range(levels - 1):
+            below = widths[level + 1] if level + 1 < levels - 1 else encoder_channels[-1]
+            ups.append(make_upsample(upsample, below, widths[level]))
+            skips.append(SkipMerge(skip_modes[level], widths[level], encoder_channels[level]))
+            blocks.append(make_stage(block, skips[-1].out_channels, widths[level], 1, norm, act))
+        self.ups = nn.ModuleList(ups)
+        self.skips = nn.ModuleList(skips)
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = widths[0]
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for level in reversed(range(len(self.blocks))):
+            skip = features[level]
+            x = self.ups[level](x)
+            if x.shape[-2:] != skip.shape[-2:]:  # encoders with uneven strides (some smp ones)
+                x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = self.blocks[level](self.skips[level](x, skip if self.skips[level].uses_skip else None))
+        return x

@@ -1,0 +1,35 @@
+"""Any input size: pad to the network's multiple, crop the output back.
+
+Padding goes to the bottom and right edges only, so cropping is a plain slice and the
+top-left pixels stay aligned with the input. Reflection keeps membrane-like texture going
+at the border; images smaller than the pad fall back to edge replication.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the last two dims of an NCHW tensor up to a multiple of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+class SizeAgnostic(nn.Module):
+    """Wrap a network that needs sizes divisible by ``multiple`` so any size works."""
+
+    def __init__(self, net: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.net(pad_to_multiple(x, self.multiple))[..., :h, :w]

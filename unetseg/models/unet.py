@@ -1,0 +1,92 @@
+"""The U-Net: wiring only (encoder -> decoder -> 1x1 head), with any input size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unetseg.models.decoder import UNetDecoder
+from unetseg.models.encoder import SmpEncoder, UNetEncoder
+from unetseg.models.padding import pad_to_multiple
+
+
+def level_widths(depth: int, base_width: int, growth: float, max_width: int | None = None) -> list[int]:
+    """Width of every level: ``base_width * growth**i``, rounded, capped at ``max_width``."""
+    widths = [max(1, round(base_width * growth**i)) for i in range(depth)]
+    return [min(w, max_width) for w in widths] if max_width else widths
+
+
+class UNet(nn.Module):
+    """2D U-Net with configurable long skips and encoder blocks.
+
+    Ronneberger et al. 2015, "U-Net: Convolutional Networks for Biomedical Image
+    Segmentation"; the skip ablation follows Drozdzal et al. 2016, "The Importance of Skip
+    Connections in Biomedical Image Segmentation".
+
+    Args:
+        in_channels: image channels.
+        out_channels: logits (1 for a binary task, one per class otherwise).
+        depth: resolution levels including the bottleneck (classic U-Net: 5).
+        base_width, width_growth, max_width: encoder width of level i is
+            ``min(base_width * width_growth**i, max_width)``.
+        encoder: ``plain``, ``residual``, ``preact`` or ``smp:<name>`` (any smp encoder).
+        encoder_weights: pretrained weights for an smp encoder (None: random init).
+        blocks_per_level: encoder blocks per level.
+        decoder_block: block type of the decoder levels.
+        decoder_widths: decoder width per level 0..depth-2 (default: the encoder's widths,
+            or 16, 32, 64, ... for smp encoders).
+        skips: one mode (``concat``/``add``/``none``) or a list, level 0 (full resolution) first.
+        norm, act: normalisation and activation names.
+        downsample: ``maxpool`` or ``conv`` (strided).
+        upsample: ``transpose``, ``bilinear`` or ``nearest``.
+        dropout: Dropout2d rate at the end of the contracting path.
+
+    Example:
+        >>> net = UNet(1, 1, depth=4, base_width=8, skips=["concat", "add", "none"])
+        >>> net(torch.zeros(1, 1, 333, 500)).shape
+        torch.Size([1, 1, 333, 500])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        depth: int = 5,
+        base_width: int = 64,
+        width_growth: float = 2.0,
+        max_width: int | None = None,
+        encoder: str = "plain",
+        encoder_weights: str | None = None,
+        blocks_per_level: int = 1,
+        decoder_block: str = "plain",
+        decoder_widths: list[int] | None = None,
+        skips: str | list[str] = "concat",
+        norm: str = "batch",
+        act: str = "relu",
+        downsample: str = "maxpool",
+        upsample: str = "transpose",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        skip_modes = [skips] * (depth - 1) if isinstance(skips, str) else list(skips)
+        if encoder.startswith("smp:"):
+            self.encoder: nn.Module = SmpEncoder(encoder[4:], in_channels, depth, encoder_weights, dropout)
+            default_decoder = [16 * 2**i for i in range(depth - 1)]
+        else:
+            widths = level_widths(depth, base_width, width_growth, max_width)
+            self.encoder = UNetEncoder(in_channels, widths, encoder, blocks_per_level, norm, act, downsample, dropout)
+            default_decoder = widths[:-1]
+        self.decoder = UNetDecoder(
+            self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act, upsample
+        )
+        self.head = nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
+        self.multiple = self.encoder.reduction
+
+    @property
+    def skip_modes(self) -> list[str]:
+        return [merge.mode for merge in self.decoder.skips]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        features = self.encoder(pad_to_multiple(x, self.multiple))
+        return self.head(self.decoder(features))[..., :h, :w]

@@ -1,0 +1,268 @@
+"""The training loop: data, model, optimisation, validation, checkpoints and resume.
+
+A run lives in ``cfg.output_dir``::
+
+    config.yaml            the validated config, as run
+    metrics.csv            one row per epoch (train loss, throughput, validation metrics)
+    checkpoints/last.pt    written every epoch: weights, optimiser, schedule, RNG states
+    checkpoints/best.pt    the epoch with the best validation ``train.monitor``
+
+Resuming restores every RNG and draws each epoch's data order and augmentation from
+``(seed, epoch)``, so a run stopped after any epoch and resumed ends with the same weights as
+one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from unetseg.checkpoint import load_checkpoint, save_checkpoint
+from unetseg.config import Config, dump_config
+from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
+from unetseg.evaluation import evaluate
+from unetseg.inference import Predictor
+from unetseg.metrics import is_better
+from unetseg.models import build_model, count_parameters
+from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, select_device, set_rng_state, set_threads
+from unetseg.training.logger import MetricsLogger
+from unetseg.training.losses import build_loss
+from unetseg.training.optim import build_optimizer, build_scheduler
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, an existing run in the way, ...)."""
+
+
+class Trainer:
+    """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt`` there."""
+
+    def __init__(self, cfg: Config, resume: bool = False, log=print) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.log = log
+        self.out_dir = Path(cfg.output_dir)
+        self.last_path = self.out_dir / "checkpoints" / "last.pt"
+        self.best_path = self.out_dir / "checkpoints" / "best.pt"
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_output(self) -> None:
+        if self.resume and not self.last_path.is_file():
+            raise TrainingError(f"--resume: no checkpoint to resume at {self.last_path}")
+        if not self.resume and self.last_path.exists():
+            raise TrainingError(
+                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another "
+                "output directory (--out) so nothing is overwritten"
+            )
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.cfg), sort_keys=False))
+        except OSError as err:
+            raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
+
+    def _build_data(self) -> None:
+        data, train = self.cfg.data, self.cfg.train
+        pairs = find_pairs(data.images, data.masks)
+        train_pairs, val_pairs = split_samples(pairs, data.split, data)
+        if not train_pairs:
+            raise TrainingError("the split leaves no training pairs")
+        self.train_ds = SegmentationDataset(
+            train_pairs, data, build_train_transform(self.cfg.augment, self.cfg.seed), train.samples_per_epoch
+        )
+        self.val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
+        # Decode everything once up front: a broken file fails now, named, not mid-epoch; and
+        # DataLoader workers fork with the cache already filled.
+        for ds in (self.train_ds, self.val_ds):
+            for i in range(len(ds.samples) if ds else 0):
+                ds.load(i)
+        if self.cfg.augment.crop_size is None and train.batch_size > 1:
+            sizes = {ds_img.shape[:2] for ds_img, _ in (self.train_ds.load(i) for i in range(len(train_pairs)))}
+            if len(sizes) > 1:
+                raise TrainingError("training images differ in size: set augment.crop_size or train.batch_size: 1")
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.device = select_device(cfg.train.device)
+        self.amp = amp_dtype(cfg.train.amp, self.device)
+        self.model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.steps_per_epoch = max(len(self.train_ds) // cfg.train.batch_size, 1)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.predictor = Predictor(
+            self.model, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
+        )
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "config": dump_config(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "history": self.history,
+            "best": {"value": self.best_value, "epoch": self.best_epoch},
+            "rng": rng_state(),
+        }
+
+    def _restore(self) -> int:
+        state = load_checkpoint(self.last_path, self.device)
+        saved = state["config"]
+        current = dump_config(self.cfg)
+        changed = sorted(
+            f"{section}.{key}"
+            for section in current
+            if isinstance(current[section], dict)
+            for key in current[section]
+            if saved.get(section, {}).get(key) != current[section][key]
+        )
+        if changed:
+            self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.best_value, self.best_epoch = state["best"]["value"], state["best"]["epoch"]
+        set_rng_state(state["rng"])
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self, epoch: int) -> DataLoader:
+        seed = self.cfg.seed * 1_000_003 + epoch
+        self.train_ds.reseed(seed)  # used when loading in this process (num_workers = 0)
+        train = self.cfg.train
+        return DataLoader(
+            self.train_ds,
+            batch_size=train.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            num_workers=train.num_workers,
+            worker_init_fn=worker_init,
+            pin_memory=self.device.type == "cuda",
+            drop_last=len(self.train_ds) >= train.batch_size,
+        )
+
+    def _train_epoch(self, epoch: int, deadline: float | None) -> tuple[float, float, int, bool]:
+        """(mean loss, images/s, images seen, stopped by the time budget)."""
+        self.step_model.train()
+        total, seen, stopped = 0.0, 0, False
+        start = time.perf_counter()
+        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False,
+                   disable=None if self.cfg.train.progress else True)
+        for step, batch in enumerate(bar):
+            x = batch["image"].to(self.device, non_blocking=True)
+            y = batch["mask"].to(self.device, non_blocking=True)
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.amp):
+                loss = self.loss_fn(self.step_model(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. "
+                    f"The last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'}; "
+                    "try a lower train.lr or train.grad_clip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.cfg.train.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.cfg.train.scheduler != "plateau":
+                self.scheduler.step()
+            total += loss.item() * x.shape[0]
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+            if deadline is not None and time.perf_counter() >= deadline:
+                stopped = True
+                break
+        elapsed = time.perf_counter() - start
+        return total / max(seen, 1), seen / max(elapsed, 1e-9), seen, stopped
+
+    def validate(self) -> dict[str, float]:
+        if self.val_ds is None:
+            return {}
+        metrics, _ = evaluate(self.predictor, self.val_ds, self.cfg.eval.regions)
+        return metrics
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (or the time budget); returns a summary of the run."""
+        cfg = self.cfg
+        self._prepare_output()
+        set_threads(cfg.train.threads)
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        self._build_data()
+        self._build_model()
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        start_epoch = self._restore() if self.resume else 0
+        spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
+        self.log(
+            f"training {count_parameters(self.model):,} parameters on {self.device} "
+            f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
+            f"epochs {start_epoch + 1}..{cfg.train.epochs} -> {self.out_dir}"
+        )
+        logger = MetricsLogger(self.out_dir)
+        clock = time.perf_counter()
+        deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
+        try:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                loss, speed, seen, stopped = self._train_epoch(epoch, deadline)
+                last = stopped or epoch + 1 == cfg.train.epochs
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "train_loss": round(loss, 6),
+                    "train_img_per_s": round(speed, 3),
+                    "train_images": seen,
+                }
+                if (epoch + 1) % cfg.train.val_every == 0 or last:
+                    metrics = self.validate()
+                    row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
+                    value = metrics.get(cfg.train.monitor)
+                    if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:
+                        self.scheduler.step(value)
+                    if value is not None and is_better(cfg.train.monitor, value, self.best_value):
+                        self.best_value, self.best_epoch = value, epoch + 1
+                        save_checkpoint(self.best_path, self._state(epoch + 1))
+                row["elapsed_s"] = round(spent + time.perf_counter() - clock, 2)
+                self.history.append(row)
+                save_checkpoint(self.last_path, self._state(epoch + 1))
+                logger.write(self.history)
+                self.log(self._describe(row))
+                if stopped:
+                    self.log(f"time budget of {cfg.train.max_time_s:.0f} s reached after epoch {epoch + 1}")
+                    break
+        finally:
+            logger.close()
+        if self.val_ds is None and self.history:  # no validation: the last epoch is the best we know
+            save_checkpoint(self.best_path, self._state(self.history[-1]["epoch"]))
+        return {
+            "output_dir": str(self.out_dir),
+            "best_checkpoint": str(self.best_path),
+            "best_epoch": self.best_epoch,
+            "best_" + cfg.train.monitor: self.best_value,
+            "history": self.history,
+        }
+
+    def _describe(self, row: dict[str, Any]) -> str:
+        parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
+        parts += [f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)]
+        return " | ".join(parts)
