@@ -302,7 +302,8 @@ class Config(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
     node = tree
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -319,7 +320,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
     return tree
 
 
@@ -327,9 +328,9 @@ def _known_keys(model: type[BaseModel] | None) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _section_model(loc: tuple[Any, ...], arch: str) -> type[BaseModel] | None:
+def _section_model(loc: tuple[Any, ...], arch: str, root: type[BaseModel]) -> type[BaseModel] | None:
     """The schema class that holds the key at ``loc``, for 'did you mean' hints."""
-    model: type[BaseModel] | None = Config
+    model: type[BaseModel] | None = root
     for part in loc[:-1]:
         if model is None or not isinstance(part, str):
             return None
@@ -348,15 +349,18 @@ def _section_model(loc: tuple[Any, ...], arch: str) -> type[BaseModel] | None:
     return model
 
 
-def format_validation_error(err: ValidationError, source: str, tree: dict[str, Any]) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, tree: dict[str, Any], root: type[BaseModel] | None = None, what: str = "configuration"
+) -> str:
     """One readable line per problem, each naming the dotted key."""
+    root = root or Config
     arch = _arch_of(tree.get("model", {}))
     lines = []
     for problem in err.errors():
         loc = tuple(p for p in problem["loc"] if p not in ("unet", "smp_unet", "monai_basicunet", "monai_unet"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch)), n=1)
+            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), n=1)
             msg = "unknown key" + (f", did you mean {hint[0]!r}?" if hint else "")
         elif problem["type"] == "missing":
             msg = "required key is missing"
@@ -365,7 +369,7 @@ def format_validation_error(err: ValidationError, source: str, tree: dict[str, A
             if "input" in problem and problem["type"] not in ("model_type",):
                 msg += f" (got {problem['input']!r})"
         lines.append(f"{key}: {msg}")
-    return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
+    return f"invalid {what} in {source}:\n  " + "\n  ".join(lines)
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> Config:

@@ -13,7 +13,7 @@ from monai.metrics import compute_dice, compute_iou
 from skimage.measure import label as connected_components
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-LOWER_IS_BETTER = frozenset({"pixel_error", "rand_error", "vi", "vi_split", "vi_merge", "loss"})
+LOWER_IS_BETTER = frozenset({"pixel_error", "rand_error", "vi", "vi_split", "vi_merge", "loss", "hd95"})
 
 
 def _one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -67,7 +67,14 @@ def find_images(path: Path) -> list[Sample]:
     """Unlabelled inputs for prediction: one file, or every image in a folder."""
     path = Path(path)
     files = [path] if path.is_file() else list_image_files(path)
-    return [sample for file in files for sample in _expand(file, None)]
+    return [sample for file in files for sample in _expand_unlabelled(file)]
+
+
+def _expand_unlabelled(file: Path) -> list[Sample]:
+    try:
+        return _expand(file, None)
+    except DataError:  # a broken TIFF: keep it, so predict reports it by name and goes on
+        return [Sample(_image_stem(file), file, None, None)]
 
 
 def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:

@@ -106,6 +106,10 @@ class PreActBlock(nn.Module):
         super().__init__()
         self.norm1 = make_norm(norm, in_ch)
         self.act1 = make_act(act)
+        if hasattr(self.act1, "inplace"):
+            # With norm 'none' act1 sees the block's input itself: in place it would rectify the
+            # identity shortcut and the encoder feature that the long skip hands to the decoder.
+            self.act1.inplace = False
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.norm2 = make_norm(norm, out_ch)
         self.act2 = make_act(act)

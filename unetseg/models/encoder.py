@@ -71,6 +71,18 @@ class UNetEncoder(nn.Module):
         return features
 
 
+def check_smp_encoder(name: str) -> None:
+    """A ValueError with close matches for a name segmentation-models-pytorch does not know."""
+    import segmentation_models_pytorch as smp
+
+    known = list(smp.encoders.encoders)
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=3)
+        raise ValueError(
+            f"unknown smp encoder {name!r}" + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
+        )
+
+
 class SmpEncoder(nn.Module):
     """A segmentation-models-pytorch encoder with ``levels - 1`` down-sampling stages.
 
@@ -82,12 +94,7 @@ class SmpEncoder(nn.Module):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        known = list(smp.encoders.encoders)
-        if name not in known:
-            hint = difflib.get_close_matches(name, known, n=3)
-            raise ValueError(
-                f"unknown smp encoder {name!r}" + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
-            )
+        check_smp_encoder(name)
         if levels - 1 > 5:
             raise ValueError(f"smp encoders have at most 5 down-sampling stages (depth <= 6), got depth {levels}")
         try:

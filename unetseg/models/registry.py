@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from unetseg.config import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig
+from unetseg.models.encoder import check_smp_encoder
 from unetseg.models.padding import SizeAgnostic
 from unetseg.models.unet import UNet
 
@@ -18,6 +19,7 @@ def build_model(cfg: AnyModelConfig, in_channels: int, out_channels: int) -> nn.
     if isinstance(cfg, SmpUnetConfig):
         import segmentation_models_pytorch as smp
 
+        check_smp_encoder(cfg.encoder)  # smp itself raises a KeyError listing every encoder
         net = smp.Unet(
             encoder_name=cfg.encoder,
             encoder_depth=cfg.encoder_depth,

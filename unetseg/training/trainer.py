@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetseg.checkpoint import load_checkpoint, save_checkpoint
-from unetseg.config import Config, dump_config
+from unetseg.config import Config, ConfigError, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
 from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
@@ -92,7 +92,10 @@ class Trainer:
         cfg = self.cfg
         self.device = select_device(cfg.train.device)
         self.amp = amp_dtype(cfg.train.amp, self.device)
-        self.model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels).to(self.device)
+        try:
+            self.model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels).to(self.device)
+        except ValueError as err:  # a model the config cannot build (unknown smp encoder, weights, depth)
+            raise ConfigError(f"model: {err}") from None
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if cfg.train.compile else self.model

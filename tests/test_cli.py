@@ -1,0 +1,163 @@
+"""The command line: train -> predict -> evaluate end to end, and user errors shown as one
+line without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from unetseg.cli import main
+from unetseg.data.io import read_raw
+from conftest import REPO, write_yaml
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+def assert_clean_failure(result, *fragments: str) -> None:
+    """Non-zero exit, the message shown, and no traceback (a user error, not a crash)."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+
+
+@pytest.fixture
+def trained(tiny_cfg_file, tmp_path) -> Path:
+    out = tmp_path / "cli_run"
+    result = invoke("train", "--config", tiny_cfg_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "done: best dice" in result.output
+    return out
+
+
+def test_help_via_entry_point_and_module():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cmd in (["unetseg", "--help"], [sys.executable, "-m", "unetseg", "--help"]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+        except FileNotFoundError:
+            pytest.skip("unetseg entry point not on PATH")
+        assert proc.returncode == 0, proc.stderr
+        for command in ("train", "predict", "evaluate"):
+            assert command in proc.stdout
+    for command in ("train", "predict", "evaluate"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+    version = invoke("--version")
+    assert version.exit_code == 0 and "0.1.0" in version.output
+
+
+def test_train_predict_evaluate_end_to_end(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "best.pt"
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (trained / name).is_file(), name
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    odd = (rng.random((37, 50)) * 255).astype(np.uint8)  # 50 wide, 37 high
+    assert cv2.imwrite(str(inputs / "odd.png"), odd)
+    assert cv2.imwrite(str(inputs / "square.png"), (rng.random((64, 64)) * 255).astype(np.uint8))
+    (inputs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(100))
+    masks = tmp_path / "masks"
+
+    result = invoke("predict", inputs, "--checkpoint", ckpt, "--out", masks, "--device", "cpu")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "corrupt" in result.output and "corrupt.png" in result.stderr
+    assert "wrote 2 mask(s)" in result.output
+    assert sorted(p.name for p in masks.iterdir()) == ["odd.png", "square.png"]
+    mask = read_raw(masks / "odd.png")
+    assert mask.shape == (37, 50) and set(np.unique(mask).tolist()) <= {0, 255}
+    assert read_raw(masks / "square.png").shape == (64, 64)
+
+    again = invoke("predict", inputs, "--checkpoint", ckpt, "--out", masks)
+    assert_clean_failure(again, "already exist", "--overwrite")
+
+    (inputs / "corrupt.png").unlink()
+    tta = invoke("predict", inputs, "--checkpoint", ckpt, "--out", masks, "--overwrite", "--tta", "d4",
+                 "--mode", "sliding", "--roi-size", "32", "--prob")
+    assert tta.exit_code == 0, tta.output
+    assert (masks / "odd_prob.tif").is_file()
+
+    report = tmp_path / "report" / "metrics.json"
+    ev = invoke("evaluate", "--checkpoint", ckpt, "--json", report)
+    assert ev.exit_code == 0, ev.output
+    assert "val split, 2 image(s)" in ev.output
+    data = json.loads(report.read_text())
+    assert data["split"] == "val" and data["checkpoint"] == str(ckpt)
+    for key in ("dice", "iou", "pixel_error", "rand_error", "vi"):
+        assert key in data["mean"] and isinstance(data["mean"][key], float)
+    assert [row["name"] for row in data["images"]] == ["img_4", "img_5"]
+    assert data["mean"]["dice"] == pytest.approx(np.mean([r["dice"] for r in data["images"]]))
+
+    everything = invoke("evaluate", "--checkpoint", ckpt, "--split", "all", "--tta", "flips")
+    assert everything.exit_code == 0 and "all split, 6 image(s)" in everything.output
+
+
+def test_evaluate_with_other_config(trained, tiny_cfg_file, tmp_path):
+    ev = invoke("evaluate", "--checkpoint", trained / "checkpoints" / "last.pt", "--config", tiny_cfg_file,
+                "--set", "data.split.fold=0", "--json", tmp_path / "m.json")
+    assert ev.exit_code == 0, ev.output
+    assert [r["name"] for r in json.loads((tmp_path / "m.json").read_text())["images"]] == ["img_0", "img_1"]
+
+
+def test_unknown_config_key_is_reported_without_traceback(tiny_cfg_dict, tmp_path):
+    tiny_cfg_dict["model"]["depht"] = 3
+    path = write_yaml(tmp_path / "typo.yaml", tiny_cfg_dict)
+    result = invoke("train", "--config", path)
+    assert_clean_failure(result, "model.depht", "did you mean 'depth'")
+    assert not Path(tiny_cfg_dict["output_dir"]).exists()
+
+
+def test_bad_override_is_reported_without_traceback(tiny_cfg_file):
+    assert_clean_failure(invoke("train", "--config", tiny_cfg_file, "--set", "train.epochs=soon"), "train.epochs")
+    assert_clean_failure(invoke("train", "--config", tiny_cfg_file, "--set", "train.epochs"), "key=value")
+
+
+def test_unknown_smp_encoder_is_reported_without_traceback(tiny_cfg_file):
+    result = invoke("train", "--config", tiny_cfg_file, "--set", "model.encoder=smp:resnt18")
+    assert_clean_failure(result, "unknown smp encoder 'resnt18'", "resnet18")
+
+
+def test_missing_and_invalid_config_files(tmp_path):
+    assert_clean_failure(invoke("train", "--config", tmp_path / "absent.yaml"), "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [1,\n")
+    assert_clean_failure(invoke("train", "--config", bad), "not valid YAML")
+
+
+def test_existing_run_and_resume(trained, tiny_cfg_file):
+    result = invoke("train", "--config", tiny_cfg_file, "--out", trained)
+    assert_clean_failure(result, "already holds a run", "--resume")
+    more = invoke("train", "--config", tiny_cfg_file, "--out", trained, "--resume", "--set", "train.epochs=3")
+    assert more.exit_code == 0, more.output
+    assert "epochs 3..3" in more.output and "changed settings train.epochs" in more.output
+    assert len((trained / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_data_errors_are_reported_without_traceback(tiny_cfg_file, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "--config", tiny_cfg_file, "--set", f"data.images={empty}")
+    assert_clean_failure(result, "no image files")
+
+
+def test_bad_checkpoint_is_reported_without_traceback(tmp_path):
+    ckpt = tmp_path / "broken.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
+    assert_clean_failure(invoke("predict", image, "--checkpoint", ckpt, "--out", tmp_path / "o"), "broken.pt")
+    assert_clean_failure(invoke("evaluate", "--checkpoint", tmp_path / "missing.pt"), "missing.pt")

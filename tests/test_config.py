@@ -1,0 +1,225 @@
+"""The config schema: strict keys with hints, types, per-level lists, --set overrides, loading."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from unetseg.config import (
+    Config,
+    ConfigError,
+    UNetConfig,
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
+from conftest import REPO, write_yaml
+
+
+def _error(tree: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree, "test.yaml")
+    return str(info.value)
+
+
+def test_minimal_config_gets_documented_defaults(tiny_cfg_dict):
+    cfg = config_from_dict({"data": tiny_cfg_dict["data"]})
+    assert isinstance(cfg.model, UNetConfig)
+    assert cfg.model.depth == 5 and cfg.model.skips == "concat"
+    assert cfg.model.skip_modes() == ["concat"] * 4
+    assert cfg.data.num_classes == 2 and cfg.data.out_channels == 1
+
+
+def test_unknown_key_names_dotted_key_and_suggests(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["depht"] = 4
+    msg = _error(tree)
+    assert "test.yaml" in msg
+    assert "model.depht" in msg
+    assert "did you mean 'depth'" in msg
+
+
+@pytest.mark.parametrize(
+    "section, typo, right",
+    [("train", "epoch", "epochs"), ("augment", "crop_sise", "crop_size"), ("inference", "overlpa", "overlap")],
+)
+def test_unknown_key_hint_in_other_sections(tiny_cfg_dict, section, typo, right):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree[section][typo] = 1
+    msg = _error(tree)
+    assert f"{section}.{typo}" in msg and f"did you mean '{right}'" in msg
+
+
+def test_unknown_key_in_nested_and_reference_model_sections(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["data"]["split"]["fodls"] = 3
+    msg = _error(tree)
+    assert "data.split.fodls" in msg and "'folds'" in msg
+
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"] = {"arch": "smp_unet", "encoder_dpeth": 3}
+    msg = _error(tree)
+    assert "model.encoder_dpeth" in msg and "'encoder_depth'" in msg
+
+
+def test_unknown_top_level_section(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["trian"] = {"epochs": 3}
+    msg = _error(tree)
+    assert "trian: unknown key" in msg and "'train'" in msg
+
+
+def test_wrong_type_names_the_key(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["epochs"] = "many"
+    msg = _error(tree)
+    assert "train.epochs" in msg
+    assert "'many'" in msg
+
+
+def test_out_of_range_value_names_the_key(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["depth"] = 1
+    assert "model.depth" in _error(tree)
+
+
+def test_missing_required_section():
+    msg = _error({"model": {"depth": 3}})
+    assert "data: required key is missing" in msg
+
+
+@pytest.mark.parametrize("skips", [["concat"], ["concat", "add", "none"]])
+def test_per_level_skips_of_wrong_length_rejected(tiny_cfg_dict, skips):
+    tree = copy.deepcopy(tiny_cfg_dict)  # depth 3 -> 2 skip levels
+    tree["model"]["skips"] = skips
+    msg = _error(tree)
+    assert "skips" in msg and "expected 2 entries" in msg and f"got {len(skips)}" in msg
+
+
+def test_per_level_skips_of_right_length_accepted(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["skips"] = ["none", "add"]
+    assert config_from_dict(tree).model.skip_modes() == ["none", "add"]
+
+
+def test_invalid_skip_mode_rejected(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["skips"] = "concta"
+    assert "model.skips" in _error(tree)
+
+
+def test_encoder_typo_suggests_block_type(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["encoder"] = "residul"
+    msg = _error(tree)
+    assert "encoder 'residul'" in msg and "did you mean 'residual'" in msg
+
+
+def test_label_map_must_cover_classes(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["data"]["label_map"] = {0: 0, 255: 2}  # class 1 missing
+    assert "label_map" in _error(tree)
+    tree["data"]["label_map"] = {0: 0, 128: 1, 255: 2}
+    cfg = config_from_dict(tree)
+    assert cfg.data.num_classes == 3 and cfg.data.out_channels == 3
+
+
+def test_split_fold_range_checked(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["data"]["split"] = {"mode": "block", "folds": 3, "fold": 3}
+    assert "fold must lie in" in _error(tree)
+
+
+def test_overrides_parse_yaml_values(tiny_cfg_file):
+    cfg = load_config(
+        tiny_cfg_file,
+        [
+            "train.epochs=7",
+            "train.lr=3e-4",
+            "train.channels_last=true",
+            "model.skips=[none, add]",
+            "data.label_map={0: 1, 255: 0}",
+            "train.max_time_s=null",
+            "name=renamed",
+        ],
+    )
+    assert cfg.train.epochs == 7 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.channels_last is True
+    assert cfg.model.skips == ["none", "add"]
+    assert cfg.data.label_map == {0: 1, 255: 0}
+    assert cfg.train.max_time_s is None
+    assert cfg.name == "renamed"
+
+
+def test_override_creates_missing_section_and_is_validated(tiny_cfg_file):
+    cfg = load_config(tiny_cfg_file, ["eval.regions=background"])
+    assert cfg.eval.regions == "background"
+    with pytest.raises(ConfigError, match=r"model\.depht.*did you mean 'depth'"):
+        load_config(tiny_cfg_file, ["model.depht=3"])
+
+
+def test_override_errors(tiny_cfg_file):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(tiny_cfg_file, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(tiny_cfg_file, ["name.sub=1"])
+
+
+def test_apply_overrides_value_may_contain_equals():
+    tree = apply_overrides({}, ["name=a=b"])
+    assert tree == {"name": "a=b"}
+
+
+def test_missing_file_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_is_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {depth: 3\ntrain: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_non_mapping_top_level_is_config_error(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_dump_round_trip(tiny_cfg_dict, tmp_path):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["skips"] = ["add", "none"]
+    tree["data"]["label_map"] = {0: 1, 255: 0}
+    cfg = config_from_dict(tree)
+    dumped = dump_config(cfg)
+    again = load_config(write_yaml(tmp_path / "dumped.yaml", dumped))
+    assert again == cfg
+    assert dump_config(again) == dumped
+
+
+def test_reference_model_sections(tiny_cfg_dict):
+    for model, cls_name in [
+        ({"arch": "smp_unet", "encoder": "resnet18"}, "SmpUnetConfig"),
+        ({"arch": "monai_basicunet"}, "MonaiBasicUNetConfig"),
+        ({"arch": "monai_unet", "channels": [4, 8, 16], "strides": [2, 2]}, "MonaiUNetConfig"),
+    ]:
+        tree = copy.deepcopy(tiny_cfg_dict)
+        tree["model"] = model
+        assert type(config_from_dict(tree).model).__name__ == cls_name
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"] = {"arch": "monai_unet", "channels": [4, 8, 16], "strides": [2]}
+    assert "strides" in _error(tree)
+
+
+@pytest.mark.parametrize("name", ["isbi.yaml", "isbi_cpu.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, Config)
+    assert cfg.data.label_map == {0: 1, 255: 0}

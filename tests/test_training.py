@@ -1,0 +1,375 @@
+"""Training: an overfit sanity check, the Trainer's outputs, protection of existing runs,
+exact resume, non-finite losses, every loss on binary and multi-class tasks."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from unetseg.checkpoint import load_checkpoint, load_model
+from unetseg.config import LossConfig, TrainConfig, config_from_dict
+from unetseg.data import read_image, read_mask
+from unetseg.metrics import overlap_metrics
+from unetseg.models import UNet
+from unetseg.training import Trainer, TrainingError
+from unetseg.training.logger import MetricsLogger
+from unetseg.training.losses import build_loss
+from unetseg.training.optim import build_optimizer, build_scheduler
+
+LOSSES = ["dice", "dice_ce", "dice_focal", "bce", "ce"]
+
+
+def quiet(*_args) -> None:
+    pass
+
+
+def _fit(tree: dict, resume: bool = False, trainer_cls=Trainer) -> dict:
+    return trainer_cls(config_from_dict(tree), resume=resume, log=quiet).fit()
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --------------------------------------------------------------------------- overfit
+
+
+def test_tiny_unet_overfits_isbi_crops(isbi):
+    image = read_image(isbi / "train" / "image" / "0.png", 1, "dtype")[..., 0]
+    mask = read_mask(isbi / "train" / "label" / "0.png", {0: 1, 255: 0})  # membranes = 1
+    corners = [(0, 0), (100, 300), (300, 100), (400, 400)]
+    x = torch.stack([torch.from_numpy(image[r : r + 64, c : c + 64]) for r, c in corners])[:, None]
+    y = torch.stack([torch.from_numpy(mask[r : r + 64, c : c + 64]) for r, c in corners])
+    assert 0.1 < y.float().mean() < 0.5
+
+    torch.manual_seed(0)
+    net = UNet(1, 1, depth=3, base_width=8)
+    loss_fn = build_loss(LossConfig(name="dice_ce"), 1)
+
+    def scores() -> tuple[float, float]:
+        net.eval()
+        with torch.no_grad():
+            pred = (net(x)[:, 0] > 0).long()
+        net.train()
+        dice = float(np.mean([overlap_metrics(pred[i].numpy(), y[i].numpy(), 2)["dice"] for i in range(len(x))]))
+        return dice, float((pred != y).float().mean())
+
+    start_dice, _ = scores()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(120):
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    end_dice, end_error = scores()
+    assert losses[-1] < 0.3 * losses[0]
+    assert end_dice > 0.9 and end_dice > start_dice + 0.3
+    assert end_error < 0.05
+
+
+# --------------------------------------------------------------------------- run outputs
+
+
+def test_trainer_writes_run_outputs(tiny_cfg_dict):
+    summary = _fit(tiny_cfg_dict)
+    out = Path(tiny_cfg_dict["output_dir"])
+    assert (out / "checkpoints" / "last.pt").is_file()
+    assert (out / "checkpoints" / "best.pt").is_file()
+    assert not list((out / "checkpoints").glob("*.tmp"))
+
+    saved_cfg = config_from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+    assert saved_cfg == config_from_dict(tiny_cfg_dict)
+
+    rows = _rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("lr", "train_loss", "train_img_per_s", "train_images", "val_dice", "val_iou", "val_rand_error", "elapsed_s"):
+        assert key in rows[0], key
+    assert all(int(r["train_images"]) == 8 for r in rows)
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+
+    last = load_checkpoint(out / "checkpoints" / "last.pt")
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    assert summary["best_epoch"] == best["epoch"] in (1, 2)
+    assert summary["best_dice"] == pytest.approx(max(float(r["val_dice"]) for r in rows), abs=1e-5)
+    assert best["best"]["epoch"] == best["epoch"]
+
+    model, cfg, _ = load_model(out / "checkpoints" / "last.pt")
+    assert cfg.model.depth == 3 and cfg.model.base_width == 4
+    assert model(torch.rand(1, 1, 30, 41)).shape == (1, 1, 30, 41)
+
+
+def test_lower_is_better_monitor_picks_minimum(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"].update({"epochs": 3, "monitor": "pixel_error", "lr": 0.05})
+    summary = _fit(tree)
+    values = [row["val_pixel_error"] for row in summary["history"]]
+    assert summary["best_pixel_error"] == pytest.approx(min(values), abs=1e-5)
+    assert summary["best_epoch"] == 1 + values.index(min(values))
+
+
+def test_existing_run_is_not_overwritten(tiny_cfg_dict):
+    _fit(tiny_cfg_dict)
+    last = Path(tiny_cfg_dict["output_dir"]) / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run.*--resume"):
+        _fit(tiny_cfg_dict)
+    assert last.read_bytes() == before
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_cfg_dict):
+    with pytest.raises(TrainingError, match="no checkpoint to resume"):
+        _fit(tiny_cfg_dict, resume=True)
+
+
+class StopAfterFirstEpoch(Trainer):
+    """Simulates a kill right after epoch 1 was checkpointed and logged."""
+
+    def _describe(self, row):
+        text = super()._describe(row)
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+        return text
+
+
+def test_resume_is_exact(tiny_cfg_dict, tmp_path):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    # dropout, warm-up + cosine, all augmentations: every RNG and schedule must be restored
+    tree["model"]["dropout"] = 0.2
+    tree["augment"]["elastic"] = {"p": 0.5, "alpha": 30, "sigma": 4}
+    tree["train"].update({"epochs": 3, "warmup_epochs": 1})
+
+    straight = copy.deepcopy(tree)
+    straight["output_dir"] = str(tmp_path / "straight")
+    _fit(straight)
+
+    stopped = copy.deepcopy(tree)
+    stopped["output_dir"] = str(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(stopped, trainer_cls=StopAfterFirstEpoch)
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
+    messages = []
+    Trainer(config_from_dict(stopped), resume=True, log=messages.append).fit()
+    assert any("epochs 2..3" in m for m in messages)
+    assert not any("changed settings" in m for m in messages)
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["model"].keys() == b["model"].keys()
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not different, f"weights differ after resume: {different[:5]}"
+    assert a["scheduler"] == b["scheduler"]
+    for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+    rows_a, rows_b = _rows(tmp_path / "straight" / "metrics.csv"), _rows(tmp_path / "stopped" / "metrics.csv")
+    assert [r["epoch"] for r in rows_b] == ["1", "2", "3"]
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ra:
+            if key not in ("train_img_per_s", "elapsed_s"):
+                assert ra[key] == rb[key], key
+
+
+def test_resume_with_changed_settings_is_announced(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["epochs"] = 1
+    _fit(tree)
+    tree["train"]["epochs"] = 2
+    messages = []
+    Trainer(config_from_dict(tree), resume=True, log=messages.append).fit()
+    assert any("changed settings train.epochs" in m for m in messages)
+    assert load_checkpoint(Path(tree["output_dir"]) / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_nan_loss_stops_training(tiny_cfg_dict, monkeypatch):
+    import unetseg.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "build_loss", lambda cfg, out: (lambda logits, target: logits.mean() * float("nan")))
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 1.*lr"):
+        _fit(tiny_cfg_dict)
+    assert not (Path(tiny_cfg_dict["output_dir"]) / "checkpoints" / "last.pt").exists()
+
+
+def test_time_budget_stops_early(tiny_cfg_dict, monkeypatch):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"].update({"epochs": 50, "max_time_s": 1e-6})
+    messages = []
+    summary = Trainer(config_from_dict(tree), log=messages.append).fit()
+    assert len(summary["history"]) == 1
+    assert summary["history"][0]["train_images"] == 2  # one batch, then the budget was spent
+    assert "val_dice" in summary["history"][0]  # the last epoch is always validated
+    assert any("time budget" in m for m in messages)
+
+
+def test_training_without_crop_needs_same_sizes(tmp_path):
+    from conftest import tiny_config
+
+    images, masks = tmp_path / "img", tmp_path / "lbl"
+    images.mkdir()
+    masks.mkdir()
+    for i, (h, w) in enumerate([(32, 32), (40, 32), (32, 32)]):
+        cv2.imwrite(str(images / f"{i}.png"), np.zeros((h, w), np.uint8))
+        cv2.imwrite(str(masks / f"{i}.png"), np.zeros((h, w), np.uint8))
+    tree = tiny_config(images, masks, tmp_path / "run")
+    tree["augment"]["crop_size"] = None
+    with pytest.raises(TrainingError, match="differ in size"):
+        _fit(tree)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _three_class_dirs(root: Path, n: int = 4) -> tuple[Path, Path]:
+    rng = np.random.default_rng(5)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(n):
+        mask = np.zeros((48, 48), np.uint8)
+        r, c = rng.integers(0, 24, 2)
+        mask[r : r + 20, c : c + 12] = 128
+        mask[40:, :] = 255
+        image = (mask * 0.6 + rng.normal(40, 10, mask.shape)).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(images / f"{i}.png"), image)
+        cv2.imwrite(str(masks / f"{i}.png"), mask)
+    return images, masks
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_loss_values_and_gradients(name, out_channels):
+    loss_fn = build_loss(LossConfig(name=name), out_channels)
+    torch.manual_seed(0)
+    classes = 2 if out_channels == 1 else out_channels
+    target = torch.randint(0, classes, (2, 16, 16))
+    if out_channels == 1:
+        good = (target[:, None].float() * 2 - 1) * 8
+    else:
+        good = torch.nn.functional.one_hot(target, classes).permute(0, 3, 1, 2).float() * 16 - 8
+    bad = -good
+    rand = torch.randn(2, out_channels, 16, 16, requires_grad=True)
+    value = loss_fn(rand, target)
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert rand.grad is not None and rand.grad.abs().sum() > 0
+    assert loss_fn(good, target) < value.detach() < loss_fn(bad, target)
+    assert loss_fn(good, target) < 0.05
+
+
+def test_loss_weights_are_used():
+    target = torch.randint(0, 2, (1, 8, 8))
+    logits = torch.randn(1, 1, 8, 8)
+    both = build_loss(LossConfig(name="dice_ce"), 1)(logits, target)
+    dice = build_loss(LossConfig(name="dice"), 1)(logits, target)
+    bce = build_loss(LossConfig(name="bce"), 1)(logits, target)
+    assert both == pytest.approx(float(dice + bce), rel=1e-5)
+    no_ce = build_loss(LossConfig(name="dice_ce", lambda_ce=0.0), 1)(logits, target)
+    assert no_ce == pytest.approx(float(dice), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("task", ["binary", "three_class"])
+def test_trainer_with_every_loss(name, task, tmp_path, pair_dirs):
+    from conftest import tiny_config
+
+    if task == "binary":
+        images, masks = pair_dirs
+        label_map = None
+    else:
+        images, masks = _three_class_dirs(tmp_path / "mc")
+        label_map = {0: 0, 128: 1, 255: 2}
+    tree = tiny_config(images, masks, tmp_path / f"run_{name}")
+    tree["data"]["label_map"] = label_map
+    tree["data"]["split"] = {"mode": "block", "folds": 2, "fold": -1}
+    tree["train"].update({"epochs": 2, "samples_per_epoch": 4, "loss": {"name": name}, "lr": 0.02})
+    summary = _fit(tree)
+    losses = [row["train_loss"] for row in summary["history"]]
+    assert all(np.isfinite(losses))
+    assert 0.0 <= summary["history"][-1]["val_dice"] <= 1.0
+    model, cfg, _ = load_model(Path(summary["best_checkpoint"]))
+    assert model.head.out_channels == (1 if task == "binary" else 3)
+    assert cfg.data.num_classes == (2 if task == "binary" else 3)
+
+
+# --------------------------------------------------------------------------- optimiser, schedule, log
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    net = UNet(1, 1, depth=3, base_width=4)
+    opt = build_optimizer(net, TrainConfig(weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+    assert isinstance(build_optimizer(net, TrainConfig(optimizer="sgd")), torch.optim.SGD)
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = TrainConfig(lr=1.0, epochs=4, warmup_epochs=1, scheduler="cosine")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1)  # 1 / warm-up steps
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # linear ramp over the first epoch
+    assert lrs[10] == pytest.approx(1.0) == max(lrs)  # the cosine starts at the peak
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))  # and only decays
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # eta_min = lr / 100 at the end
+
+
+def test_metrics_logger_rewrites_from_history(tmp_path):
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.write([{"epoch": 1, "train_loss": 0.5}])
+    logger.write([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4, "val_dice": 0.7}])
+    rows = _rows(tmp_path / "metrics.csv")
+    assert rows == [
+        {"epoch": "1", "train_loss": "0.5", "val_dice": ""},
+        {"epoch": "2", "train_loss": "0.4", "val_dice": "0.7"},
+    ]
+
+
+def test_unbuildable_model_is_a_config_error(tiny_cfg_dict):
+    from unetseg.config import ConfigError
+
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["encoder"] = "smp:resnt18"
+    with pytest.raises(ConfigError, match="model: unknown smp encoder 'resnt18'"):
+        _fit(tree)
+
+
+@pytest.mark.slow
+def test_isbi_cpu_config_learns_membranes(isbi, tmp_path):
+    """The shipped CPU config, shrunk to ~25 s: a real learning-quality check on ISBI 2012
+    (validation on the held-out slices 25-29, whole 512x512 images)."""
+    from conftest import REPO
+    from unetseg.config import load_config
+
+    overrides = [
+        f"data.images={isbi / 'train' / 'image'}", f"data.masks={isbi / 'train' / 'label'}",
+        f"output_dir={tmp_path / 'isbi'}", "train.epochs=20", "train.samples_per_epoch=32",
+        "augment.crop_size=128", "model.base_width=8", "model.depth=4", "train.val_every=10",
+        "train.threads=1", "train.progress=false", "train.max_time_s=null",
+    ]
+    cfg = load_config(REPO / "configs" / "isbi_cpu.yaml", overrides)
+    summary = Trainer(cfg, log=quiet).fit()
+    first, last = summary["history"][9], summary["history"][-1]
+    membrane_fraction = 0.199  # of slices 25-29: the pixel error of predicting no membrane at all
+    assert last["val_dice"] > 0.65
+    assert last["val_pixel_error"] < membrane_fraction - 0.05
+    assert last["val_rand_error"] < 0.7
+    assert summary["best_rand_error"] == pytest.approx(min(first["val_rand_error"], last["val_rand_error"]), abs=1e-5)
