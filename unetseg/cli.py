@@ -145,5 +145,39 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
         click.echo(f"wrote {json_path}")
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ablation YAML.")
+@click.option("--quick", is_flag=True, help="Tiny budget and one seed: a smoke test of the whole pipeline.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option("--devices", help="Comma-separated devices assigned round-robin to runs, e.g. cuda:0,cuda:1.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
+def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None) -> None:
+    """Train every skip variant under one budget and write report.html/.md/.json.
+
+    Finished runs are reused and interrupted ones resumed when the command is run again.
+    """
+    from unetseg.ablation import build_report, load_spec, run_ablation
+
+    spec = _run(load_spec, config_path, quick)
+    output_dir = out or spec.output_dir
+    if quick and out is None:
+        output_dir = Path(f"{spec.output_dir}_quick")
+    spec_path = config_path
+    if out is not None or quick:
+        # Runs are addressed through the spec file; write the adjusted one beside the runs.
+        import yaml
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tree = yaml.safe_load(config_path.read_text())
+        tree["output_dir"] = str(output_dir)
+        tree["base"] = str(spec.base)
+        spec_path = output_dir / "ablation.yaml"
+        spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    device_list = devices.split(",") if devices else None
+    spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+    paths = build_report(spec, results, Path(spec.output_dir))
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
+
+
 if __name__ == "__main__":
     main()

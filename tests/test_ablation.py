@@ -1,0 +1,162 @@
+"""The skip ablation: spec validation, variant configs, the end-to-end CLI run and its report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from unetseg.ablation.report import thin_structure_window
+from unetseg.ablation.spec import AblationSpec, load_spec, variant_config
+from unetseg.cli import main
+from unetseg.config import ConfigError
+
+from conftest import write_yaml
+
+
+@pytest.fixture
+def ablation_file(tiny_cfg_file: Path, tmp_path: Path) -> Path:
+    spec = {
+        "name": "tiny_ablation",
+        "base": str(tiny_cfg_file),
+        "output_dir": str(tmp_path / "abl"),
+        "seeds": [0, 1],
+        "budget": {"epochs": 1, "samples_per_epoch": 4},
+        "variants": [
+            {"name": "concat", "set": {"model.skips": "concat"}},
+            {"name": "none", "set": {"model.skips": "none"}},
+        ],
+        "report": {"crop_size": 32},
+    }
+    return write_yaml(tmp_path / "ablation.yaml", spec)
+
+
+def test_grid_expands_to_named_combinations(tiny_cfg_file):
+    spec = AblationSpec(
+        base=tiny_cfg_file,
+        budget={"epochs": 1, "samples_per_epoch": 1},
+        grid={"model.skips": ["concat", "none"], "model.encoder": ["plain", "residual"]},
+        variants=[{"name": "mask", "set": {"model.skips": ["concat", "none"]}}],
+    )
+    names = [v.name for v in spec.expand()]
+    assert names == [
+        "skips-concat_encoder-plain", "skips-concat_encoder-residual",
+        "skips-none_encoder-plain", "skips-none_encoder-residual", "mask",
+    ]
+    assert spec.reference_name == names[0]
+
+
+def test_variant_config_applies_overrides_and_one_budget(ablation_file, tmp_path):
+    spec = load_spec(ablation_file)
+    cfgs = [variant_config(spec, v, 1) for v in spec.expand()]
+    assert [c.model.skip_modes() for c in cfgs] == [["concat", "concat"], ["none", "none"]]
+    for cfg in cfgs:
+        assert (cfg.seed, cfg.train.epochs, cfg.train.samples_per_epoch, cfg.train.max_time_s) == (1, 1, 4, None)
+        assert Path(cfg.output_dir) == tmp_path / "abl" / "runs" / cfg.name / "seed1"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"variantz": []}, "variantz: unknown key, did you mean 'variants'?"),
+        ({"variants": [{"name": "a"}, {"name": "a"}]}, "variant names must be unique"),
+        ({"reference": "nope"}, "reference 'nope' is not a variant"),
+        ({"variants": [], "grid": {}}, "needs a grid or a list of variants"),
+    ],
+)
+def test_bad_ablation_config_is_one_clear_error(ablation_file, change, message):
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree.update(change)
+    write_yaml(ablation_file, tree)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        load_spec(ablation_file)
+
+
+def test_bad_variant_override_fails_before_training(ablation_file):
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree["variants"].append({"name": "typo", "set": {"model.skipz": "none"}})
+    write_yaml(ablation_file, tree)
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert result.exit_code != 0
+    assert "model.skipz: unknown key, did you mean 'skips'?" in result.output
+    assert not (Path(tree["output_dir"]) / "runs").exists()
+
+
+def test_thin_structure_window_finds_the_thin_lines():
+    target = np.zeros((100, 100), dtype=np.int64)
+    target[60:90, 10:40] = 1  # a solid blob: a short skeleton
+    for x in range(62, 98, 4):
+        target[5:35, x] = 1  # many thin lines: a long skeleton
+    y, x = thin_structure_window(target, 30)
+    assert (y, x) == (5, 62) or (abs(y - 5) <= 5 and abs(x - 62) <= 6)
+
+
+def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
+    runner = CliRunner()
+    first = runner.invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "abl"
+    for name in ("report.html", "report.md", "report.json", "figures/crops.png", "figures/distance_curves.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "report.json").read_text())
+    summary = data["summary"]
+    assert set(summary) == {"concat", "none"}
+    assert summary["concat"]["seeds"] == [0, 1]
+    # Dropping every skip removes the concatenated channels from the decoder blocks.
+    assert summary["none"]["parameters"] < summary["concat"]["parameters"]
+    for key in ("dice", "bf1_1px", "bf1_2px", "cldice", "hd95", "pixel_error"):
+        assert key in summary["concat"]["mean"]
+    assert len(data["runs"]) == 4 and all(len(r["distance"]["error"]) == 10 for r in data["runs"])
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert "](figures/crops.png)" in (out / "report.md").read_text()
+
+    # Re-running reuses every finished run instead of training again.
+    second = runner.invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert second.exit_code == 0, second.output
+    assert second.output.count("reused") == 4
+
+
+def test_interrupted_run_is_resumed(ablation_file, tmp_path):
+    spec = load_spec(ablation_file)
+    from unetseg.ablation.runner import Job, run_job
+
+    job = Job(str(ablation_file), False, "concat", 0, "cpu", 1)
+    run_job(job, log=lambda m: None)
+    run_path = tmp_path / "abl" / "runs" / "concat" / "seed0"
+    (run_path / "result.json").unlink()  # as if killed after training, before measuring
+    logs: list[str] = []
+    result = run_job(job, log=logs.append)
+    assert any("resuming" in line for line in logs)
+    assert result["variant"] == "concat" and (run_path / "result.json").is_file()
+    assert spec.budget.epochs == len(result["history"])
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed")
+def test_report_renders_in_headless_chromium(ablation_file, tmp_path):
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert result.exit_code == 0, result.output
+    shot = tmp_path / "shot.png"
+    cmd = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+        f"--screenshot={shot}", "--window-size=1200,2400", (tmp_path / "abl" / "report.html").as_uri(),
+    ]
+    subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+    import cv2
+
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (2400, 1200)
+    # The page is not blank: a table and the embedded figures put dark and coloured pixels on it.
+    assert (image < 100).mean() > 0.005
+    assert image.std() > 20

@@ -1,0 +1,196 @@
+"""The ablation report: a table over variants (mean ± std over seeds), error by distance to
+the true boundary, training curves and the same zoomed crop predicted by every variant."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from skimage.morphology import skeletonize
+
+from unetseg.ablation.analysis import validation_set
+from unetseg.ablation.spec import AblationSpec, run_dir, variant_config
+from unetseg.data import read_mask
+from unetseg.report import FigureBlock, Report, Table, write_report
+
+METRICS = [
+    ("dice", "Dice"),
+    ("bf1_1px", "BF1 1px"),
+    ("bf1_2px", "BF1 2px"),
+    ("cldice", "clDice"),
+    ("hd95", "HD95 px"),
+    ("rand_error", "Rand err"),
+    ("vi", "VI"),
+    ("pixel_error", "pixel err"),
+]
+
+
+def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {v.name: [] for v in spec.expand()}
+    for result in results:
+        grouped[result["variant"]].append(result)
+    return grouped
+
+
+def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean and std over seeds of every metric (each seed is a mean over images)."""
+    summary = {}
+    for name, runs in _by_variant(spec, results).items():
+        keys = [k for k in runs[0]["mean"]]
+        values = {k: np.array([r["mean"][k] if r["mean"][k] is not None else np.nan for r in runs], float) for k in keys}
+        summary[name] = {
+            "seeds": [r["seed"] for r in runs],
+            "parameters": runs[0]["parameters"],
+            "skips": runs[0]["skips"],
+            "encoder": runs[0]["encoder"],
+            "mean": {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
+            "std": {k: float(np.nanstd(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
+        }
+    return summary
+
+
+def _pm(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    digits = 2 if abs(mean) >= 10 else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _table(spec: AblationSpec, summary: dict[str, dict[str, Any]]) -> Table:
+    present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
+    rows = []
+    for name, s in summary.items():
+        row: list[Any] = [name, "/".join(m[0] for m in s["skips"]) or "-", s["encoder"], f"{s['parameters'] / 1e6:.2f} M"]
+        row += [_pm(s["mean"][k], s["std"][k]) for k, _ in present]
+        rows.append(row)
+    return Table(
+        ["variant", "skips (level 0 first)", "encoder", "params"] + [label for _, label in present],
+        rows,
+        f"Mean ± std over seeds {spec.seeds} of the per-image means on the validation images. "
+        "Skips: c = concat, a = add, n = none. Lower is better for HD95, Rand error, VI and pixel error.",
+    )
+
+
+def _distance_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> Figure:
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    bins = spec.report.distance_bins
+    labels = [f"{lo:g}–{hi:g}" if np.isfinite(hi) else f"≥{lo:g}" for lo, hi in zip(bins[:-1], bins[1:])]
+    x = np.arange(len(labels))
+    for name, runs in grouped.items():
+        curves = np.array([r["distance"]["error"] for r in runs], dtype=float)
+        mean = np.nanmean(curves, axis=0)
+        ax.plot(x, mean, marker="o", ms=3, label=name)
+        if len(runs) > 1:
+            ax.fill_between(x, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), alpha=0.15)
+    ax.set_xticks(x, labels, rotation=45)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance to the nearest true boundary (px)")
+    ax.set_ylabel("pixel error rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _training_figure(grouped: dict[str, list[dict[str, Any]]]) -> Figure:
+    fig = Figure(figsize=(7.5, 3.8))
+    ax = fig.add_subplot()
+    for name, runs in grouped.items():
+        losses = np.array([[row["train_loss"] for row in r["history"]] for r in runs], dtype=float)
+        epochs = np.arange(1, losses.shape[1] + 1)
+        ax.plot(epochs, losses.mean(0), label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def thin_structure_window(target: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` window holding the most foreground skeleton (the longest
+    run of thin structure), found with an integral image."""
+    skeleton = skeletonize(target > 0).astype(np.int64)
+    h, w = skeleton.shape
+    size = min(size, h, w)
+    integral = np.pad(skeleton.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    y, x = np.unravel_index(np.argmax(sums), sums.shape)
+    return int(y), int(x)
+
+
+def _crops_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> tuple[Figure, str, tuple[int, int]]:
+    first = spec.expand()[0]
+    cfg = variant_config(spec, first, spec.seeds[0])
+    dataset = validation_set(cfg)
+    names = [s.name for s in dataset.samples]
+    index = names.index(spec.report.crop_image) if spec.report.crop_image in names else 0
+    image, target = dataset.load(index)
+    assert target is not None
+    size = min(spec.report.crop_size, *target.shape)
+    y, x = thin_structure_window(target, size)
+    window = (slice(y, y + size), slice(x, x + size))
+    panels = [("image", image[..., 0][window], "gray"), ("truth", target[window], "gray_r")]
+    for name in grouped:
+        pred_path = run_dir(spec, name, spec.seeds[0]) / "val_pred" / f"{names[index]}.png"
+        pred = read_mask(pred_path, {v: v for v in range(256)})[window]
+        truth = target[window]
+        error = np.zeros(pred.shape + (3,))
+        error[(pred > 0) & (truth > 0)] = (0.15, 0.15, 0.15)  # true positive: dark
+        error[(pred == 0) & (truth == 0)] = (1.0, 1.0, 1.0)
+        error[(pred > 0) & (truth == 0)] = (0.85, 0.1, 0.1)  # false positive: red
+        error[(pred == 0) & (truth > 0)] = (0.1, 0.35, 0.9)  # false negative: blue
+        panels.append((name, error, None))
+    cols = min(4, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig = Figure(figsize=(3.0 * cols, 3.1 * rows))
+    for i, (title, data, cmap) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(data, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    return fig, names[index], (y, x)
+
+
+def hardware() -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    grouped = _by_variant(spec, results)
+    summary = summarise(spec, results)
+    report = Report(
+        f"Skip ablation: {spec.name}",
+        intro=(
+            f"{len(grouped)} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
+            f"{spec.budget.samples_per_epoch} random crops (identical budget, split, seeds and data order), "
+            f"measured with its final weights on the validation images. Base config: {spec.base}. "
+            f"Hardware: {hardware()}."
+        ),
+    )
+    report.section("Results").blocks.append(_table(spec, summary))
+    crops, crop_name, corner = _crops_figure(spec, grouped)
+    report.section("Fine detail, side by side").blocks += [
+        FigureBlock(
+            "crops", crops,
+            f"Validation image {crop_name}, {spec.report.crop_size} px window at (y, x) = {corner} with the most thin "
+            f"structure; seed {spec.seeds[0]}. Prediction errors: red = false positive, blue = false negative, dark = "
+            "correct foreground.",
+        )
+    ]
+    report.section("Error by distance to the true boundary").blocks += [
+        "Pixel error rate as a function of the distance to the nearest true boundary, pooled over the validation "
+        "images; line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",
+        FigureBlock("distance_curves", _distance_figure(spec, grouped), "Error rate by distance bin (log scale)."),
+    ]
+    report.section("Training curves").blocks.append(
+        FigureBlock("training_curves", _training_figure(grouped), "Training loss per epoch, mean over seeds.")
+    )
+    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(),
+            "reference": spec.reference_name, "summary": summary,
+            "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
+    return write_report(report, out_dir, data)

@@ -1,0 +1,91 @@
+"""Train and measure every (variant, seed) of an ablation, reusing finished runs.
+
+Each run lives in ``<output_dir>/runs/<variant>/seed<k>/``; ``result.json`` there marks it
+finished. Re-running the ablation skips finished runs and resumes interrupted ones from their
+``last.pt``, so a killed ablation loses at most one epoch of one run. Runs can be spread
+over processes (``workers``) and devices (``devices``, round-robin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+from unetseg.ablation.analysis import analyse_run
+from unetseg.ablation.spec import AblationSpec, load_spec, run_dir, variant_config
+from unetseg.config import dump_config
+from unetseg.report import json_safe
+
+
+@dataclass(frozen=True)
+class Job:
+    spec_path: str
+    quick: bool
+    variant: str
+    seed: int
+    device: str
+    threads: int | None
+
+
+def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run and return its measured result."""
+    from unetseg.training import Trainer
+
+    spec = load_spec(Path(job.spec_path), job.quick)
+    variant = next(v for v in spec.expand() if v.name == job.variant)
+    cfg = variant_config(spec, variant, job.seed)
+    cfg.train.device = job.device
+    if job.threads:
+        cfg.train.threads = job.threads
+    out = run_dir(spec, variant.name, job.seed)
+    result_path = out / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        if result.get("config") == dump_config(cfg):
+            log(f"[{variant.name} seed {job.seed}] finished before, reused")
+            return result
+        raise RuntimeError(
+            f"{out} holds a finished run with another config; remove it or change the ablation output_dir"
+        )
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    log(f"[{variant.name} seed {job.seed}] {'resuming' if resume else 'training'} on {job.device}")
+    Trainer(cfg, resume=resume, log=lambda msg: None).fit()
+    result = analyse_run(out / "checkpoints" / "last.pt", spec.report, job.device)
+    result["config"] = dump_config(cfg)
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(result)))
+    os.replace(tmp, result_path)
+    mean = result["mean"]
+    log(f"[{variant.name} seed {job.seed}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
+    return result
+
+
+def run_ablation(
+    spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[AblationSpec, list[dict[str, Any]]]:
+    """Every run of the ablation, in variant-then-seed order."""
+    spec = load_spec(spec_path, quick)
+    devices = devices or ["auto"]
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    jobs = [
+        Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads)
+        for i, (variant, seed) in enumerate((v, s) for v in spec.expand() for s in spec.seeds)
+    ]
+    for variant in spec.expand():  # fail on a bad variant before hours of training
+        variant_config(spec, variant, spec.seeds[0])
+    if workers <= 1:
+        return spec, [run_job(job, log) for job in jobs]
+    results: dict[Job, dict[str, Any]] = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            results[job] = future.result()
+            log(f"[{job.variant} seed {job.seed}] done")
+    return spec, [results[job] for job in jobs]

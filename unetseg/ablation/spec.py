@@ -1,0 +1,135 @@
+"""The ablation config: a base training config, the variants, the seeds and one budget.
+
+Variants are dotted overrides of the base config (the same ``key=value`` language as
+``unetseg train --set``), given as a cross-product ``grid`` and/or an explicit ``variants``
+list. Every variant trains under the *same* budget (epochs x samples per epoch), the same
+seeds, the same split and the same data order, so their differences are the skips'.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from unetseg.config import Config, ConfigError, Strict, config_from_dict, format_validation_error, set_dotted
+
+
+class Variant(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    set: dict[str, Any] = {}
+
+
+class Budget(Strict):
+    epochs: int = Field(ge=1)
+    samples_per_epoch: int = Field(ge=1)
+
+
+class ReportSpec(Strict):
+    crop_size: int = Field(128, ge=16, description="side of the zoomed region shown for every variant")
+    crop_image: str | None = Field(None, description="validation image to zoom into (default: the first)")
+    distance_bins: list[float] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, float("inf")]
+    tolerances: list[int] = [1, 2]
+
+
+class AblationSpec(Strict):
+    name: str = "ablation"
+    base: Path = Field(description="training config the variants modify (path, relative to this file)")
+    output_dir: Path = Path("runs/ablation")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    budget: Budget
+    reference: str | None = Field(None, description="variant the others are compared with (default: the first)")
+    grid: dict[str, list[Any]] = Field({}, description="dotted key -> values; one variant per combination")
+    variants: list[Variant] = []
+    quick: dict[str, Any] = Field(
+        {"seeds": [0], "budget": {"epochs": 1, "samples_per_epoch": 4}},
+        description="what --quick changes (a smoke test of the whole pipeline)",
+    )
+    set: dict[str, Any] = Field({}, description="overrides applied to the base config for every variant")
+    report: ReportSpec = ReportSpec()
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return grid
+
+    @model_validator(mode="after")
+    def _has_variants(self) -> "AblationSpec":
+        if not self.grid and not self.variants:
+            raise ValueError("an ablation needs a grid or a list of variants")
+        names = [v.name for v in self.expand()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique, repeated: {dupes}")
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not a variant ({', '.join(names)})")
+        return self
+
+    def expand(self) -> list[Variant]:
+        """Grid combinations first (named ``key-value`` joined by ``_``), then explicit variants."""
+        out: list[Variant] = []
+        keys = list(self.grid)
+        for combo in () if not keys else itertools.product(*(self.grid[k] for k in keys)):
+            name = "_".join(_short(k, v) for k, v in zip(keys, combo))
+            out.append(Variant(name=name, set=dict(zip(keys, combo))))
+        return out + list(self.variants)
+
+    @property
+    def reference_name(self) -> str:
+        return self.reference or self.expand()[0].name
+
+
+def _short(key: str, value: Any) -> str:
+    text = "-".join(map(str, value)) if isinstance(value, list) else str(value)
+    return f"{key.split('.')[-1]}-{text}".replace(" ", "")
+
+
+def load_spec(path: Path, quick: bool = False) -> AblationSpec:
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read ablation config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        spec = AblationSpec.model_validate(tree)
+        if quick:
+            spec = AblationSpec.model_validate({**tree, **spec.quick})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path), {}, AblationSpec, "ablation config")) from None
+    if not spec.base.is_absolute() and not spec.base.exists():
+        spec.base = path.parent / spec.base
+    return spec
+
+
+def run_dir(spec: AblationSpec, variant: str, seed: int) -> Path:
+    return Path(spec.output_dir) / "runs" / variant / f"seed{seed}"
+
+
+def variant_config(spec: AblationSpec, variant: Variant, seed: int) -> Config:
+    """The full training config of one (variant, seed) run."""
+    try:
+        tree = yaml.safe_load(Path(spec.base).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"ablation base config {spec.base}: {err.strerror}") from None
+    fixed = {
+        "seed": seed,
+        "name": variant.name,
+        "output_dir": str(run_dir(spec, variant.name, seed)),
+        "train.epochs": spec.budget.epochs,
+        "train.samples_per_epoch": spec.budget.samples_per_epoch,
+        "train.max_time_s": None,  # the budget is counted in samples, identical for every variant
+        "train.progress": False,
+    }
+    for key, value in {**spec.set, **variant.set, **fixed}.items():
+        set_dotted(tree, key, value)
+    return config_from_dict(tree, f"{spec.base} + variant {variant.name!r}")

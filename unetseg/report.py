@@ -1,0 +1,153 @@
+"""Reports as one self-contained HTML page (figures embedded), Markdown and JSON.
+
+A report is a list of sections holding text, tables and matplotlib figures. The ablation
+and any later analysis build a :class:`Report` and call :func:`write_report`; none of them
+writes HTML by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class FigureBlock:
+    name: str  # file stem, e.g. "distance_curves"
+    figure: Figure
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[str | Table | FigureBlock] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    intro: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    def section(self, title: str) -> Section:
+        self.sections.append(Section(title))
+        return self.sections[-1]
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption,caption{color:#555;font-size:.9em;margin:.3em 0}
+p{line-height:1.45}
+"""
+
+
+def render_html(report: Report, images: dict[str, bytes]) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    if report.intro:
+        parts += [f"<p>{html.escape(p)}</p>" for p in report.intro.split("\n\n")]
+    for section in report.sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, str):
+                parts.append(f"<p>{html.escape(block)}</p>")
+            elif isinstance(block, Table):
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in block.rows)
+                cap = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
+                parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            else:
+                data = base64.b64encode(images[block.name]).decode()
+                parts.append(
+                    f"<figure><img alt='{html.escape(block.name)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+                )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(report: Report, figure_dir: str) -> str:
+    lines = [f"# {report.title}", ""]
+    if report.intro:
+        lines += [report.intro, ""]
+    for section in report.sections:
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, str):
+                lines += [block, ""]
+            elif isinstance(block, Table):
+                if block.caption:
+                    lines += [block.caption, ""]
+                lines.append("| " + " | ".join(block.columns) + " |")
+                lines.append("|" + "|".join("---" for _ in block.columns) + "|")
+                lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in block.rows]
+                lines.append("")
+            else:
+                lines += [f"![{block.caption or block.name}]({figure_dir}/{block.name}.png)", ""]
+                if block.caption:
+                    lines += [f"*{block.caption}*", ""]
+    return "\n".join(lines)
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    return value
+
+
+def write_report(report: Report, out_dir: Path, data: dict[str, Any], stem: str = "report") -> dict[str, Path]:
+    """Write ``<stem>.html`` (self-contained), ``<stem>.md`` with ``figures/``, and ``<stem>.json``."""
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for section in report.sections:
+        for block in section.blocks:
+            if isinstance(block, FigureBlock):
+                images[block.name] = _png(block.figure)
+                (fig_dir / f"{block.name}.png").write_bytes(images[block.name])
+    paths = {"html": out_dir / f"{stem}.html", "md": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json"}
+    paths["html"].write_text(render_html(report, images))
+    paths["md"].write_text(render_markdown(report, "figures"))
+    paths["json"].write_text(json.dumps(json_safe(data), indent=2))
+    return paths
