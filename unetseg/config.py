@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-SkipMode = Literal["concat", "add", "none"]
+SkipMode = Literal["concat", "add", "none", "gated", "attention"]
 BlockType = Literal["plain", "residual", "preact"]
 NormType = Literal["batch", "instance", "group", "none"]
 ActType = Literal["relu", "leaky_relu", "gelu", "silu", "elu", "prelu"]
