@@ -1,8 +1,13 @@
-"""Measure one trained ablation run: every metric per validation image, the error curve by
-distance to the true boundary, and the predicted masks kept for the side-by-side figure."""
+"""Measure a trained model on its validation images: every metric per image, the error
+curve by distance to the true boundary, and (optionally) the predicted masks.
+
+Shared by the ablation (one call per trained run) and ``analyze-skips`` (one call per
+knocked-out skip), so both report exactly the same measures.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +23,59 @@ from unetseg.metrics import mean_metrics, segmentation_metrics
 from unetseg.models import count_parameters
 from unetseg.runtime import select_device
 
+NEAR_BOUNDARY_PX = 2.0
+
 
 def validation_set(cfg: Config) -> SegmentationDataset:
     _, val_pairs = split_samples(find_pairs(cfg.data.images, cfg.data.masks), cfg.data.split, cfg.data)
     return SegmentationDataset(val_pairs, cfg.data)
 
 
-def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu") -> dict[str, Any]:
-    """Metrics of the run's final weights (not the best epoch: every variant gets the same
-    budget, and picking epochs on the validation images would favour noisy variants)."""
-    model, cfg, state = load_model(checkpoint, select_device(device))
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, select_device(device))
-    dataset = validation_set(cfg)
+@dataclass
+class Measured:
+    rows: list[dict[str, Any]]
+    mean: dict[str, float]
+    distance_error: np.ndarray
+    distance_counts: np.ndarray
+
+
+def measure(
+    predictor: Predictor, dataset: SegmentationDataset, regions: str, report: ReportSpec, pred_dir: Path | None = None
+) -> Measured:
+    """Overlap, region, boundary and thin-structure metrics of every image, plus the pixel error
+    rate within ``NEAR_BOUNDARY_PX`` of a true boundary (``error_near_boundary``)."""
     rows, curves = [], []
-    pred_dir = Path(checkpoint).parent.parent / "val_pred"
-    pred_dir.mkdir(exist_ok=True)
     for index in range(len(dataset.samples)):
         item = dataset[index]
         pred = predictor.classes(predictor.probabilities(item["image"]))
         target = item["mask"].numpy()
-        scores = segmentation_metrics(pred, target, cfg.data.num_classes, cfg.eval.regions)
+        scores = segmentation_metrics(pred, target, predictor.num_classes, regions)
         scores.update(detail_metrics(pred, target, report.tolerances))
+        near, _ = error_by_distance(pred, target, [0.0, NEAR_BOUNDARY_PX, float("inf")])
+        scores["error_near_boundary"] = float(near[0])
         rows.append({"name": item["name"], **scores})
         curves.append(error_by_distance(pred, target, report.distance_bins))
-        write_array(pred_dir / f"{item['name']}.png", pred.astype(np.uint8))
+        if pred_dir is not None:
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            write_array(pred_dir / f"{item['name']}.png", pred.astype(np.uint8))
+    return Measured(rows, mean_metrics(rows), pool_error_by_distance(curves), np.sum([c for _, c in curves], axis=0))
+
+
+def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu") -> dict[str, Any]:
+    """Metrics of the run's final weights (not the best epoch: every variant gets the same
+    budget, and picking epochs on the validation images would favour noisy variants)."""
+    dev = select_device(device)
+    model, cfg, state = load_model(checkpoint, dev)
+    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
+    result = measure(predictor, validation_set(cfg), cfg.eval.regions, report, Path(checkpoint).parent.parent / "val_pred")
     return {
         "variant": cfg.name,
         "seed": cfg.seed,
         "parameters": count_parameters(model),
         "skips": getattr(cfg.model, "skip_modes", lambda: [])(),
         "encoder": getattr(cfg.model, "encoder", cfg.model.arch),
-        "mean": mean_metrics(rows),
-        "images": rows,
-        "distance": {
-            "bins": report.distance_bins,
-            "error": pool_error_by_distance(curves).tolist(),
-            "counts": np.sum([c for _, c in curves], axis=0).tolist(),
-        },
+        "mean": result.mean,
+        "images": result.rows,
+        "distance": {"bins": report.distance_bins, "error": result.distance_error.tolist(), "counts": result.distance_counts.tolist()},
         "history": state["history"],
     }

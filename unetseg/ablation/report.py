@@ -26,6 +26,7 @@ METRICS = [
     ("rand_error", "Rand err"),
     ("vi", "VI"),
     ("pixel_error", "pixel err"),
+    ("error_near_boundary", "err ≤2px"),
 ]
 
 
