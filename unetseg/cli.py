@@ -181,3 +181,21 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 
 if __name__ == "__main__":
     main()
+@main.command("analyze-skips")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config whose data and split to use (default: the checkpoint's own).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--device", default="auto", show_default=True)
+def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
+    """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
+    from unetseg.ablation.skip_analysis import analyze_skips
+
+    cfg = _run(load_config, config_path) if config_path else None
+    try:
+        paths = _run(analyze_skips, checkpoint, out, cfg, device)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
+
+
