@@ -113,6 +113,10 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
     for key in ("dice", "bf1_1px", "bf1_2px", "cldice", "hd95", "pixel_error"):
         assert key in summary["concat"]["mean"]
     assert len(data["runs"]) == 4 and all(len(r["distance"]["error"]) == 10 for r in data["runs"])
+    comparison = data["comparison"]["none"]["dice"]
+    assert comparison["pairs"] == 2 * 2  # two seeds x two validation images
+    assert comparison["ci"][0] <= comparison["diff"] <= comparison["ci"][1]
+    assert 0.0 <= comparison["p"] <= 1.0
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<table>" in page
     assert "](figures/crops.png)" in (out / "report.md").read_text()

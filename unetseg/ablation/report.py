@@ -16,6 +16,7 @@ from unetseg.ablation.analysis import validation_set
 from unetseg.ablation.spec import AblationSpec, run_dir, variant_config
 from unetseg.data import read_mask
 from unetseg.report import FigureBlock, Report, Table, write_report
+from unetseg.stats import bootstrap_ci, paired_test
 
 METRICS = [
     ("dice", "Dice"),
@@ -73,6 +74,54 @@ def _table(spec: AblationSpec, summary: dict[str, dict[str, Any]]) -> Table:
         rows,
         f"Mean ± std over seeds {spec.seeds} of the per-image means on the validation images. "
         "Skips: c = concat, a = add, n = none. Lower is better for HD95, Rand error, VI and pixel error.",
+    )
+
+
+COMPARED = ["dice", "bf1_1px", "bf1_2px", "cldice", "rand_error", "vi"]
+
+
+def score_grid(runs: list[dict[str, Any]], metric: str) -> np.ndarray:
+    """(seeds x images) per-image scores of one variant, seeds and images in a fixed order."""
+    ordered = sorted(runs, key=lambda r: r["seed"])
+    names = sorted(row["name"] for row in ordered[0]["images"])
+    by_name = [{row["name"]: row.get(metric) for row in r["images"]} for r in ordered]
+    return np.array([[np.nan if m.get(n) is None else m[n] for n in names] for m in by_name], dtype=float)
+
+
+def paired_comparison(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per variant and metric: mean paired difference to the reference, its bootstrap 95% CI,
+    and the Wilcoxon signed-rank p-value over (seed, image) pairs."""
+    ref_runs = grouped[spec.reference_name]
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in grouped.items():
+        if name == spec.reference_name:
+            continue
+        out[name] = {}
+        for metric in COMPARED:
+            if metric not in runs[0]["mean"]:
+                continue
+            mine, ref = score_grid(runs, metric), score_grid(ref_runs, metric)
+            diff, p, n = paired_test(mine, ref)
+            lo, hi = bootstrap_ci(mine - ref) if n else (float("nan"), float("nan"))
+            out[name][metric] = {"diff": diff, "ci": [lo, hi], "p": p, "pairs": n}
+    return out
+
+
+def _comparison_table(spec: AblationSpec, comparison: dict[str, dict[str, Any]]) -> Table:
+    metrics = [m for m in COMPARED if any(m in c for c in comparison.values())]
+    rows = []
+    for name, per_metric in comparison.items():
+        row: list[Any] = [name]
+        for m in metrics:
+            c = per_metric.get(m)
+            row.append("–" if c is None or not np.isfinite(c["diff"]) else
+                       f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p']:.2g}")
+        rows.append(row)
+    pairs = next((c["pairs"] for pm in comparison.values() for c in pm.values()), 0)
+    return Table(
+        ["variant"] + metrics, rows,
+        f"Difference to the reference {spec.reference_name!r}: mean of the paired (seed, image) differences "
+        f"[bootstrap 95% CI over seeds and images] and the two-sided Wilcoxon signed-rank p-value over the {pairs} pairs.",
     )
 
 
@@ -173,7 +222,10 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
             f"Hardware: {hardware()}."
         ),
     )
-    report.section("Results").blocks.append(_table(spec, summary))
+    comparison = paired_comparison(spec, grouped)
+    report.section("Results").blocks += [_table(spec, summary)]
+    if comparison:
+        report.section("Paired comparison with the reference").blocks.append(_comparison_table(spec, comparison))
     crops, crop_name, corner = _crops_figure(spec, grouped)
     report.section("Fine detail, side by side").blocks += [
         FigureBlock(
@@ -192,6 +244,6 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
         FigureBlock("training_curves", _training_figure(grouped), "Training loss per epoch, mean over seeds.")
     )
     data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(),
-            "reference": spec.reference_name, "summary": summary,
+            "reference": spec.reference_name, "summary": summary, "comparison": comparison,
             "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
     return write_report(report, out_dir, data)

@@ -1,0 +1,40 @@
+"""Statistics for comparing variants that share seeds, images and data order.
+
+Per-image scores form a (seeds x images) grid per variant. Confidence intervals come from a
+two-level bootstrap (resample seeds, then images, with replacement) so both sources of
+variation widen them; comparisons with a reference variant use the Wilcoxon signed-rank test
+on the paired (seed, image) differences, which needs no normality assumption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+
+def bootstrap_ci(scores: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of the grand mean of a (seeds x images) grid (NaN cells ignored)."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    rng = np.random.default_rng(seed)
+    n_seeds, n_images = scores.shape
+    seed_idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    image_idx = rng.integers(0, n_images, size=(n_boot, n_images))
+    means = np.array([np.nanmean(scores[s][:, i]) for s, i in zip(seed_idx, image_idx)])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_test(scores: np.ndarray, reference: np.ndarray) -> tuple[float, float, int]:
+    """(mean difference, two-sided Wilcoxon p-value, number of pairs) over matching cells.
+
+    Cells where either side is NaN are dropped. All-zero differences give p = 1.
+    """
+    a, b = np.asarray(scores, float).ravel(), np.asarray(reference, float).ravel()
+    keep = np.isfinite(a) & np.isfinite(b)
+    diff = a[keep] - b[keep]
+    if diff.size == 0:
+        return float("nan"), float("nan"), 0
+    if np.all(diff == 0):
+        return 0.0, 1.0, int(diff.size)
+    return float(diff.mean()), float(wilcoxon(a[keep], b[keep]).pvalue), int(diff.size)
