@@ -164,3 +164,21 @@ def test_report_renders_in_headless_chromium(ablation_file, tmp_path):
     # The page is not blank: a table and the embedded figures put dark and coloured pixels on it.
     assert (image < 100).mean() > 0.005
     assert image.std() > 20
+
+
+def test_matched_controls_are_within_tolerance_of_the_reference(ablation_file):
+    from unetseg.ablation.spec import parameter_count
+
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree["variants"].append({"name": "add", "set": {"model.skips": "add"}})
+    plain = load_spec(write_yaml(ablation_file, tree))
+    sizes = {v.name: parameter_count(variant_config(plain, v, 0)) for v in plain.expand()}
+    assert sizes["none"] < 0.95 * sizes["concat"]  # unmatched: removing skips shrinks the decoder
+
+    tree["match_parameters"] = True
+    matched = load_spec(write_yaml(ablation_file, tree))
+    for variant in matched.expand():
+        cfg = variant_config(matched, variant, 0)
+        assert abs(parameter_count(cfg) - sizes["concat"]) <= 0.05 * sizes["concat"], variant.name
+        if variant.name != "concat":
+            assert cfg.model.decoder_widths is not None and cfg.model.skip_modes() == variant_config(plain, variant, 0).model.skip_modes()

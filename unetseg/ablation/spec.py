@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unetseg.config import Config, ConfigError, Strict, config_from_dict, format_validation_error, set_dotted
+from unetseg.config import Config, ConfigError, Strict, UNetConfig, config_from_dict, format_validation_error, set_dotted
 
 
 class Variant(Strict):
@@ -49,6 +49,11 @@ class AblationSpec(Strict):
         description="what --quick changes (a smoke test of the whole pipeline)",
     )
     set: dict[str, Any] = Field({}, description="overrides applied to the base config for every variant")
+    match_parameters: bool = Field(
+        False, description="widen or narrow each variant's decoder until its parameter count is within "
+        "match_tolerance of the reference variant's (unetseg U-Nets only)"
+    )
+    match_tolerance: float = Field(0.05, gt=0.0, lt=1.0)
     report: ReportSpec = ReportSpec()
 
     @field_validator("grid")
@@ -132,4 +137,53 @@ def variant_config(spec: AblationSpec, variant: Variant, seed: int) -> Config:
     }
     for key, value in {**spec.set, **variant.set, **fixed}.items():
         set_dotted(tree, key, value)
-    return config_from_dict(tree, f"{spec.base} + variant {variant.name!r}")
+    cfg = config_from_dict(tree, f"{spec.base} + variant {variant.name!r}")
+    if spec.match_parameters and variant.name != spec.reference_name:
+        reference = next(v for v in spec.expand() if v.name == spec.reference_name)
+        target = parameter_count(variant_config(spec, reference, seed))
+        cfg.model = match_decoder_width(cfg.model, target, spec.match_tolerance, cfg.data.channels, cfg.data.out_channels)
+    return cfg
+
+
+def parameter_count(cfg: Config) -> int:
+    from unetseg.models import build_model, count_parameters
+
+    return count_parameters(build_model(cfg.model, cfg.data.channels, cfg.data.out_channels))
+
+
+def match_decoder_width(model: UNetConfig, target: int, tolerance: float, in_ch: int, out_ch: int) -> UNetConfig:
+    """Scale the decoder widths so the U-Net's parameter count is within ``tolerance`` of
+    ``target`` (bisection on the scale; the count grows monotonically with it).
+
+    Removing a skip shrinks the decoder blocks' inputs and so the parameter count; matched
+    controls give that capacity back to the decoder, so a variant cannot look worse merely for
+    being smaller.
+    """
+    from unetseg.models import build_model, count_parameters
+    from unetseg.models.unet import level_widths
+
+    if not isinstance(model, UNetConfig):
+        raise ConfigError(f"match_parameters needs unetseg U-Net variants, got model.arch {model.arch!r}")
+    if model.decoder_widths is not None:
+        base = model.decoder_widths
+    elif model.encoder.startswith("smp:"):
+        base = [16 * 2**i for i in range(model.depth - 1)]
+    else:
+        base = level_widths(model.depth, model.base_width, model.width_growth, model.max_width)[:-1]
+
+    def count(scale: float) -> tuple[int, UNetConfig]:
+        scaled = model.model_copy(update={"decoder_widths": [max(1, round(w * scale)) for w in base]})
+        return count_parameters(build_model(scaled, in_ch, out_ch)), scaled
+
+    lo, hi = 0.1, 8.0
+    best = count(1.0)
+    for _ in range(40):
+        if abs(best[0] - target) <= tolerance * target:
+            return best[1]
+        mid = (lo + hi) / 2
+        best = count(mid)
+        lo, hi = (mid, hi) if best[0] < target else (lo, mid)
+    raise ConfigError(
+        f"cannot bring the decoder of {model.skip_modes()} within {tolerance:.0%} of {target:,} parameters "
+        f"(closest: {best[0]:,})"
+    )
