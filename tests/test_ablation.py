@@ -32,7 +32,7 @@ def ablation_file(tiny_cfg_file: Path, tmp_path: Path) -> Path:
             {"name": "concat", "set": {"model.skips": "concat"}},
             {"name": "none", "set": {"model.skips": "none"}},
         ],
-        "report": {"crop_size": 32},
+        "report": {"crop_size": 32, "corruptions": {"noise": [0, 0.3], "blur": [0, 2]}},
     }
     return write_yaml(tmp_path / "ablation.yaml", spec)
 
@@ -118,7 +118,11 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
     assert comparison["ci"][0] <= comparison["diff"] <= comparison["ci"][1]
     assert 0.0 <= comparison["p"] <= 1.0
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    sweep = data["runs"][0]["corruption"]
+    assert set(sweep) == {"noise", "blur"} and sweep["noise"]["strength"] == [0, 0.3]
+    clean = data["runs"][0]["mean"]["dice"]
+    assert sweep["noise"]["dice"][0] == pytest.approx(clean)  # strength 0 is the clean image
     assert "](figures/crops.png)" in (out / "report.md").read_text()
 
     # Re-running reuses every finished run instead of training again.
@@ -182,3 +186,20 @@ def test_matched_controls_are_within_tolerance_of_the_reference(ablation_file):
         assert abs(parameter_count(cfg) - sizes["concat"]) <= 0.05 * sizes["concat"], variant.name
         if variant.name != "concat":
             assert cfg.model.decoder_widths is not None and cfg.model.skip_modes() == variant_config(plain, variant, 0).model.skip_modes()
+
+
+def test_changed_report_settings_measure_again_without_retraining(ablation_file, tmp_path):
+    from unetseg.ablation.runner import Job, run_job
+
+    job = Job(str(ablation_file), False, "none", 0, "cpu", 1)
+    first = run_job(job, log=lambda m: None)
+    ckpt = tmp_path / "abl" / "runs" / "none" / "seed0" / "checkpoints" / "last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree["report"]["corruptions"] = {"contrast": [0, 0.5]}
+    write_yaml(ablation_file, tree)
+    logs: list[str] = []
+    second = run_job(job, log=logs.append)
+    assert any("measuring again" in line for line in logs)
+    assert ckpt.stat().st_mtime_ns == stamp  # not retrained
+    assert set(second["corruption"]) == {"contrast"} and second["mean"] == first["mean"]

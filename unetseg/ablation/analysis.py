@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from unetseg.ablation.spec import ReportSpec
-from unetseg.boundary_metrics import detail_metrics, error_by_distance, pool_error_by_distance
+from unetseg.boundary_metrics import boundary_f1, detail_metrics, error_by_distance, pool_error_by_distance
+from unetseg.corruptions import corrupt
 from unetseg.checkpoint import load_model
 from unetseg.config import Config
 from unetseg.data import SegmentationDataset, find_pairs, split_samples, write_array
@@ -61,14 +63,39 @@ def measure(
     return Measured(rows, mean_metrics(rows), pool_error_by_distance(curves), np.sum([c for _, c in curves], axis=0))
 
 
+SWEPT = ("dice", "bf1_2px")
+
+
+def corruption_sweep(predictor: Predictor, dataset: SegmentationDataset, report: ReportSpec) -> dict[str, dict[str, list[float]]]:
+    """Dice and boundary F1 (2 px) under each corruption and strength, mean over images."""
+    sweep: dict[str, dict[str, list[float]]] = {}
+    for kind, strengths in report.corruptions.items():
+        curves: dict[str, list[float]] = {"strength": list(strengths), **{k: [] for k in SWEPT}}
+        for strength in strengths:
+            rows = []
+            for index in range(len(dataset.samples)):
+                image, target = dataset.load(index)
+                noisy = corrupt(image, kind, strength, seed=index)
+                pred = predictor.classes(predictor.probabilities(torch.from_numpy(noisy.transpose(2, 0, 1).copy())))
+                scores = segmentation_metrics(pred, target, predictor.num_classes)
+                scores["bf1_2px"] = boundary_f1(pred, target, 2)
+                rows.append(scores)
+            for key in SWEPT:
+                curves[key].append(float(np.mean([r[key] for r in rows])))
+        sweep[kind] = curves
+    return sweep
+
+
 def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu") -> dict[str, Any]:
     """Metrics of the run's final weights (not the best epoch: every variant gets the same
     budget, and picking epochs on the validation images would favour noisy variants)."""
     dev = select_device(device)
     model, cfg, state = load_model(checkpoint, dev)
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
-    result = measure(predictor, validation_set(cfg), cfg.eval.regions, report, Path(checkpoint).parent.parent / "val_pred")
+    dataset = validation_set(cfg)
+    result = measure(predictor, dataset, cfg.eval.regions, report, Path(checkpoint).parent.parent / "val_pred")
     return {
+        "corruption": corruption_sweep(predictor, dataset, report),
         "variant": cfg.name,
         "seed": cfg.seed,
         "parameters": count_parameters(model),

@@ -39,24 +39,30 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     spec = load_spec(Path(job.spec_path), job.quick)
     variant = next(v for v in spec.expand() if v.name == job.variant)
     cfg = variant_config(spec, variant, job.seed)
+    identity = dump_config(cfg)  # what the run is; device and threads only say where it ran
     cfg.train.device = job.device
     if job.threads:
         cfg.train.threads = job.threads
     out = run_dir(spec, variant.name, job.seed)
     result_path = out / "result.json"
-    if result_path.is_file():
-        result = json.loads(result_path.read_text())
-        if result.get("config") == dump_config(cfg):
-            log(f"[{variant.name} seed {job.seed}] finished before, reused")
-            return result
+    measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
+    previous = json.loads(result_path.read_text()) if result_path.is_file() else None
+    if previous is not None and previous.get("config") != identity:
         raise RuntimeError(
             f"{out} holds a finished run with another config; remove it or change the ablation output_dir"
         )
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    log(f"[{variant.name} seed {job.seed}] {'resuming' if resume else 'training'} on {job.device}")
-    Trainer(cfg, resume=resume, log=lambda msg: None).fit()
+    if previous is not None and previous.get("measured_with") == measured_with:
+        log(f"[{variant.name} seed {job.seed}] finished before, reused")
+        return previous
+    if previous is None:
+        resume = (out / "checkpoints" / "last.pt").is_file()
+        log(f"[{variant.name} seed {job.seed}] {'resuming' if resume else 'training'} on {job.device}")
+        Trainer(cfg, resume=resume, log=lambda msg: None).fit()
+    else:
+        log(f"[{variant.name} seed {job.seed}] trained before; measuring again with the new report settings")
     result = analyse_run(out / "checkpoints" / "last.pt", spec.report, job.device)
-    result["config"] = dump_config(cfg)
+    result["config"] = identity
+    result["measured_with"] = measured_with
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(json_safe(result)))
     os.replace(tmp, result_path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,9 @@ class ReportSpec(Strict):
     crop_image: str | None = Field(None, description="validation image to zoom into (default: the first)")
     distance_bins: list[float] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, float("inf")]
     tolerances: list[int] = [1, 2]
+    corruptions: dict[Literal["contrast", "noise", "blur"], list[float]] = Field(
+        {}, description="test-time corruption sweep: kind -> strengths (0 = clean); empty = no sweep"
+    )
 
 
 class AblationSpec(Strict):
