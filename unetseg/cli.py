@@ -179,6 +179,13 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 
 
+# Commands kept in their own modules (cli.py holds the training and prediction pipeline).
+from unetseg.cli_model import export_cmd, info  # noqa: E402
+
+main.add_command(info)
+main.add_command(export_cmd)
+
+
 if __name__ == "__main__":
     main()
 @main.command("analyze-skips")

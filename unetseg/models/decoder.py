@@ -58,6 +58,7 @@ class UNetDecoder(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.skips = nn.ModuleList(skips)
         self.blocks = nn.ModuleList(blocks)
+        self.widths = list(widths)
         self.out_channels = widths[0]
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -3,6 +3,12 @@
 Padding goes to the bottom and right edges only, so cropping is a plain slice and the
 top-left pixels stay aligned with the input. Reflection keeps membrane-like texture going
 at the border; images smaller than the pad fall back to edge replication.
+
+While the model is traced or exported (TorchScript, ONNX, ``torch.export``) the padding is
+branch-free: Python ``if``s on the traced size would be frozen at the example's size, so an
+ONNX model exported at 256x256 would skip the padding at 333x500 and fail inside the decoder.
+An exported graph therefore always pads by reflection (a zero-width pad is a no-op), which
+needs height and width of at least the network's multiple.
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.jit.is_tracing() or is_exporting()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad the last two dims of an NCHW tensor up to a multiple of ``multiple``."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
+    if _exporting():
+        return F.pad(x, (0, pw, 0, ph), mode="reflect")
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"

@@ -1,0 +1,55 @@
+"""``unetseg info`` and ``unetseg export``: look into a checkpoint, or export it for use
+without unetseg. Registered on the main group by :mod:`unetseg.cli`; torch is imported
+inside the commands so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.argument("checkpoint", type=CHECKPOINT)
+@click.option("--size", nargs=2, type=click.IntRange(1), default=(512, 512), show_default=True, metavar="H W",
+              help="Input size for the FLOP count.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write everything as JSON.")
+def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
+    """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
+    from unetseg.checkpoint import load_model
+    from unetseg.cli import _run
+    from unetseg.model_info import format_info, model_info
+
+    model, cfg, state = _run(load_model, checkpoint, "cpu")
+    summary = model_info(model, cfg, state, size)
+    click.echo(format_info(summary))
+    if json_path is not None:
+        from unetseg.report import json_safe  # NaN metrics become null: valid JSON
+
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(json_safe({"checkpoint": str(checkpoint), **summary}), indent=2))
+        click.echo(f"wrote {json_path}")
+
+
+@click.command("export")
+@click.option("--checkpoint", required=True, type=CHECKPOINT)
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write (.onnx / .pt).")
+@click.option("--size", nargs=2, type=click.IntRange(1), default=(256, 256), show_default=True, metavar="H W",
+              help="Example input size for tracing; the exported model takes any batch, height and width.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def export_cmd(checkpoint: Path, fmt: str, out: Path, size: tuple[int, int], overwrite: bool) -> None:
+    """Export a checkpoint to ONNX or TorchScript (input: image, N x C x H x W; output: logits)."""
+    from unetseg.checkpoint import load_model
+    from unetseg.cli import _run
+    from unetseg.export import ExportError, describe, export_model
+
+    model, cfg, _ = _run(load_model, checkpoint, "cpu")
+    try:
+        result = export_model(model, cfg, out, fmt, size, overwrite)
+    except (ExportError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(describe(result, fmt))
