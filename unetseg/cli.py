@@ -174,7 +174,10 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         spec_path = output_dir / "ablation.yaml"
         spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
     device_list = devices.split(",") if devices else None
-    spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+    try:
+        spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+    except RuntimeError as err:
+        raise click.ClickException(str(err)) from None
     paths = build_report(spec, results, Path(spec.output_dir))
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 

@@ -88,10 +88,17 @@ def run_ablation(
     if workers <= 1:
         return spec, [run_job(job, log) for job in jobs]
     results: dict[Job, dict[str, Any]] = {}
+    failed: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
-            results[job] = future.result()
+            try:
+                results[job] = future.result()
+            except Exception as err:  # keep the other runs going; report every failure at the end
+                failed.append(f"{job.variant} seed {job.seed}: {err}")
+                continue
             log(f"[{job.variant} seed {job.seed}] done")
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
     return spec, [results[job] for job in jobs]
