@@ -65,10 +65,15 @@ def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None,
     return Predictor(model, inference, cfg.data.num_classes, dev), cfg
 
 
-def _inference_options(fn):
+def _inference_options(fn, ensemble: bool = False):
+    checkpoint = click.option(
+        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=True, multiple=ensemble,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Checkpoint; repeat it to average the class probabilities of several models." if ensemble else None,
+    )
     for option in reversed(
         [
-            click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path)),
+            checkpoint,
             click.option("--mode", type=click.Choice(INFERENCE_MODES), help="Whole image or sliding window (default: config)."),
             click.option("--tta", type=click.Choice(TTA), help="Test-time augmentation (default: config)."),
             click.option("--roi-size", type=click.IntRange(16), help="Sliding-window size."),
@@ -80,29 +85,49 @@ def _inference_options(fn):
     return fn
 
 
+def _ensemble_options(fn):
+    return _inference_options(fn, ensemble=True)
+
+
 @main.command()
 @click.argument("inputs", type=click.Path(exists=True, path_type=Path))
-@_inference_options
+@_ensemble_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the masks.")
 @click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF.")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
-def predict(inputs: Path, checkpoint: Path, mode, tta, roi_size, overlap, device: str, out: Path, prob: bool, overwrite: bool) -> None:
-    """Segment an image or every image in a folder (any size); masks keep the input names."""
+@click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
+def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, device: str, out: Path, prob: bool,
+            overwrite: bool, overlay: bool, masks: Path | None) -> None:
+    """Segment an image or every image in a folder (any size); masks keep the input names.
+
+    Several --checkpoint options make an ensemble: their class probabilities are averaged.
+    """
     from tqdm.auto import tqdm
 
-    from unetseg.data import find_images
-    from unetseg.inference import predict_samples
+    from unetseg.data import attach_masks, find_images
+    from unetseg.inference import ensemble_of, predict_samples
 
-    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap)
+    if masks is not None and not overlay:
+        raise click.UsageError("--masks is the ground truth for --overlay; add --overlay")
+    members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap)) for path in checkpoints]
+    predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
+    cfg = members[0][2]
     samples = _run(find_images, inputs)
+    if masks is not None:
+        samples = _run(attach_masks, samples, masks)
+        unpaired = sum(sample.mask is None for sample in samples)
+        if unpaired:
+            click.echo(f"note: {unpaired} image(s) have no mask in {masks}; their overlays show contours", err=True)
     try:
         report = predict_samples(
             predictor, samples, out, cfg.data.channels, cfg.data.normalize, cfg.data.label_map, prob, overwrite,
-            progress=lambda xs: tqdm(xs, desc="predict", disable=None),
+            progress=lambda xs: tqdm(xs, desc="predict", disable=None), overlay=overlay,
         )
     except (FileExistsError, OSError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"wrote {len(samples) - len(report.failed)} mask(s) to {out}")
+    click.echo(f"wrote {report.masks} mask(s) to {out}")
     for name, why in report.failed:
         click.echo(f"failed: {name}: {why}", err=True)
     if report.failed:

@@ -1,6 +1,7 @@
-"""Whole-image prediction: padding or MONAI sliding windows, test-time augmentation, and
-writing masks for a folder. Validation, ``evaluate`` and ``predict`` all go through
-:class:`Predictor`, so the numbers a run reports are the ones its predictions have.
+"""Whole-image prediction: padding or MONAI sliding windows, test-time augmentation,
+ensembles, and writing masks (and overlays) for a folder. Validation, ``evaluate`` and
+``predict`` all go through :class:`Predictor`, so the numbers a run reports are the ones its
+predictions have.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from unetseg.config import InferenceConfig
-from unetseg.data.io import DataError, Sample, read_image, write_array, write_mask
+from unetseg.checkpoint import CheckpointError
+from unetseg.config import DataConfig, InferenceConfig
+from unetseg.data.io import DataError, Sample, read_image, read_mask, write_array, write_mask
+from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
 
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
@@ -104,23 +107,81 @@ class Predictor:
 
 
 @dataclass
+class Ensemble:
+    """The mean class probabilities of several predictors (models of different folds or seeds).
+
+    Probabilities, not logits, are averaged, so a member's confidence counts as a probability
+    and binary and multi-class members behave alike; each member applies its own TTA first.
+    """
+
+    members: list[Predictor]
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        total = self.members[0].probabilities(image)
+        for member in self.members[1:]:
+            total = total + member.probabilities(image)
+        return total / len(self.members)
+
+    def classes(self, probs: torch.Tensor) -> np.ndarray:
+        return self.members[0].classes(probs)
+
+
+def ensemble_of(members: list[tuple[Path, Predictor, DataConfig]]) -> Predictor | Ensemble:
+    """One predictor, or the average of several whose inputs and classes mean the same.
+
+    Members must agree on channels and normalisation (they see one input tensor) and on the
+    classes and label map (class k must be the same structure in every member).
+    """
+    first_path, first, data = members[0]
+    for path, _, other in members[1:]:
+        keys = ("num_classes", "channels", "normalize", "label_map")
+        diffs = [f"{k} {getattr(other, k)} vs {getattr(data, k)}" for k in keys if getattr(other, k) != getattr(data, k)]
+        if diffs:
+            raise CheckpointError(
+                f"{path}: cannot be averaged with {first_path}: data.{'; data.'.join(diffs)} "
+                "(ensemble members must agree on classes, label map, channels and normalisation)"
+            )
+    return first if len(members) == 1 else Ensemble([predictor for _, predictor, _ in members])
+
+
+@dataclass
 class PredictReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    masks: int = 0  # masks written (an image whose overlay failed still has its mask)
 
 
-def output_paths(sample: Sample, out_dir: Path, with_probs: bool) -> list[Path]:
-    """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF."""
+def output_paths(sample: Sample, out_dir: Path, with_probs: bool, with_overlay: bool = False) -> list[Path]:
+    """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF
+    of the probabilities, optional ``<stem>_overlay.png``."""
     suffix = sample.image.suffix.lower()
     mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
     paths = [out_dir / mask_name]
     if with_probs:
         paths.append(out_dir / f"{sample.name}_prob.tif")
+    if with_overlay:
+        paths.append(out_dir / f"{sample.name}_overlay.png")
     return paths
 
 
+def _overlay(image: np.ndarray, classes: np.ndarray, sample: Sample, label_map: dict[int, int] | None) -> np.ndarray:
+    """Contours of the prediction, or its errors when the sample carries a ground-truth mask."""
+    picture = display_image(image)
+    if sample.mask is None:
+        return contour_overlay(picture, classes)
+    truth = read_mask(sample.mask, label_map, sample.page)
+    if truth.shape != classes.shape:
+        raise DataError(f"{sample.mask}: ground truth is {truth.shape[1]}x{truth.shape[0]} (WxH) but its image "
+                        f"{sample.image} is {classes.shape[1]}x{classes.shape[0]}")
+    return error_overlay(picture, classes, truth)
+
+
 def predict_samples(
-    predictor: Predictor,
+    predictor: Predictor | Ensemble,
     samples: list[Sample],
     out_dir: Path,
     channels: int,
@@ -129,15 +190,17 @@ def predict_samples(
     with_probs: bool = False,
     overwrite: bool = False,
     progress: Callable[[list[Sample]], list[Sample]] = lambda xs: xs,
+    overlay: bool = False,
 ) -> PredictReport:
     """Predict every sample into ``out_dir``; unreadable inputs are reported, not fatal.
 
     Existing outputs are never replaced unless ``overwrite`` is set: the check runs before
-    any work so a rerun cannot half-overwrite a folder.
+    any work so a rerun cannot half-overwrite a folder. With ``overlay``, samples that carry
+    a mask (see :func:`unetseg.data.attach_masks`) get an error overlay, the others contours.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        clashes = [p for s in samples for p in output_paths(s, out_dir, with_probs) if p.exists()]
+        clashes = [p for s in samples for p in output_paths(s, out_dir, with_probs, overlay) if p.exists()]
         if clashes:
             raise FileExistsError(
                 f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "
@@ -146,15 +209,23 @@ def predict_samples(
     report = PredictReport()
     for sample in progress(samples):
         try:
-            image = torch.from_numpy(read_image(sample.image, channels, normalize, sample.page).transpose(2, 0, 1).copy())
+            array = read_image(sample.image, channels, normalize, sample.page)
         except DataError as err:
             report.failed.append((sample.name, str(err)))
             continue
-        probs = predictor.probabilities(image)
-        paths = output_paths(sample, out_dir, with_probs)
-        write_mask(paths[0], predictor.classes(probs), label_map)
+        probs = predictor.probabilities(torch.from_numpy(array.transpose(2, 0, 1).copy()))
+        classes = predictor.classes(probs)
+        paths = output_paths(sample, out_dir, with_probs, overlay)
+        write_mask(paths[0], classes, label_map)
+        report.masks += 1
         if with_probs:
             fg = probs[1] if predictor.num_classes == 2 else probs
             write_array(paths[1], fg.numpy().astype(np.float32))
+        if overlay:
+            try:
+                write_overlay(paths[-1], _overlay(array, classes, sample, label_map))
+            except DataError as err:  # an unusable ground-truth mask: the mask above is still written
+                report.failed.append((sample.name, f"overlay: {err}"))
+                paths = paths[:-1]
         report.written.extend(paths)
     return report

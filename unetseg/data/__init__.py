@@ -1,6 +1,14 @@
 """Data: readers (PNG/TIFF/stacks), pairing and splits, datasets, augmentation."""
 
-from unetseg.data.dataset import SegmentationDataset, find_images, find_pairs, split_samples, worker_init
+from unetseg.data.dataset import (
+    SegmentationDataset,
+    attach_masks,
+    find_images,
+    find_pairs,
+    match_masks,
+    split_samples,
+    worker_init,
+)
 from unetseg.data.io import DataError, Sample, read_image, read_mask, write_array, write_mask
 from unetseg.data.transforms import build_train_transform
 
@@ -8,9 +16,11 @@ __all__ = [
     "DataError",
     "Sample",
     "SegmentationDataset",
+    "attach_masks",
     "build_train_transform",
     "find_images",
     "find_pairs",
+    "match_masks",
     "read_image",
     "read_mask",
     "split_samples",

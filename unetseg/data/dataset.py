@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,20 +48,36 @@ def _expand(image: Path, mask: Path | None) -> list[Sample]:
     return [Sample(f"{_image_stem(image)}_{page:04d}", image, mask, page) for _, page in pages]
 
 
+def _lookup(index: dict[str, Path], image: Path) -> Path | None:
+    return index.get(image.stem) or index.get(_image_stem(image))
+
+
+def match_masks(image_files: list[Path], mask_files: list[Path]) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
+    """Each image file with its mask file (None without one), and the masks no image claims.
+
+    The one pairing rule, shared by training (:func:`find_pairs`), prediction overlays
+    (:func:`attach_masks`) and the dataset check, which reports what does not pair.
+    """
+    index = _mask_index(mask_files)
+    matched = [(image, _lookup(index, image)) for image in image_files]
+    claimed = {mask for _, mask in matched}
+    return matched, [mask for mask in mask_files if mask not in claimed]
+
+
 def find_pairs(images: Path, masks: Path) -> list[Sample]:
     """Every image with its mask, naturally sorted; images without a mask are an error."""
-    mask_index = _mask_index(list_image_files(masks))
-    samples, missing = [], []
-    for image in list_image_files(images):
-        mask = mask_index.get(image.stem) or mask_index.get(_image_stem(image))
-        if mask is None:
-            missing.append(image.name)
-            continue
-        samples.extend(_expand(image, mask))
+    matched, _ = match_masks(list_image_files(images), list_image_files(masks))
+    missing = [image.name for image, mask in matched if mask is None]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{len(missing)} image(s) in {images} have no mask in {masks}: {shown}")
-    return samples
+    return [sample for image, mask in matched for sample in _expand(image, mask)]
+
+
+def attach_masks(samples: list[Sample], masks: Path) -> list[Sample]:
+    """Prediction inputs with their ground-truth mask from ``masks`` where one pairs by name."""
+    index = _mask_index(list_image_files(masks))
+    return [replace(sample, mask=_lookup(index, sample.image)) for sample in samples]
 
 
 def find_images(path: Path) -> list[Sample]:
