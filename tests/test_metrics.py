@@ -191,3 +191,20 @@ def test_mean_metrics_skips_nan_and_names():
 )
 def test_is_better(metric, value, best, expected):
     assert is_better(metric, value, best) is expected
+
+
+def test_object_f1_hand_computed():
+    from unetseg.metrics import object_f1
+
+    true = np.zeros((10, 10), dtype=np.int64)
+    true[0:4, 0:4] = 1  # 16 px
+    true[6:10, 6:10] = 2  # 16 px
+    pred = np.zeros_like(true)
+    pred[0:4, 0:3] = 1  # IoU 12/16 = 0.75: a match
+    pred[6:8, 6:8] = 2  # IoU 4/16 = 0.25: no match
+    pred[0:2, 8:10] = 3  # nothing there: a false positive
+    # TP = 1, FP = 2, FN = 1 -> F1 = 2 / (2 + 2 + 1)
+    assert object_f1(pred, true) == pytest.approx(2 / 5)
+    assert object_f1(true, true) == 1.0
+    assert object_f1(np.zeros_like(true), np.zeros_like(true)) == 1.0
+    assert object_f1(np.zeros_like(true), true) == 0.0

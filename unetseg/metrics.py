@@ -58,6 +58,22 @@ def region_metrics(pred: np.ndarray, target: np.ndarray, which: str) -> dict[str
     return {"rand_error": float(rand_error), "vi": float(merge + split), "vi_split": float(split), "vi_merge": float(merge)}
 
 
+def object_f1(pred_regions: np.ndarray, true_regions: np.ndarray, iou_threshold: float = 0.5) -> float:
+    """Object-level F1: a predicted and a true object match when their IoU exceeds the threshold
+    (above 0.5 a match is necessarily one-to-one); F1 = 2 TP / (2 TP + FP + FN), 1.0 when both
+    maps hold no object. Regions are label maps with 0 as background."""
+    n_true, n_pred = int(true_regions.max()), int(pred_regions.max())
+    if n_true == 0 and n_pred == 0:
+        return 1.0
+    joint = np.bincount((true_regions * (n_pred + 1) + pred_regions).ravel(), minlength=(n_true + 1) * (n_pred + 1))
+    inter = joint.reshape(n_true + 1, n_pred + 1)[1:, 1:].astype(np.float64)
+    area_true = np.bincount(true_regions.ravel(), minlength=n_true + 1)[1:, None]
+    area_pred = np.bincount(pred_regions.ravel(), minlength=n_pred + 1)[None, 1:]
+    iou = inter / np.maximum(area_true + area_pred - inter, 1)
+    tp = int((iou > iou_threshold).sum())
+    return 2 * tp / (n_true + n_pred) if n_true + n_pred else 1.0
+
+
 def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int, regions: str = "none") -> dict[str, float]:
     """All metrics of one image; ``regions`` enables the region-based ones."""
     if pred.shape != target.shape:
@@ -65,6 +81,7 @@ def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int,
     scores = overlap_metrics(pred, target, num_classes)
     if regions != "none":
         scores.update(region_metrics(pred, target, regions))
+        scores["object_f1"] = object_f1(regions_of(pred, regions), regions_of(target, regions))
     return scores
 
 
