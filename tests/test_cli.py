@@ -161,3 +161,71 @@ def test_bad_checkpoint_is_reported_without_traceback(tmp_path):
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
     assert_clean_failure(invoke("predict", image, "--checkpoint", ckpt, "--out", tmp_path / "o"), "broken.pt")
     assert_clean_failure(invoke("evaluate", "--checkpoint", tmp_path / "missing.pt"), "missing.pt")
+
+
+def _unwritable_dirs(tmp_path: Path) -> list[Path]:
+    """Output folders that cannot be created: under a regular file always, and a read-only
+    folder where this user is blocked by permissions (not as root)."""
+    (tmp_path / "afile").write_text("")
+    paths = [tmp_path / "afile" / "sub"]
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    if not os.access(readonly, os.W_OK):
+        paths.append(readonly / "sub")
+    return paths
+
+
+def test_unwritable_train_output_is_one_clear_error(tiny_cfg_file, tmp_path):
+    for out in _unwritable_dirs(tmp_path):
+        result = invoke("train", "--config", tiny_cfg_file, "--out", out)
+        assert_clean_failure(result, f"cannot write to output directory {out}")
+        assert result.output.count("Error") == 1
+
+
+def test_unwritable_predict_output_is_one_clear_error(trained, tmp_path):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
+    for out in _unwritable_dirs(tmp_path):
+        result = invoke("predict", image, "--checkpoint", trained / "checkpoints" / "best.pt", "--out", out)
+        assert_clean_failure(result, f"cannot write to output directory {out}")
+        assert result.output.count("Error") == 1
+    file_as_out = invoke("predict", image, "--checkpoint", trained / "checkpoints" / "best.pt", "--out", tmp_path / "afile")
+    assert_clean_failure(file_as_out, "is a file")
+
+
+def test_checkpoint_write_failure_is_a_training_error(tiny_cfg_file, tmp_path, monkeypatch):
+    import unetseg.training.trainer as trainer_module
+
+    def full_disk(path, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", full_disk)
+    result = invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "run")
+    assert_clean_failure(result, "cannot write checkpoint", "No space left on device")
+
+
+def test_missing_checkpoint_for_predict(tmp_path):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
+    result = invoke("predict", image, "--checkpoint", tmp_path / "absent.pt", "--out", tmp_path / "o")
+    assert_clean_failure(result, "absent.pt", "no such checkpoint")
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
+    from conftest import write_pairs
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    assert runner.invoke(main, ["train", "--config", str(tiny_cfg_file), "--out", str(out)]).exit_code == 0
+    images, masks = write_pairs(tmp_path / "test", n=3, seed=7)
+    json_path = tmp_path / "test.json"
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+                                  "--images", str(images), "--masks", str(masks), "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(json_path.read_text())
+    assert data["split"] == "all" and len(data["images"]) == 3
+    assert {row["name"] for row in data["images"]} == {"img_0", "img_1", "img_2"}
+    half = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--images", str(images)])
+    assert half.exit_code != 0 and "--images and --masks go together" in half.output

@@ -47,10 +47,11 @@ def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resum
 
     cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
     summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
-    click.echo(
-        f"done: best {cfg.train.monitor} {summary['best_' + cfg.train.monitor]} at epoch {summary['best_epoch']}; "
-        f"checkpoint {summary['best_checkpoint']}"
-    )
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(
+            f"done: best {cfg.train.monitor} {summary['best_' + cfg.train.monitor]} at epoch {summary['best_epoch']}; "
+            f"checkpoint {summary['best_checkpoint']}"
+        )
 
 
 def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None, overlap: float | None):
@@ -125,8 +126,9 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
             predictor, samples, out, cfg.data.channels, cfg.data.normalize, cfg.data.label_map, prob, overwrite,
             progress=lambda xs: tqdm(xs, desc="predict", disable=None), overlay=overlay,
         )
-    except (FileExistsError, OSError) as err:
-        raise click.ClickException(str(err)) from None
+    except OSError as err:  # masks already there (no errno), or --out not writable: under a file, read-only, full
+        why = str(err) if err.errno is None else f"cannot write to output directory {out}: {err.strerror}"
+        raise click.ClickException(why) from None
     click.echo(f"wrote {report.masks} mask(s) to {out}")
     for name, why in report.failed:
         click.echo(f"failed: {name}: {why}", err=True)
@@ -142,8 +144,9 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics (mean and per image) as JSON.")
 def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config_path: Path | None,
-             overrides: tuple[str, ...], split: str, json_path: Path | None) -> None:
-    """Metrics of a checkpoint on the validation split (or another split) of its data."""
+             overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None) -> None:
+    """Metrics of a checkpoint on the validation split (or another split) of its data,
+    or on a separate labelled folder (--images/--masks)."""
     from tqdm.auto import tqdm
 
     from unetseg.data import SegmentationDataset, find_pairs, split_samples
@@ -159,6 +162,12 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
         return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
 
     dataset = SegmentationDataset(_run(pairs), cfg.data)
+    if (images is None) != (masks is None):
+        raise click.UsageError("--images and --masks go together")
+    if images is not None:
+        split = "all"
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
+
     mean, rows = _run(run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None))
     width = max(len(k) for k in mean)
     click.echo(f"{split} split, {len(rows)} image(s):")
@@ -207,15 +216,6 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 
 
-# Commands kept in their own modules (cli.py holds the training and prediction pipeline).
-from unetseg.cli_model import export_cmd, info  # noqa: E402
-
-main.add_command(info)
-main.add_command(export_cmd)
-
-
-if __name__ == "__main__":
-    main()
 @main.command("analyze-skips")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -234,3 +234,12 @@ def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, dev
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 
 
+# Commands kept in their own modules (cli.py holds the training and prediction pipeline).
+from unetseg.cli_model import export_cmd, info  # noqa: E402
+
+main.add_command(info)
+main.add_command(export_cmd)
+
+
+if __name__ == "__main__":
+    main()
