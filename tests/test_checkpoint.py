@@ -176,3 +176,51 @@ def test_unusable_embedded_config(tmp_path, tiny_cfg_dict):
     save_checkpoint(tmp_path / "n.pt", state)
     with pytest.raises(CheckpointError, match="embedded config"):
         load_model(tmp_path / "n.pt")
+
+
+def _save_then_die(path: Path, where: str) -> None:
+    """In a forked child: save epoch 1, then get SIGKILLed inside the save of epoch 2."""
+    import os
+    import signal
+
+    save_checkpoint(path, {"epoch": 1, "w": torch.ones(1000)})
+
+    def die(*_args, **_kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "mid-write":
+        def partial_save(obj, fh, *args, **kwargs):
+            fh.write(b"PK\x03\x04 the first bytes of a zip")
+            fh.flush()
+            die()
+
+        torch.save = partial_save
+    else:  # the temporary file is complete and synced, the rename has not happened
+        os.replace = die
+    save_checkpoint(path, {"epoch": 2, "w": torch.zeros(1000)})
+
+
+@pytest.mark.parametrize("where", ["mid-write", "before-rename"])
+def test_kill_during_save_leaves_the_previous_checkpoint(tmp_path, where):
+    import multiprocessing as mp
+    import signal
+
+    path = tmp_path / "last.pt"
+    child = mp.get_context("fork").Process(target=_save_then_die, args=(path, where))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(1000))
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
+    save_checkpoint(path, {"epoch": 2})  # the leftover does not stand in the way of the next save
+    assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_checkpoint_gets_a_plain_files_permissions(tmp_path):
+    import os
+
+    save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
+    (tmp_path / "plain").write_bytes(b"")
+    assert os.stat(tmp_path / "c.pt").st_mode == os.stat(tmp_path / "plain").st_mode  # not mkstemp's 0600

@@ -25,11 +25,20 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, tampered with or not unetseg's."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` through a temporary file in the same folder and a rename: a
+    kill at any moment leaves the previous checkpoint, or the new one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a plain file's mode
         with os.fdopen(fd, "wb") as fh:
             torch.save({"format": FORMAT, **state}, fh)
             fh.flush()
