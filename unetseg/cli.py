@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except _user_errors() as err:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank meets it; rank 0 says it once
+            sys.exit(1)
         raise click.ClickException(str(err)) from None
 
 

@@ -10,6 +10,11 @@ A run lives in ``cfg.output_dir``::
 Resuming restores every RNG and draws each epoch's data order and augmentation from
 ``(seed, epoch)``, so a run stopped after any epoch and resumed ends with the same weights as
 one that was never stopped.
+
+Under ``torchrun`` the same loop runs data-parallel (see :mod:`unetseg.training.distributed`):
+each process trains on its shard of every epoch with its own augmentation stream, gradients
+are averaged by DistributedDataParallel, rank 0 alone validates and writes the run, and every
+stop decision (time budget, non-finite loss) is taken by all ranks together.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
 from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
-from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, select_device, set_rng_state, set_threads
+from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, set_rng_state, set_threads
+from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
 from unetseg.training.optim import build_optimizer, build_scheduler
@@ -62,11 +68,15 @@ class Trainer:
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another "
                 "output directory (--out) so nothing is overwritten"
             )
+        if not self.dist.main:
+            return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.cfg), sort_keys=False))
         except OSError as err:
             raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
+        for stale in self.last_path.parent.glob(".*.tmp"):  # a save cut short by a kill
+            stale.unlink()
 
     def _build_data(self) -> None:
         data, train = self.cfg.data, self.cfg.train
@@ -90,7 +100,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.device = select_device(cfg.train.device)
+        self.device = self.dist.device
         self.amp = amp_dtype(cfg.train.amp, self.device)
         try:
             self.model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels).to(self.device)
@@ -98,10 +108,12 @@ class Trainer:
             raise ConfigError(f"model: {err}") from None
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.step_model = self.dist.wrap(self.model)  # DDP under torchrun; self.model keeps the weights
+        if cfg.train.compile:
+            self.step_model = torch.compile(self.step_model)
         self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.steps_per_epoch = max(len(self.train_ds) // cfg.train.batch_size, 1)
+        self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.predictor = Predictor(
@@ -118,7 +130,8 @@ class Trainer:
             "epoch": epoch,
             "history": self.history,
             "best": {"value": self.best_value, "epoch": self.best_epoch},
-            "rng": rng_state(),
+            "rng": rng_state(),  # the same on every rank: all start from one seed and draw alike
+            "world_size": self.dist.world,
         }
 
     def _restore(self) -> int:
@@ -132,6 +145,8 @@ class Trainer:
             for key in current[section]
             if saved.get(section, {}).get(key) != current[section][key]
         )
+        if state.get("world_size", 1) != self.dist.world:
+            changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
         if changed:
             self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
         self.model.load_state_dict(state["model"])
@@ -146,18 +161,21 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self, epoch: int) -> DataLoader:
-        seed = self.cfg.seed * 1_000_003 + epoch
+        base = self.cfg.seed * 1_000_003
+        seed = rank_seed(base + epoch, self.dist.rank)  # this rank's augmentation and worker seeds
         self.train_ds.reseed(seed)  # used when loading in this process (num_workers = 0)
+        sampler = self.dist.sampler(self.train_ds, base, epoch)  # order drawn from base + epoch, by rank
         train = self.cfg.train
         return DataLoader(
             self.train_ds,
             batch_size=train.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             num_workers=train.num_workers,
             worker_init_fn=worker_init,
             pin_memory=self.device.type == "cuda",
-            drop_last=len(self.train_ds) >= train.batch_size,
+            drop_last=self.dist.share(len(self.train_ds)) >= train.batch_size,
         )
 
     def _train_epoch(self, epoch: int, deadline: float | None) -> tuple[float, float, int, bool]:
@@ -166,7 +184,7 @@ class Trainer:
         total, seen, stopped = 0.0, 0, False
         start = time.perf_counter()
         bar = tqdm(self._loader(epoch), desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False,
-                   disable=None if self.cfg.train.progress else True)
+                   disable=None if self.cfg.train.progress and self.dist.main else True)
         for step, batch in enumerate(bar):
             x = batch["image"].to(self.device, non_blocking=True)
             y = batch["mask"].to(self.device, non_blocking=True)
@@ -174,9 +192,10 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):
                 loss = self.loss_fn(self.step_model(x), y)
-            if not torch.isfinite(loss):
+            value = self.dist.mean(loss.detach())  # over the ranks: non-finite anywhere stops all
+            if not torch.isfinite(value):
                 raise TrainingError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. "
+                    f"loss became {value.item()} at epoch {epoch + 1}, step {step + 1}; stopping. "
                     f"The last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'}; "
                     "try a lower train.lr or train.grad_clip"
                 )
@@ -189,23 +208,43 @@ class Trainer:
             self.scaler.update()
             if self.cfg.train.scheduler != "plateau":
                 self.scheduler.step()
-            total += loss.item() * x.shape[0]
+            total += value.item() * x.shape[0]
             seen += x.shape[0]
             bar.set_postfix(loss=f"{total / seen:.4f}")
-            if deadline is not None and time.perf_counter() >= deadline:
+            if deadline is not None and self.dist.any(time.perf_counter() >= deadline):
                 stopped = True
                 break
         elapsed = time.perf_counter() - start
-        return total / max(seen, 1), seen / max(elapsed, 1e-9), seen, stopped
+        everyone = self.dist.sum(seen)
+        return total / max(seen, 1), everyone / max(elapsed, 1e-9), everyone, stopped
 
     def validate(self) -> dict[str, float]:
         if self.val_ds is None:
             return {}
+        state = rng_state()  # validation must not move the training RNGs (ranks that skip it stay in step)
         metrics, _ = evaluate(self.predictor, self.val_ds, self.cfg.eval.regions)
+        set_rng_state(state)
         return metrics
+
+    def _save(self, path: Path, epoch: int) -> None:
+        if not self.dist.main:
+            return
+        try:
+            save_checkpoint(path, self._state(epoch))
+        except OSError as err:  # disk full, folder gone or read-only: the previous checkpoint is intact
+            raise TrainingError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
 
     def fit(self) -> dict[str, Any]:
         """Train to the end (or the time budget); returns a summary of the run."""
+        self.dist = Distributed(self.cfg.train.device)
+        if not self.dist.main:
+            self.log = lambda *_: None
+        try:
+            return self._fit()
+        finally:
+            self.dist.close()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self._prepare_output()
         set_threads(cfg.train.threads)
@@ -221,8 +260,9 @@ class Trainer:
             f"training {count_parameters(self.model):,} parameters on {self.device} "
             f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
             f"epochs {start_epoch + 1}..{cfg.train.epochs} -> {self.out_dir}"
+            + (f", {self.dist.world} processes" if self.dist.enabled else "")
         )
-        logger = MetricsLogger(self.out_dir)
+        logger = MetricsLogger(self.out_dir) if self.dist.main else None
         clock = time.perf_counter()
         deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
         try:
@@ -237,26 +277,29 @@ class Trainer:
                     "train_images": seen,
                 }
                 if (epoch + 1) % cfg.train.val_every == 0 or last:
-                    metrics = self.validate()
+                    metrics = self.dist.broadcast(self.validate() if self.dist.main else None)
                     row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
                     value = metrics.get(cfg.train.monitor)
                     if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:
                         self.scheduler.step(value)
                     if value is not None and is_better(cfg.train.monitor, value, self.best_value):
                         self.best_value, self.best_epoch = value, epoch + 1
-                        save_checkpoint(self.best_path, self._state(epoch + 1))
+                        self._save(self.best_path, epoch + 1)
                 row["elapsed_s"] = round(spent + time.perf_counter() - clock, 2)
                 self.history.append(row)
-                save_checkpoint(self.last_path, self._state(epoch + 1))
-                logger.write(self.history)
+                self._save(self.last_path, epoch + 1)
+                if logger is not None:
+                    logger.write(self.history)
                 self.log(self._describe(row))
                 if stopped:
                     self.log(f"time budget of {cfg.train.max_time_s:.0f} s reached after epoch {epoch + 1}")
                     break
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         if self.val_ds is None and self.history:  # no validation: the last epoch is the best we know
-            save_checkpoint(self.best_path, self._state(self.history[-1]["epoch"]))
+            self._save(self.best_path, self.history[-1]["epoch"])
+        self.dist.barrier()  # the others wait for rank 0's last writes
         return {
             "output_dir": str(self.out_dir),
             "best_checkpoint": str(self.best_path),
