@@ -201,6 +201,30 @@ def test_nan_loss_stops_training(tiny_cfg_dict, monkeypatch):
     assert not (Path(tiny_cfg_dict["output_dir"]) / "checkpoints" / "last.pt").exists()
 
 
+def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg_dict, monkeypatch):
+    import unetseg.training.trainer as trainer_module
+
+    real, calls = trainer_module.build_loss, []
+
+    def build(cfg, out):
+        loss = real(cfg, out)
+
+        def nan_from_epoch_two(logits, target):  # 4 steps per epoch: step 5 is epoch 2, step 1
+            calls.append(1)
+            return loss(logits, target) * (float("inf") if len(calls) >= 5 else 1.0)
+
+        return nan_from_epoch_two
+
+    monkeypatch.setattr(trainer_module, "build_loss", build)
+    out = Path(tiny_cfg_dict["output_dir"])
+    with pytest.raises(TrainingError, match=r"loss became inf at epoch 2, step 1.*last good checkpoint is .*last.pt"):
+        _fit(tiny_cfg_dict)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == [1]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_time_budget_stops_early(tiny_cfg_dict, monkeypatch):
     tree = copy.deepcopy(tiny_cfg_dict)
     tree["train"].update({"epochs": 50, "max_time_s": 1e-6})
@@ -373,3 +397,66 @@ def test_isbi_cpu_config_learns_membranes(isbi, tmp_path):
     assert last["val_pixel_error"] < membrane_fraction - 0.05
     assert last["val_rand_error"] < 0.7
     assert summary["best_rand_error"] == pytest.approx(min(first["val_rand_error"], last["val_rand_error"]), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dict, tmp_path):
+    """``unetseg train`` killed with SIGKILL somewhere after its first checkpoint (perhaps in the
+    middle of a save), then ``--resume``d to the end: same weights and metrics as a run that
+    was never killed."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from click.testing import CliRunner
+
+    from conftest import REPO, write_yaml
+    from unetseg.cli import main
+
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["dropout"] = 0.2
+    tree["train"].update({"epochs": 6, "samples_per_epoch": 24})
+    straight = copy.deepcopy(tree)
+    straight["output_dir"] = str(tmp_path / "straight")
+    _fit(straight)
+
+    out = tmp_path / "killed"
+    config = write_yaml(tmp_path / "killed.yaml", {**tree, "output_dir": str(out)})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "unetseg", "train", "--config", str(config)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "metrics.csv"  # written just after checkpoints/last.pt
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) at once: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.3))  # an arbitrary moment within the next epoch or two
+    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it was killed: {proc.stderr.read().decode()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    proc.stderr.close()
+    killed_at = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
+    assert 1 <= killed_at < 6
+    stale = out / "checkpoints" / ".last.pt.abc123.tmp"  # what a kill inside save_checkpoint leaves
+    stale.write_bytes(b"half a checkpoint")
+
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"epochs {killed_at + 1}..6" in result.output
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    a, b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 6
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not different, f"weights differ after kill -9 and resume: {different[:5]}"
+    rows_a, rows_b = _rows(tmp_path / "straight" / "metrics.csv"), _rows(metrics)
+    assert [r["epoch"] for r in rows_b] == [str(e) for e in range(1, 7)]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: v for k, v in ra.items() if k not in ("train_img_per_s", "elapsed_s")} == {
+            k: v for k, v in rb.items() if k not in ("train_img_per_s", "elapsed_s")
+        }
