@@ -44,11 +44,18 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
 @click.option("--resume", is_flag=True, help="Continue the run in the output directory from its last checkpoint.")
-def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool) -> None:
-    """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory."""
+@click.option("--no-check", is_flag=True, help="Skip the dataset check (unetseg data check) before training.")
+def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, no_check: bool) -> None:
+    """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
+
+    The data are checked first (as by unetseg data check); an error stops with the table.
+    """
+    from unetseg.cli_data import check_before_training
     from unetseg.training import Trainer
 
     cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
+    if not no_check:
+        check_before_training(cfg.data)
     summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
     if os.environ.get("RANK", "0") == "0":
         click.echo(
@@ -238,10 +245,12 @@ def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, dev
 
 
 # Commands kept in their own modules (cli.py holds the training and prediction pipeline).
+from unetseg.cli_data import data_group  # noqa: E402
 from unetseg.cli_model import export_cmd, info  # noqa: E402
 
 main.add_command(info)
 main.add_command(export_cmd)
+main.add_command(data_group)
 
 
 if __name__ == "__main__":

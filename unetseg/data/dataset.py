@@ -37,7 +37,8 @@ def _image_stem(path: Path) -> str:
     return path.stem
 
 
-def _expand(image: Path, mask: Path | None) -> list[Sample]:
+def expand_samples(image: Path, mask: Path | None) -> list[Sample]:
+    """The 2D samples of an image file and its mask: one, or one per page of a TIFF stack."""
     pages = expand_stacks(image)
     if len(pages) == 1:
         return [Sample(_image_stem(image), image, mask, None)]
@@ -71,7 +72,7 @@ def find_pairs(images: Path, masks: Path) -> list[Sample]:
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{len(missing)} image(s) in {images} have no mask in {masks}: {shown}")
-    return [sample for image, mask in matched for sample in _expand(image, mask)]
+    return [sample for image, mask in matched for sample in expand_samples(image, mask)]
 
 
 def attach_masks(samples: list[Sample], masks: Path) -> list[Sample]:
@@ -89,7 +90,7 @@ def find_images(path: Path) -> list[Sample]:
 
 def _expand_unlabelled(file: Path) -> list[Sample]:
     try:
-        return _expand(file, None)
+        return expand_samples(file, None)
     except DataError:  # a broken TIFF: keep it, so predict reports it by name and goes on
         return [Sample(_image_stem(file), file, None, None)]
 

@@ -133,7 +133,12 @@ def read_image(path: Path, channels: int, normalize: str, page: int | None = Non
 
 def read_mask(path: Path, label_map: dict[int, int] | None, page: int | None = None) -> np.ndarray:
     """Class indices (HxW, int64). Without a label map, 0 is background and anything else 1."""
-    raw = read_raw(path, page)
+    return mask_classes(read_raw(path, page), label_map, path)
+
+
+def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path | str = "<array>") -> np.ndarray:
+    """Class indices of a stored mask array (see :func:`read_mask`); the dataset check calls
+    it on the raw array it has already read, to also look at the raw values."""
     if raw.ndim == 3:
         if raw.shape[2] in (2, 4):
             raw = raw[..., :-1]

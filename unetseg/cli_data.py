@@ -1,0 +1,92 @@
+"""``unetseg data check``: every problem of a dataset in one table (registered on the main
+group by :mod:`unetseg.cli`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from unetseg.config import DataConfig
+
+FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+IMAGE_DIRS = ("images", "image", "imgs")
+MASK_DIRS = ("masks", "mask", "labels", "label", "gt")
+
+
+def _subfolder(root: Path, names: tuple[str, ...], what: str) -> Path:
+    found = [root / name for name in names if (root / name).is_dir()]
+    if len(found) != 1:
+        raise click.UsageError(
+            f"{root}: expected one {what} subfolder named {'/'.join(names)}, found "
+            + (", ".join(p.name for p in found) if found else "none")
+            + "; or pass --images and --masks"
+        )
+    return found[0]
+
+
+@click.group("data")
+def data_group() -> None:
+    """Inspect datasets."""
+
+
+@data_group.command("check")
+@click.argument("folder", required=False, type=FOLDER)
+@click.option("--images", type=FOLDER, help="Image folder (with --masks), instead of FOLDER.")
+@click.option("--masks", type=FOLDER, help="Mask folder (with --images).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check the config's data (folders, label_map, channels, split) instead.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON.")
+@click.option("--brief", is_flag=True, help="Problems and class frequencies only, no per-image table.")
+def check(folder: Path | None, images: Path | None, masks: Path | None, config_path: Path | None,
+          overrides: tuple[str, ...], json_path: Path | None, brief: bool) -> None:
+    """List every problem of image/mask pairs; exit code 1 if any is an error.
+
+    FOLDER holds an image subfolder (images/, image/ or imgs/) and a mask subfolder (masks/,
+    mask/, labels/, label/ or gt/); without --config, masks are read with the default label
+    map (0 = background, any other value = foreground).
+    """
+    from unetseg.cli import _run
+    from unetseg.config import DataConfig, load_config
+    from unetseg.data.check import check_dataset
+
+    sources = sum([folder is not None, images is not None or masks is not None, config_path is not None])
+    if sources != 1 or (images is None) != (masks is None):
+        raise click.UsageError("give exactly one of FOLDER, --images with --masks, or --config")
+    if config_path is not None:
+        data = _run(load_config, config_path, list(overrides)).data
+    else:
+        if folder is not None:
+            images, masks = _subfolder(folder, IMAGE_DIRS, "image"), _subfolder(folder, MASK_DIRS, "mask")
+        data = DataConfig(images=images, masks=masks)
+    report = check_dataset(data)
+    click.echo(report.format(per_image=not brief))
+    if json_path is not None:
+        from unetseg.report import json_safe
+
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(json_safe(report.to_dict()), indent=2))
+        click.echo(f"wrote {json_path}")
+    if report.fatal:
+        sys.exit(1)
+
+
+def check_before_training(data: DataConfig) -> None:
+    """``unetseg train``'s first step: stop with the problems table on an error, and sum the
+    warnings up in one line (a set with 500 empty masks should not print 500 lines)."""
+    from unetseg.cli import _run
+    from unetseg.data.check import check_dataset
+
+    report = _run(check_dataset, data)
+    _run(report.raise_if_fatal)
+    if report.warnings and os.environ.get("RANK", "0") == "0":
+        kinds = Counter(p.kind for p in report.warnings)
+        shown = ", ".join(f"{kind}: {n}" for kind, n in kinds.items())
+        click.echo(f"data check: {len(report.warnings)} warning(s) ({shown}); unetseg data check lists them")
