@@ -44,18 +44,27 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
 @click.option("--resume", is_flag=True, help="Continue the run in the output directory from its last checkpoint.")
+@click.option("--folds", type=click.IntRange(2), help="k-fold cross-validation: train folds 0..K-1 (contiguous blocks) "
+              "into OUTPUT_DIR/fold<i>/, then write OUTPUT_DIR/cv_summary.json.")
 @click.option("--no-check", is_flag=True, help="Skip the dataset check (unetseg data check) before training.")
-def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, no_check: bool) -> None:
+def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, folds: int | None,
+          no_check: bool) -> None:
     """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
 
     The data are checked first (as by unetseg data check); an error stops with the table.
     """
     from unetseg.cli_data import check_before_training
     from unetseg.training import Trainer
+    from unetseg.training.crossval import fold_config, format_summary, train_folds
 
     cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
     if not no_check:
-        check_before_training(cfg.data)
+        check_before_training((fold_config(cfg, folds, 0) if folds else cfg).data)
+    if folds:
+        result = _run(train_folds, cfg, folds, resume, click.echo)
+        click.echo(f"{folds}-fold cross-validation, validation metrics at each fold's best epoch:\n{format_summary(result)}")
+        click.echo(f"wrote {Path(cfg.output_dir) / 'cv_summary.json'}")
+        return
     summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
     if os.environ.get("RANK", "0") == "0":
         click.echo(
