@@ -29,3 +29,35 @@ def test_probe_measures_every_level_and_resets():
     assert "gate1" not in stats
     assert stats["grad_enc0"] == pytest.approx(sum(norms) / 2)
     assert set(probe.epoch_stats()) == {"gate0"}  # sums were reset
+
+
+def test_trainer_logs_level_stats_and_gates(tiny_cfg_dict):
+    import csv
+
+    from unetseg.config import config_from_dict
+    from unetseg.training import Trainer
+
+    tiny_cfg_dict["model"]["skips"] = ["gated", "concat"]
+    tiny_cfg_dict["train"]["level_stats"] = True
+    cfg = config_from_dict(tiny_cfg_dict)
+    Trainer(cfg, log=lambda m: None).fit()
+    rows = list(csv.DictReader(open(cfg.output_dir / "metrics.csv")))
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["grad_enc0"]) > 0 and float(row["update_dec0"]) > 0
+        assert 0 < float(row["gate0"]) < 1 and "gate1" not in row
+    # Gates move with training: the logged value follows the model's gate.
+    assert rows[0]["gate0"] != rows[1]["gate0"]
+
+
+def test_gates_are_logged_even_without_level_stats(tiny_cfg_dict):
+    import csv
+
+    from unetseg.config import config_from_dict
+    from unetseg.training import Trainer
+
+    tiny_cfg_dict["model"]["skips"] = ["concat", "gated"]
+    cfg = config_from_dict(tiny_cfg_dict)
+    Trainer(cfg, log=lambda m: None).fit()
+    header = next(csv.reader(open(cfg.output_dir / "metrics.csv")))
+    assert "gate1" in header and not any(h.startswith("grad_") for h in header)

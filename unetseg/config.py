@@ -263,6 +263,9 @@ class TrainConfig(Strict):
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall-clock budget")
     deterministic: bool = False
     progress: bool = True
+    level_stats: bool = Field(
+        False, description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)"
+    )
 
 
 class InferenceConfig(Strict):

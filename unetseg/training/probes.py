@@ -2,8 +2,9 @@
 
 The skip literature argues with them (vanishing gradients in deep plain encoders; gates
 showing which skips a network keeps); logging them per epoch lets the reports measure it.
-Enabled by ``train.level_stats``; the cost is one norm per level per step and one copy of the
-encoder weights before each optimiser step.
+Gradients and updates are measured when ``train.level_stats`` is on (the cost is one norm per
+level per step and one copy of the weights before each optimiser step); gate values of
+``gated`` skips are always logged, as they cost nothing.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class LevelProbe:
     """Accumulates, per level, the gradient norm and the relative update ``|dw| / |w|`` over
     the steps of an epoch; :meth:`epoch_stats` returns their means and resets."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, gradients: bool = True) -> None:
         self.model = model
-        self.groups = _levels(model)
+        self.groups = _levels(model) if gradients else {}
         self._before: dict[str, list[torch.Tensor]] = {}
         self._sums: dict[str, float] = {}
         self._steps = 0
@@ -55,6 +56,11 @@ class LevelProbe:
             delta = self._norm([p.detach() - b for p, b in zip(params, before)])
             self._sums[f"update_{name}"] = self._sums.get(f"update_{name}", 0.0) + delta / max(self._norm(before), 1e-12)
         self._steps += 1
+
+    @staticmethod
+    def wanted(model: nn.Module, level_stats: bool) -> bool:
+        skips = getattr(getattr(model, "decoder", None), "skips", [])
+        return level_stats or any(getattr(m, "gate", None) is not None for m in skips)
 
     def epoch_stats(self) -> dict[str, float]:
         stats = {k: v / max(self._steps, 1) for k, v in self._sums.items()}

@@ -41,6 +41,7 @@ from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
 from unetseg.training.optim import build_optimizer, build_scheduler
+from unetseg.training.probes import LevelProbe
 
 
 class TrainingError(RuntimeError):
@@ -111,6 +112,9 @@ class Trainer:
         self.step_model = self.dist.wrap(self.model)  # DDP under torchrun; self.model keeps the weights
         if cfg.train.compile:
             self.step_model = torch.compile(self.step_model)
+        self.probe = (
+            LevelProbe(self.model, gradients=cfg.train.level_stats) if LevelProbe.wanted(self.model, cfg.train.level_stats) else None
+        )
         self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
@@ -201,11 +205,16 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.cfg.train.grad_clip or self.probe is not None:
+                self.scaler.unscale_(self.optimizer)  # clip and measure true gradients, not scaled ones
             if self.cfg.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            if self.probe is not None:
+                self.probe.before_step()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.probe is not None:
+                self.probe.after_step()
             if self.cfg.train.scheduler != "plateau":
                 self.scheduler.step()
             total += value.item() * x.shape[0]
@@ -276,6 +285,8 @@ class Trainer:
                     "train_img_per_s": round(speed, 3),
                     "train_images": seen,
                 }
+                if self.probe is not None:
+                    row.update({k: round(v, 6) for k, v in self.probe.epoch_stats().items()})
                 if (epoch + 1) % cfg.train.val_every == 0 or last:
                     metrics = self.dist.broadcast(self.validate() if self.dist.main else None)
                     row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
