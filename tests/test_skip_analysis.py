@@ -26,6 +26,7 @@ def test_linear_cka_invariances():
 @pytest.fixture
 def trained_checkpoint(tiny_cfg_dict):
     tiny_cfg_dict["model"]["skips"] = ["gated", "none"]
+    tiny_cfg_dict["train"]["level_stats"] = True
     cfg = config_from_dict(tiny_cfg_dict)
     Trainer(cfg, log=lambda m: None).fit()
     return cfg.output_dir / "checkpoints" / "last.pt"
@@ -45,6 +46,8 @@ def test_analyze_skips_cli_reports_used_levels_only(trained_checkpoint, tmp_path
     assert data["gates"][1] is None and 0.0 < data["gates"][0] < 1.0
     page = (out / "skip_analysis.html").read_text()
     assert "data:image/png;base64," in page and "CKA" in page
+    for name in ("history_gate", "history_grad", "history_update"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
 
 
 def test_analyze_skips_refuses_reference_models(tiny_cfg_dict, tmp_path):

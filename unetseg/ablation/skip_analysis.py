@@ -107,10 +107,29 @@ def _bar_chart(rows: list[dict[str, Any]], metric: str) -> Figure:
     return fig
 
 
+def _history_figure(history: list[dict[str, Any]], prefix: str, ylabel: str) -> Figure | None:
+    """One line per level of the ``<prefix><level>`` columns logged each epoch, if any."""
+    keys = sorted({k for row in history for k in row if k.startswith(prefix)}, key=lambda k: (k[len(prefix):-1], k))
+    if not keys:
+        return None
+    fig = Figure(figsize=(6.5, 3.4))
+    ax = fig.add_subplot()
+    epochs = [row["epoch"] for row in history]
+    for key in keys:
+        ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key[len(prefix):] if prefix != "gate" else f"level {key[4:]}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if prefix != "gate":
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
 def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, device: str = "cpu",
                   report_spec: ReportSpec | None = None) -> dict[str, Path]:
     dev = select_device(device)
-    model, ckpt_cfg, _ = load_model(checkpoint, dev)
+    model, ckpt_cfg, state = load_model(checkpoint, dev)
     cfg = cfg or ckpt_cfg
     if not isinstance(model, UNet):
         raise ValueError(f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}")
@@ -141,5 +160,18 @@ def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, de
               [[lv, mode, c if c is not None else float("nan"), g if g is not None else float("nan")]
                for lv, (mode, c, g) in enumerate(zip(model.skip_modes, cka, gates))]),
     ]
+    history = state.get("history", [])
+    during = report.section("During training (from the run's log)")
+    for prefix, label, caption in (
+        ("gate", "mean gate value", "Mean gate of each gated skip per epoch: levels the network keeps stay near 1."),
+        ("grad_", "gradient norm", "Gradient norm per level (enc = encoder stage, dec = decoder level), mean over the epoch's steps."),
+        ("update_", "relative update |dw|/|w|", "Relative size of the optimiser's update per level, mean over the epoch's steps."),
+    ):
+        fig = _history_figure(history, prefix, label)
+        if fig is not None:
+            during.blocks.append(FigureBlock(f"history_{prefix.strip('_')}", fig, caption))
+    if not during.blocks:
+        during.blocks.append("The run logged no per-level statistics; train with train.level_stats: true (gates are logged "
+                             "whenever the model has gated skips).")
     data = {"checkpoint": str(checkpoint), "skips": model.skip_modes, "knockout": rows, "cka": cka, "gates": gates}
     return write_report(report, out_dir, data, stem="skip_analysis")
