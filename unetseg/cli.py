@@ -162,6 +162,9 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics (mean and per image) as JSON.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Evaluate on every pair of this folder and --masks instead (e.g. a test split).")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config_path: Path | None,
              overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None) -> None:
     """Metrics of a checkpoint on the validation split (or another split) of its data,
@@ -175,18 +178,18 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
     if config_path is not None:
         cfg = _run(load_config, config_path, list(overrides))
 
-    def pairs():
-        all_pairs = find_pairs(cfg.data.images, cfg.data.masks)
-        train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
-        return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
-
-    dataset = SegmentationDataset(_run(pairs), cfg.data)
     if (images is None) != (masks is None):
         raise click.UsageError("--images and --masks go together")
     if images is not None:
         split = "all"
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
 
+    def pairs():
+        all_pairs = find_pairs(cfg.data.images, cfg.data.masks)
+        train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
+        return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
+
+    dataset = SegmentationDataset(_run(pairs), cfg.data)
     mean, rows = _run(run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None))
     width = max(len(k) for k in mean)
     click.echo(f"{split} split, {len(rows)} image(s):")
