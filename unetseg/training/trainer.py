@@ -293,11 +293,13 @@ class Trainer:
                     value = metrics.get(cfg.train.monitor)
                     if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:
                         self.scheduler.step(value)
-                    if value is not None and is_better(cfg.train.monitor, value, self.best_value):
+                    improved = value is not None and is_better(cfg.train.monitor, value, self.best_value)
+                    if improved:
                         self.best_value, self.best_epoch = value, epoch + 1
-                        self._save(self.best_path, epoch + 1)
                 row["elapsed_s"] = round(spent + time.perf_counter() - clock, 2)
-                self.history.append(row)
+                self.history.append(row)  # before saving, so best.pt holds its own epoch's row
+                if self.best_epoch == epoch + 1:
+                    self._save(self.best_path, epoch + 1)
                 self._save(self.last_path, epoch + 1)
                 if logger is not None:
                     logger.write(self.history)
