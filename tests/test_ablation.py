@@ -203,3 +203,22 @@ def test_changed_report_settings_measure_again_without_retraining(ablation_file,
     assert any("measuring again" in line for line in logs)
     assert ckpt.stat().st_mtime_ns == stamp  # not retrained
     assert set(second["corruption"]) == {"contrast"} and second["mean"] == first["mean"]
+
+
+def test_cross_validated_ablation_pools_every_image_once(ablation_file, tmp_path):
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree.update({"folds": 3, "seeds": [0]})
+    write_yaml(ablation_file, tree)
+    spec = load_spec(ablation_file)
+    cfg = variant_config(spec, spec.expand()[0], 0, 2)
+    assert (cfg.data.split.mode, cfg.data.split.folds, cfg.data.split.fold) == ("block", 3, 2)
+    assert Path(cfg.output_dir).name == "fold2"
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "abl" / "report.json").read_text())
+    assert len(data["runs"]) == 2  # one pooled result per (variant, seed)
+    pooled = data["runs"][0]
+    # The three folds' validation blocks together hold each of the six generated images once.
+    assert sorted(row["name"] for row in pooled["images"]) == [f"img_{i}" for i in range(6)]
+    assert set(pooled["per_fold"]) == {"0", "1", "2"}
+    assert "Cross-validation folds" in (tmp_path / "abl" / "report.md").read_text()

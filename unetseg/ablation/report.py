@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
 from unetseg.ablation.analysis import validation_set
-from unetseg.ablation.spec import AblationSpec, run_dir, variant_config
+from unetseg.ablation.spec import AblationSpec, fold_ids, run_dir, variant_config
+from unetseg.metrics import mean_metrics
 from unetseg.data import read_mask
 from unetseg.report import FigureBlock, Report, Table, write_report
 from unetseg.stats import bootstrap_ci, paired_test
@@ -196,7 +197,8 @@ def thin_structure_window(target: np.ndarray, size: int) -> tuple[int, int]:
 
 def _crops_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> tuple[Figure, str, tuple[int, int]]:
     first = spec.expand()[0]
-    cfg = variant_config(spec, first, spec.seeds[0])
+    fold = fold_ids(spec)[0]
+    cfg = variant_config(spec, first, spec.seeds[0], fold)
     dataset = validation_set(cfg)
     names = [s.name for s in dataset.samples]
     index = names.index(spec.report.crop_image) if spec.report.crop_image in names else 0
@@ -207,7 +209,7 @@ def _crops_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) 
     window = (slice(y, y + size), slice(x, x + size))
     panels = [("image", image[..., 0][window], "gray"), ("truth", target[window], "gray_r")]
     for name in grouped:
-        pred_path = run_dir(spec, name, spec.seeds[0]) / "val_pred" / f"{names[index]}.png"
+        pred_path = run_dir(spec, name, spec.seeds[0], fold) / "val_pred" / f"{names[index]}.png"
         pred = read_mask(pred_path, {v: v for v in range(256)})[window]
         truth = target[window]
         error = np.zeros(pred.shape + (3,))
@@ -232,7 +234,46 @@ def hardware() -> str:
     return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
+def pool_folds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (variant, seed) from its cross-validation folds: the folds' validation
+    images together (every labelled image once), distance curves weighted by pixel counts."""
+    pooled: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        pooled.setdefault((r["variant"], r["seed"]), []).append(r)
+    out = []
+    for (variant, seed), runs in pooled.items():
+        images = [row for r in runs for row in r["images"]]
+        counts = np.array([r["distance"]["counts"] for r in runs], dtype=float)
+        errors = np.nan_to_num(np.array([r["distance"]["error"] for r in runs], dtype=float)) * counts
+        total = counts.sum(0)
+        merged = {**runs[0], "fold": None, "images": images,
+                  "mean": mean_metrics([{k: v for k, v in row.items() if k != "name"} for row in images]),
+                  "distance": {**runs[0]["distance"], "counts": total.tolist(),
+                               "error": np.where(total > 0, errors.sum(0) / np.maximum(total, 1), np.nan).tolist()},
+                  "per_fold": {r["fold"]: r["mean"] for r in runs}}
+        if runs[0].get("corruption"):
+            merged["corruption"] = {
+                kind: {key: (curve if key == "strength" else np.mean([r["corruption"][kind][key] for r in runs], 0).tolist())
+                       for key, curve in runs[0]["corruption"][kind].items()}
+                for kind in runs[0]["corruption"]
+            }
+        out.append(merged)
+    return out
+
+
+def _fold_table(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> Table:
+    folds = fold_ids(spec)
+    rows = []
+    for name, runs in grouped.items():
+        for metric in ("dice", "bf1_2px"):
+            rows.append([name, metric] + [float(np.mean([r["per_fold"][f][metric] for r in runs])) for f in folds])
+    return Table(["variant", "metric"] + [f"fold {f}" for f in folds], rows,
+                 f"Per contiguous-block fold (mean over seeds); the tables above pool the {len(folds)} folds' validation images.")
+
+
 def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    if spec.folds:
+        results = pool_folds(results)
     grouped = _by_variant(spec, results)
     summary = summarise(spec, results)
     report = Report(
@@ -246,6 +287,8 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
     )
     comparison = paired_comparison(spec, grouped)
     report.section("Results").blocks += [_table(spec, summary)]
+    if spec.folds:
+        report.section("Cross-validation folds").blocks.append(_fold_table(spec, grouped))
     if comparison:
         report.section("Paired comparison with the reference").blocks.append(_comparison_table(spec, comparison))
     crops, crop_name, corner = _crops_figure(spec, grouped)

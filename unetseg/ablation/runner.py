@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unetseg.ablation.analysis import analyse_run
-from unetseg.ablation.spec import AblationSpec, load_spec, run_dir, variant_config
-from unetseg.config import dump_config
+from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, run_dir, variant_config
+from unetseg.config import ConfigError, config_from_dict, dump_config
 from unetseg.report import json_safe
 
 
@@ -30,6 +30,16 @@ class Job:
     seed: int
     device: str
     threads: int | None
+    fold: int | None = None
+
+
+def _normalised(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored run config read with today's schema, so keys added since (with their defaults)
+    do not make a finished run look different."""
+    try:
+        return dump_config(config_from_dict(stored)) if stored else None
+    except ConfigError:
+        return stored
 
 
 def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -38,36 +48,38 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     spec = load_spec(Path(job.spec_path), job.quick)
     variant = next(v for v in spec.expand() if v.name == job.variant)
-    cfg = variant_config(spec, variant, job.seed)
+    cfg = variant_config(spec, variant, job.seed, job.fold)
     identity = dump_config(cfg)  # what the run is; device and threads only say where it ran
     cfg.train.device = job.device
     if job.threads:
         cfg.train.threads = job.threads
-    out = run_dir(spec, variant.name, job.seed)
+    out = run_dir(spec, variant.name, job.seed, job.fold)
+    tag = f"{variant.name} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "")
     result_path = out / "result.json"
     measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
     previous = json.loads(result_path.read_text()) if result_path.is_file() else None
-    if previous is not None and previous.get("config") != identity:
+    if previous is not None and _normalised(previous.get("config")) != identity:
         raise RuntimeError(
             f"{out} holds a finished run with another config; remove it or change the ablation output_dir"
         )
     if previous is not None and previous.get("measured_with") == measured_with:
-        log(f"[{variant.name} seed {job.seed}] finished before, reused")
+        log(f"[{tag}] finished before, reused")
         return previous
     if previous is None:
         resume = (out / "checkpoints" / "last.pt").is_file()
-        log(f"[{variant.name} seed {job.seed}] {'resuming' if resume else 'training'} on {job.device}")
+        log(f"[{tag}] {'resuming' if resume else 'training'} on {job.device}")
         Trainer(cfg, resume=resume, log=lambda msg: None).fit()
     else:
-        log(f"[{variant.name} seed {job.seed}] trained before; measuring again with the new report settings")
+        log(f"[{tag}] trained before; measuring again with the new report settings")
     result = analyse_run(out / "checkpoints" / "last.pt", spec.report, job.device)
+    result["fold"] = job.fold
     result["config"] = identity
     result["measured_with"] = measured_with
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(json_safe(result)))
     os.replace(tmp, result_path)
     mean = result["mean"]
-    log(f"[{variant.name} seed {job.seed}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
+    log(f"[{tag}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
     return result
 
 
@@ -75,13 +87,14 @@ def run_ablation(
     spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
-    """Every run of the ablation, in variant-then-seed order."""
+    """Every run of the ablation, in variant, seed, fold order."""
     spec = load_spec(spec_path, quick)
     devices = devices or ["auto"]
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    runs = [(v, s, f) for v in spec.expand() for s in spec.seeds for f in fold_ids(spec)]
     jobs = [
-        Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads)
-        for i, (variant, seed) in enumerate((v, s) for v in spec.expand() for s in spec.seeds)
+        Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads, fold)
+        for i, (variant, seed, fold) in enumerate(runs)
     ]
     for variant in spec.expand():  # fail on a bad variant before hours of training
         variant_config(spec, variant, spec.seeds[0])

@@ -57,6 +57,10 @@ class AblationSpec(Strict):
         "match_tolerance of the reference variant's (unetseg U-Nets only)"
     )
     match_tolerance: float = Field(0.05, gt=0.0, lt=1.0)
+    folds: int | None = Field(
+        None, ge=2, description="cross-validation: every (variant, seed) is trained on each of this many contiguous "
+        "block folds (data.split mode block), and results are given per fold and pooled"
+    )
     report: ReportSpec = ReportSpec()
 
     @field_validator("grid")
@@ -119,11 +123,16 @@ def load_spec(path: Path, quick: bool = False) -> AblationSpec:
     return spec
 
 
-def run_dir(spec: AblationSpec, variant: str, seed: int) -> Path:
-    return Path(spec.output_dir) / "runs" / variant / f"seed{seed}"
+def run_dir(spec: AblationSpec, variant: str, seed: int, fold: int | None = None) -> Path:
+    base = Path(spec.output_dir) / "runs" / variant / f"seed{seed}"
+    return base if fold is None else base / f"fold{fold}"
 
 
-def variant_config(spec: AblationSpec, variant: Variant, seed: int) -> Config:
+def fold_ids(spec: AblationSpec) -> list[int | None]:
+    return list(range(spec.folds)) if spec.folds else [None]
+
+
+def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | None = None) -> Config:
     """The full training config of one (variant, seed) run."""
     try:
         tree = yaml.safe_load(Path(spec.base).read_text()) or {}
@@ -132,12 +141,14 @@ def variant_config(spec: AblationSpec, variant: Variant, seed: int) -> Config:
     fixed = {
         "seed": seed,
         "name": variant.name,
-        "output_dir": str(run_dir(spec, variant.name, seed)),
+        "output_dir": str(run_dir(spec, variant.name, seed, fold)),
         "train.epochs": spec.budget.epochs,
         "train.samples_per_epoch": spec.budget.samples_per_epoch,
         "train.max_time_s": None,  # the budget is counted in samples, identical for every variant
         "train.progress": False,
     }
+    if fold is not None:
+        fixed.update({"data.split.mode": "block", "data.split.folds": spec.folds, "data.split.fold": fold})
     for key, value in {**spec.set, **variant.set, **fixed}.items():
         set_dotted(tree, key, value)
     cfg = config_from_dict(tree, f"{spec.base} + variant {variant.name!r}")
