@@ -217,8 +217,8 @@ def test_invalid_norm_and_act_rejected():
         UNet(1, 1, depth=3, base_width=4, act="rleu")
     with pytest.raises(ValueError):
         make_norm("layer", 4)
-    with pytest.raises(ValueError, match="unknown block"):
-        UNet(1, 1, depth=3, base_width=4, decoder_block="dense")
+    with pytest.raises(ValueError, match="unknown block 'dnese'.*did you mean 'dense'"):
+        UNet(1, 1, depth=3, base_width=4, decoder_block="dnese")
 
 
 @pytest.mark.parametrize("norm", NORMS)
