@@ -17,12 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 SkipMode = Literal["concat", "add", "none", "gated", "attention"]
-BlockType = Literal["plain", "residual", "preact"]
+BlockType = Literal["plain", "residual", "preact", "highway", "dense"]
 NormType = Literal["batch", "instance", "group", "none"]
-ActType = Literal["relu", "leaky_relu", "gelu", "silu", "elu", "prelu"]
+ActType = Literal["relu", "leaky_relu", "gelu", "silu", "elu", "prelu", "crelu"]
 
 SKIP_MODES: tuple[str, ...] = SkipMode.__args__  # type: ignore[attr-defined]
 BLOCK_TYPES: tuple[str, ...] = BlockType.__args__  # type: ignore[attr-defined]
+RESIDUAL_BLOCKS = ("residual", "preact", "highway")  # blocks with a branch that stochastic depth can drop
 
 
 class ConfigError(ValueError):
@@ -51,7 +52,7 @@ class UNetConfig(Strict):
     base_width: int = Field(64, ge=1, description="channels of level 0")
     width_growth: float = Field(2.0, gt=0, description="width of level i = base_width * width_growth**i")
     max_width: int | None = Field(None, ge=1, description="cap on any level's width")
-    encoder: str = Field("plain", description="plain | residual | preact | smp:<encoder name>")
+    encoder: str = Field("plain", description="plain | residual | preact | highway | dense | smp:<encoder name>")
     encoder_weights: str | None = Field(None, description="pretrained weights of an smp: encoder (e.g. imagenet)")
     blocks_per_level: int = Field(1, ge=1, le=16, description="encoder blocks stacked at each level")
     decoder_block: BlockType = "plain"
@@ -62,6 +63,17 @@ class UNetConfig(Strict):
     downsample: Literal["maxpool", "conv"] = "maxpool"
     upsample: Literal["transpose", "bilinear", "nearest"] = "transpose"
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout2d at the end of the contracting path")
+    shortcut: Literal["projection", "zero_pad"] = Field(
+        "projection", description="encoder shortcut where the width changes: 1x1 projection (B) or zero padding (A)"
+    )
+    shortcut_downsample: Literal["stride", "avgpool"] = Field(
+        "stride", description="encoder shortcut where the resolution halves: stride-2 subsampling or 2x2 average"
+    )
+    stochastic_depth: float = Field(
+        0.0, ge=0.0, lt=1.0, description="drop probability of the deepest encoder block (linear in depth); 0 = off"
+    )
+    zero_init_residual: bool = Field(True, description="residual blocks start with their branch's last norm at zero")
+    init: Literal["default", "looks_linear"] = Field("default", description="looks_linear needs act crelu")
 
     @model_validator(mode="after")
     def _check_levels(self) -> "UNetConfig":
@@ -79,6 +91,12 @@ class UNetConfig(Strict):
             raise ValueError(
                 f"encoder {self.encoder!r} is not one of {', '.join(BLOCK_TYPES)} or 'smp:<name>'"
                 + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
+        if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
+            raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
+        if self.stochastic_depth > 0 and self.encoder not in RESIDUAL_BLOCKS:
+            raise ValueError(
+                f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {self.encoder!r}"
             )
         return self
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetseg.models.blocks import make_stage
+from unetseg.models.blocks import DEFAULT_OPTIONS, BlockOptions, crelu_output, make_stage
+from unetseg.models.layers import Slice, check_init, looks_linear_, reads_crelu
 from unetseg.models.skips import SkipMerge
 
 
@@ -33,6 +34,12 @@ class UNetDecoder(nn.Module):
     ``widths[i]`` is the decoder width at level ``i`` (``L - 1`` entries); ``skip_modes[i]``
     the long skip at level ``i``. Modules are indexed by level, so ``decoder.skips.0`` is the
     full-resolution skip and ``decoder.blocks.3`` the level-3 block.
+
+    ``options`` apply to the decoder's blocks too, except the shortcut: a decoder block
+    narrows the merged width (``concat``), which zero padding cannot do, so it projects.
+    ``encoder_crelu`` tells which encoder features are CReLU outputs, for the looks-linear
+    init of the convolutions that read them (``init='looks_linear'``): the up-convolution,
+    an ``add`` projection, or the skip's channels of the block after a ``concat``.
     """
 
     def __init__(
@@ -44,22 +51,45 @@ class UNetDecoder(nn.Module):
         norm: str = "batch",
         act: str = "relu",
         upsample: str = "transpose",
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        encoder_crelu: list[Slice | None] | None = None,
+        init: str = "default",
     ) -> None:
         super().__init__()
+        check_init(init, act)
         levels = len(encoder_channels)
         if len(widths) != levels - 1 or len(skip_modes) != levels - 1:
             raise ValueError(f"need {levels - 1} decoder widths and skip modes for {levels} encoder levels")
+        encoder_crelu = encoder_crelu or [None] * levels
+        options = BlockOptions(shortcut="projection", zero_init_residual=options.zero_init_residual)
         ups, skips, blocks = [], [], []
         for level in range(levels - 1):
-            below = widths[level + 1] if level + 1 < levels - 1 else encoder_channels[-1]
+            deepest = level + 1 == levels - 1
+            below = encoder_channels[-1] if deepest else widths[level + 1]
+            below_crelu = encoder_crelu[-1] if deepest else crelu_output(block, act, below)
             ups.append(make_upsample(upsample, below, widths[level]))
+            reads_crelu(ups[-1] if isinstance(ups[-1], nn.ConvTranspose2d) else ups[-1][1], below_crelu)
             skips.append(SkipMerge(skip_modes[level], widths[level], encoder_channels[level]))
-            blocks.append(make_stage(block, skips[-1].out_channels, widths[level], 1, norm, act))
+            block_crelu = None
+            if encoder_crelu[level] is not None:
+                if skips[-1].proj is not None:
+                    reads_crelu(skips[-1].proj, encoder_crelu[level])
+                elif skips[-1].out_channels > widths[level]:  # concat, gated, attention: cat([up, skip])
+                    block_crelu = (widths[level], encoder_channels[level])
+            blocks.append(
+                make_stage(
+                    block, skips[-1].out_channels, widths[level], 1, norm, act, options=options, crelu_in=block_crelu
+                )
+            )
         self.ups = nn.ModuleList(ups)
         self.skips = nn.ModuleList(skips)
         self.blocks = nn.ModuleList(blocks)
         self.widths = list(widths)
         self.out_channels = widths[0]
+        self.crelu_output = crelu_output(block, act, widths[0])
+        if init == "looks_linear":
+            looks_linear_(self)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]

@@ -1,6 +1,7 @@
 """Encoders: each returns one feature map per level, full resolution first.
 
-``UNetEncoder`` stacks unetseg's own blocks (plain / residual / preact); ``SmpEncoder``
+``UNetEncoder`` stacks unetseg's own blocks (plain / residual / preact / highway / dense,
+see :mod:`.blocks`); ``SmpEncoder``
 adapts any segmentation-models-pytorch encoder to the same contract, so the decoder and the
 skip merges never need to know which one they are fed by.
 """
@@ -12,7 +13,8 @@ import difflib
 import torch
 from torch import nn
 
-from unetseg.models.blocks import conv3x3, make_stage
+from unetseg.models.blocks import DEFAULT_OPTIONS, RESIDUAL_TYPE, BlockOptions, block_class, crelu_output, make_stage
+from unetseg.models.layers import Slice, check_init, conv3x3, looks_linear_
 
 
 class EncoderStage(nn.Module):
@@ -31,8 +33,14 @@ class UNetEncoder(nn.Module):
     """Contracting path. Level ``i`` has ``widths[i]`` channels at 1/2**i resolution.
 
     ``downsample='maxpool'`` halves the resolution with 2x2 max pooling (U-Net), ``'conv'``
-    with a stride-2 first convolution (and, for residual blocks, a strided projection
-    shortcut), which is cheaper and learns the down-sampling.
+    with a stride-2 first convolution (and a strided or average-pooled shortcut, see
+    ``options``), which is cheaper and learns the down-sampling.
+
+    ``stochastic_depth`` is the drop probability of the deepest block; block ``l`` of ``L``
+    (counted over the whole encoder, shallowest first, from 1) is dropped with probability
+    ``stochastic_depth * l / L`` in training (Huang et al. 2016's linear decay rule), never in
+    evaluation. ``init='looks_linear'`` (with ``act='crelu'``) starts the encoder as a
+    linear map, exactly so with ``downsample='conv'``: max pooling is not linear.
     """
 
     def __init__(
@@ -45,22 +53,44 @@ class UNetEncoder(nn.Module):
         act: str = "relu",
         downsample: str = "maxpool",
         dropout: float = 0.0,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        stochastic_depth: float = 0.0,
+        init: str = "default",
     ) -> None:
         super().__init__()
+        cls = block_class(block)
+        check_init(init, act)
+        if stochastic_depth and not cls.DROPPABLE:
+            raise ValueError(
+                f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_TYPE)}); "
+                f"{block!r} has no branch to drop"
+            )
+        total = len(widths) * blocks_per_level
+        drops = [stochastic_depth * (i + 1) / total for i in range(total)]
         stages = []
-        prev = in_channels
+        prev, crelu_in = in_channels, None
         for level, width in enumerate(widths):
             stride = 2 if level > 0 and downsample == "conv" else 1
             down: nn.Module = nn.MaxPool2d(2) if level > 0 and downsample == "maxpool" else nn.Identity()
-            if level == 0 and block == "preact":
+            if level == 0 and cls.PRE_ACTIVATED:
                 # A pre-activation block would normalise and rectify the raw image; give it a conv stem.
                 down, prev = conv3x3(in_channels, width, bias=True), width
-            stages.append(EncoderStage(down, make_stage(block, prev, width, blocks_per_level, norm, act, stride)))
-            prev = width
+            level_drops = drops[level * blocks_per_level : (level + 1) * blocks_per_level]
+            blocks = make_stage(
+                block, prev, width, blocks_per_level, norm, act, stride,
+                options=options, drop_paths=level_drops, crelu_in=crelu_in,
+            )
+            stages.append(EncoderStage(down, blocks))
+            prev, crelu_in = width, crelu_output(block, act, width)
         self.stages = nn.ModuleList(stages)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.out_channels = list(widths)
         self.reduction = 2 ** (len(widths) - 1)
+        # Which level features are CReLU outputs (the decoder's looks-linear init needs it).
+        self.crelu_features: list[Slice | None] = [crelu_output(block, act, w) for w in widths]
+        if init == "looks_linear":
+            looks_linear_(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -103,6 +133,7 @@ class SmpEncoder(nn.Module):
             raise ValueError(f"cannot build smp encoder {name!r} with weights={weights!r}: {err}") from err
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.out_channels = list(self.body.out_channels)
+        self.crelu_features: list[Slice | None] = [None] * len(self.out_channels)
         self.reduction = 2 ** (levels - 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

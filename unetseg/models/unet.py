@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unetseg.models.blocks import BlockOptions
 from unetseg.models.decoder import UNetDecoder
 from unetseg.models.encoder import SmpEncoder, UNetEncoder
+from unetseg.models.layers import check_init, looks_linear_, reads_crelu
 from unetseg.models.padding import pad_to_multiple
 
 
@@ -29,7 +31,8 @@ class UNet(nn.Module):
         depth: resolution levels including the bottleneck (classic U-Net: 5).
         base_width, width_growth, max_width: encoder width of level i is
             ``min(base_width * width_growth**i, max_width)``.
-        encoder: ``plain``, ``residual``, ``preact`` or ``smp:<name>`` (any smp encoder).
+        encoder: ``plain``, ``residual``, ``preact``, ``highway``, ``dense`` (see
+            :mod:`unetseg.models.blocks`) or ``smp:<name>`` (any smp encoder).
         encoder_weights: pretrained weights for an smp encoder (None: random init).
         blocks_per_level: encoder blocks per level.
         decoder_block: block type of the decoder levels.
@@ -40,6 +43,16 @@ class UNet(nn.Module):
         downsample: ``maxpool`` or ``conv`` (strided).
         upsample: ``transpose``, ``bilinear`` or ``nearest``.
         dropout: Dropout2d rate at the end of the contracting path.
+        shortcut: where an encoder block changes width, ``projection`` (1x1 conv + norm,
+            He et al. 2015 option B) or ``zero_pad`` (extra zero channels, option A).
+        shortcut_downsample: where it halves the resolution, ``stride`` (keep every second
+            pixel) or ``avgpool`` (2x2 average) before the projection or padding.
+        stochastic_depth: drop probability of the deepest encoder block, linear in the block
+            index (Huang et al. 2016); residual-type encoders only; never in evaluation.
+        zero_init_residual: residual blocks start with the last norm of their branch at zero.
+        init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
+            et al. 2017): the network starts as a linear map (exactly, with
+            ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
 
     Example:
         >>> net = UNet(1, 1, depth=4, base_width=8, skips=["concat", "add", "none"])
@@ -66,20 +79,36 @@ class UNet(nn.Module):
         downsample: str = "maxpool",
         upsample: str = "transpose",
         dropout: float = 0.0,
+        shortcut: str = "projection",
+        shortcut_downsample: str = "stride",
+        stochastic_depth: float = 0.0,
+        zero_init_residual: bool = True,
+        init: str = "default",
     ) -> None:
         super().__init__()
+        check_init(init, act)
         skip_modes = [skips] * (depth - 1) if isinstance(skips, str) else list(skips)
+        options = BlockOptions(shortcut, shortcut_downsample, zero_init_residual)
         if encoder.startswith("smp:"):
+            if init != "default" or stochastic_depth:
+                raise ValueError("init and stochastic_depth apply to unetseg's own encoders, not to smp: ones")
             self.encoder: nn.Module = SmpEncoder(encoder[4:], in_channels, depth, encoder_weights, dropout)
             default_decoder = [16 * 2**i for i in range(depth - 1)]
         else:
             widths = level_widths(depth, base_width, width_growth, max_width)
-            self.encoder = UNetEncoder(in_channels, widths, encoder, blocks_per_level, norm, act, downsample, dropout)
+            self.encoder = UNetEncoder(
+                in_channels, widths, encoder, blocks_per_level, norm, act, downsample, dropout,
+                options=options, stochastic_depth=stochastic_depth, init=init,
+            )
             default_decoder = widths[:-1]
         self.decoder = UNetDecoder(
-            self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act, upsample
+            self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act,
+            upsample, options=options, encoder_crelu=self.encoder.crelu_features, init=init,
         )
         self.head = nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
+        reads_crelu(self.head, self.decoder.crelu_output)
+        if init == "looks_linear":
+            looks_linear_(self.head)
         self.multiple = self.encoder.reduction
 
     @property
