@@ -77,11 +77,13 @@ def test_info_on_a_trained_run_and_a_bad_file(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "last epoch 2: train_loss" in result.output and "val_dice" in result.output
     assert "forward pass at 512x512" in result.output
-    # best.pt is saved before its own epoch's row is appended: the run's last.pt gives the record
+    # best.pt holds the record up to and including its own epoch
     best = invoke("info", trained / "checkpoints" / "best.pt")
     assert best.exit_code == 0, best.output
-    assert f"record from {trained / 'checkpoints' / 'last.pt'}" in best.output and "last epoch 2: train_loss" in best.output
     assert "best (none recorded)" not in best.output
+    best_line = next(line for line in best.output.splitlines() if line.strip().startswith("best epoch"))
+    last_line = next(line for line in best.output.splitlines() if line.strip().startswith("last epoch"))
+    assert best_line.strip()[len("best "):] == last_line.strip()[len("last "):]
     assert_clean_failure(invoke("info", tmp_path / "missing.pt"), "missing.pt")
 
 

@@ -24,7 +24,7 @@ def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> Non
     from unetseg.model_info import format_info, model_info
 
     model, cfg, state = _run(load_model, checkpoint, "cpu")
-    summary = model_info(model, cfg, state, size, checkpoint)
+    summary = model_info(model, cfg, state, size)
     click.echo(format_info(summary))
     if json_path is not None:
         from unetseg.report import json_safe  # NaN metrics become null: valid JSON

@@ -9,7 +9,6 @@ dominate a U-Net; normalisation, activations and pooling are not counted.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,6 @@ import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from unetseg.checkpoint import CheckpointError, load_checkpoint
 from unetseg.config import Config, dump_config
 from unetseg.models import UNet, count_parameters
 from unetseg.table import format_table
@@ -48,20 +46,6 @@ def level_rows(model: nn.Module) -> list[dict[str, Any]] | None:
     return rows
 
 
-def history_source(path: Path, state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint whose history to show. The trainer saves ``best.pt`` before it appends
-    that epoch's row, so a ``best.pt`` lacks its own metrics; the run's ``last.pt`` beside it,
-    when there is one, holds the whole record."""
-    rows = state.get("history") or []
-    sibling = Path(path).parent / "last.pt"
-    if (rows and rows[-1].get("epoch") == state.get("epoch")) or not sibling.is_file() or sibling.resolve() == Path(path).resolve():
-        return Path(path), state
-    try:
-        return sibling, load_checkpoint(sibling)
-    except CheckpointError:
-        return Path(path), state
-
-
 def training_rows(state: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     """The last epoch's row of the checkpoint's history and the best (monitored) epoch's row."""
     history = list(state.get("history") or [])
@@ -71,12 +55,10 @@ def training_rows(state: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
 
 
 def model_info(
-    model: nn.Module, cfg: Config, state: dict[str, Any], size: tuple[int, int], path: Path | None = None
+    model: nn.Module, cfg: Config, state: dict[str, Any], size: tuple[int, int]
 ) -> dict[str, Any]:
-    """Everything ``info`` shows, as JSON-ready data; ``path`` (the checkpoint's file) lets a
-    ``best.pt`` borrow the training record of its run's ``last.pt``."""
+    """Everything ``info`` shows, as JSON-ready data (``best.pt`` holds the record up to its epoch)."""
     flops = count_flops(model, cfg.data.channels, size)
-    source, record = history_source(path, state) if path is not None else (None, state)
     return {
         "config": dump_config(cfg),
         "arch": cfg.model.arch,
@@ -85,8 +67,7 @@ def model_info(
         "flops": {"input": [1, cfg.data.channels, *size], "total": flops},
         "levels": level_rows(model),
         "monitor": cfg.train.monitor,
-        "metrics": training_rows(record),
-        "metrics_from": str(source) if source is not None else None,
+        "metrics": training_rows(state),
     }
 
 
@@ -108,8 +89,7 @@ def format_info(info: dict[str, Any]) -> str:
         columns = ["level", "scale", "encoder", "skip", "decoder_in", "decoder"]
         lines += ["levels (widths in channels):", format_table(columns, [[r[c] for c in columns] for r in info["levels"]])]
     metrics = info["metrics"]
-    source = f"; record from {info['metrics_from']}" if info.get("metrics_from") else ""
-    lines.append(f"training (checkpoint of epoch {info['epoch']}, monitor {info['monitor']}{source}):")
+    lines.append(f"training (checkpoint of epoch {info['epoch']}, monitor {info['monitor']}):")
     lines.append(f"  last {_metrics_line(metrics['last'])}")
     lines.append(f"  best {_metrics_line(metrics['best'])}")
     return "\n".join(lines)
