@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 SkipMode = Literal["concat", "add", "none", "gated", "attention"]
 BlockType = Literal["plain", "residual", "preact", "highway", "dense"]
@@ -204,9 +204,28 @@ class DataConfig(Strict):
     label_map: dict[int, int] | None = Field(
         None, description="raw mask value -> class index; default: 0 -> 0, any other value -> 1"
     )
-    normalize: Literal["dtype", "minmax", "zscore"] = "dtype"
+    normalize: Literal["dtype", "minmax", "zscore", "percentile", "window"] = Field(
+        "dtype", description="percentile: clip + z-score (MR); window: fixed CT window to [0, 1]; volumes: whole-volume statistics"
+    )
+    percentile: tuple[float, float] = Field((0.5, 99.5), description="normalize 'percentile': lower and upper clip percentiles")
+    window: tuple[float, float] | None = Field(None, description="normalize 'window': [center, width], e.g. [40, 400] (CT soft tissue)")
+    slice_axis: int = Field(2, ge=0, le=2, description="3D volumes are cut into 2D slices along this axis (2: a NIfTI's last)")
     split: SplitConfig = SplitConfig()
     cache: bool = Field(True, description="keep decoded images in memory")
+
+    @field_validator("percentile")
+    @classmethod
+    def _check_percentile(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= value[0] < value[1] <= 100.0:
+            raise ValueError("percentile must be [low, high] with 0 <= low < high <= 100")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[1] <= 0:
+            raise ValueError("window is [center, width] with a positive width")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -214,6 +233,8 @@ class DataConfig(Strict):
             classes = sorted(set(self.label_map.values()))
             if classes != list(range(len(classes))) or len(classes) < 2:
                 raise ValueError(f"label_map must map onto classes 0..K-1 with K >= 2, got classes {classes}")
+        if self.normalize == "window" and self.window is None:
+            raise ValueError("normalize 'window' needs window: [center, width], e.g. [40, 400] for CT soft tissue")
         return self
 
     @property

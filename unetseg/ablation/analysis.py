@@ -29,7 +29,7 @@ NEAR_BOUNDARY_PX = 2.0
 
 
 def validation_set(cfg: Config) -> SegmentationDataset:
-    _, val_pairs = split_samples(find_pairs(cfg.data.images, cfg.data.masks), cfg.data.split, cfg.data)
+    _, val_pairs = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
     return SegmentationDataset(val_pairs, cfg.data)
 
 

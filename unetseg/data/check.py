@@ -29,6 +29,7 @@ import numpy as np
 
 from unetseg.config import DataConfig
 from unetseg.data.dataset import expand_samples, match_masks, split_samples
+from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, prepare_image, read_raw
 from unetseg.table import format_table
 
@@ -131,7 +132,7 @@ def _channels(raw: np.ndarray) -> int:
 
 def _check_image(report: CheckReport, sample: Sample, data: DataConfig) -> ImageStats | None:
     try:
-        raw = read_raw(sample.image, sample.page)
+        raw = read_raw(sample.image, sample.page, sample.axis)
     except DataError as err:
         report.add("error", "unreadable", sample.image, str(err).removeprefix(f"{sample.image}: "))
         return None
@@ -144,7 +145,7 @@ def _check_image(report: CheckReport, sample: Sample, data: DataConfig) -> Image
         report.add("warning", "constant image", sample.image, f"every pixel is {lo:g}")
     if finite.all():
         try:
-            prepare_image(raw, data.channels, data.normalize, sample.image)
+            prepare_image(raw, data.channels, Normalization.of(data), sample.image)
         except DataError as err:
             report.add("error", "image", sample.image, str(err).removeprefix(f"{sample.image}: "))
     return ImageStats(sample.name, str(sample.image), None, raw.shape[0], raw.shape[1], _channels(raw), str(raw.dtype), lo, hi)
@@ -154,7 +155,7 @@ def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: Da
     assert sample.mask is not None
     stats.mask = str(sample.mask)
     try:
-        raw = read_raw(sample.mask, sample.page)
+        raw = read_raw(sample.mask, sample.page, sample.axis)
     except DataError as err:
         report.add("error", "unreadable", sample.mask, str(err).removeprefix(f"{sample.mask}: "))
         return
@@ -177,11 +178,12 @@ def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: Da
         report.add("warning", "empty mask", sample.mask, "no foreground pixel")
 
 
-def _samples(report: CheckReport, image: Path, mask: Path | None) -> list[Sample]:
-    """The 2D samples of one image file (pages of a stack); none if the stack cannot be used."""
+def _samples(report: CheckReport, image: Path, mask: Path | None, axis: int) -> list[Sample]:
+    """The 2D samples of one image file (pages of a stack, slices of a volume); none if the
+    stack cannot be used."""
     try:
-        return expand_samples(image, mask)
-    except DataError as err:  # an unreadable TIFF, or image and mask stacks of different lengths
+        return expand_samples(image, mask, axis)
+    except DataError as err:  # an unreadable TIFF or volume, or image and mask stacks of different lengths
         report.add("error", "tiff", image, str(err).removeprefix(f"{image}: "))
         return []
 
@@ -220,7 +222,7 @@ def check_folders(images: Path, masks: Path, data: DataConfig) -> tuple[CheckRep
     for image, mask in matched:
         if mask is None:
             report.add("error", "no mask", image, f"no mask of this name in {masks}")
-        for sample in _samples(report, image, mask):
+        for sample in _samples(report, image, mask, data.slice_axis):
             errors_before = len(report.errors)
             stats = _check_image(report, sample, data)
             if stats is None:

@@ -11,7 +11,18 @@ import torch
 from torch.utils.data import Dataset
 
 from unetseg.config import DataConfig, SplitConfig
-from unetseg.data.io import DataError, Sample, expand_stacks, list_image_files, read_image, read_mask
+from unetseg.data.intensity import Normalization
+from unetseg.data.io import (
+    DEFAULT_SLICE_AXIS,
+    DataError,
+    Sample,
+    expand_stacks,
+    file_stem,
+    list_image_files,
+    read_image,
+    read_mask,
+)
+from unetseg.data.volumes import is_dicom_series, is_volume
 
 # Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png);
 # nnU-Net-style images carry a channel suffix (case_0000.png / case.png).
@@ -22,7 +33,7 @@ IMAGE_SUFFIXES = ("_0000",)
 def _mask_index(mask_files: list[Path]) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for path in mask_files:
-        stem = path.stem
+        stem = file_stem(path)
         for suffix in sorted(MASK_SUFFIXES, key=len, reverse=True):
             if suffix and stem.endswith(suffix):
                 index.setdefault(stem[: -len(suffix)], path)
@@ -31,26 +42,30 @@ def _mask_index(mask_files: list[Path]) -> dict[str, Path]:
 
 
 def _image_stem(path: Path) -> str:
+    stem = file_stem(path)
     for suffix in IMAGE_SUFFIXES:
-        if path.stem.endswith(suffix):
-            return path.stem[: -len(suffix)]
-    return path.stem
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
-def expand_samples(image: Path, mask: Path | None) -> list[Sample]:
-    """The 2D samples of an image file and its mask: one, or one per page of a TIFF stack."""
-    pages = expand_stacks(image)
-    if len(pages) == 1:
+def expand_samples(image: Path, mask: Path | None, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
+    """The 2D samples of an image file and its mask: one, one per page of a TIFF stack, or one
+    per slice of a volume along ``axis``."""
+    pages = expand_stacks(image, axis)
+    if pages[0][1] is None:
         return [Sample(_image_stem(image), image, mask, None)]
+    volume_axis = axis if is_volume(image) else None
     if mask is not None:
-        mask_pages = expand_stacks(mask)
+        mask_pages = expand_stacks(mask, axis)
         if len(mask_pages) != len(pages):
-            raise DataError(f"{image} has {len(pages)} pages but its mask {mask} has {len(mask_pages)}")
-    return [Sample(f"{_image_stem(image)}_{page:04d}", image, mask, page) for _, page in pages]
+            what = "pages" if volume_axis is None else f"slices along axis {axis}"
+            raise DataError(f"{image} has {len(pages)} {what} but its mask {mask} has {len(mask_pages)}")
+    return [Sample(f"{_image_stem(image)}_{page:04d}", image, mask, page, volume_axis) for _, page in pages]
 
 
 def _lookup(index: dict[str, Path], image: Path) -> Path | None:
-    return index.get(image.stem) or index.get(_image_stem(image))
+    return index.get(file_stem(image)) or index.get(_image_stem(image))
 
 
 def match_masks(image_files: list[Path], mask_files: list[Path]) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
@@ -65,14 +80,15 @@ def match_masks(image_files: list[Path], mask_files: list[Path]) -> tuple[list[t
     return matched, [mask for mask in mask_files if mask not in claimed]
 
 
-def find_pairs(images: Path, masks: Path) -> list[Sample]:
-    """Every image with its mask, naturally sorted; images without a mask are an error."""
+def find_pairs(images: Path, masks: Path, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
+    """Every image with its mask, naturally sorted; images without a mask are an error.
+    Volumes are cut into slices along ``axis``."""
     matched, _ = match_masks(list_image_files(images), list_image_files(masks))
     missing = [image.name for image, mask in matched if mask is None]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{len(missing)} image(s) in {images} have no mask in {masks}: {shown}")
-    return [sample for image, mask in matched for sample in expand_samples(image, mask)]
+    return [sample for image, mask in matched for sample in expand_samples(image, mask, axis)]
 
 
 def attach_masks(samples: list[Sample], masks: Path) -> list[Sample]:
@@ -81,17 +97,18 @@ def attach_masks(samples: list[Sample], masks: Path) -> list[Sample]:
     return [replace(sample, mask=_lookup(index, sample.image)) for sample in samples]
 
 
-def find_images(path: Path) -> list[Sample]:
-    """Unlabelled inputs for prediction: one file, or every image in a folder."""
+def find_images(path: Path, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
+    """Unlabelled inputs for prediction: one file (or one DICOM series folder), or every image
+    and volume in a folder; volumes are cut into slices along ``axis``."""
     path = Path(path)
-    files = [path] if path.is_file() else list_image_files(path)
-    return [sample for file in files for sample in _expand_unlabelled(file)]
+    files = [path] if path.is_file() or is_dicom_series(path) else list_image_files(path)
+    return [sample for file in files for sample in _expand_unlabelled(file, axis)]
 
 
-def _expand_unlabelled(file: Path) -> list[Sample]:
+def _expand_unlabelled(file: Path, axis: int) -> list[Sample]:
     try:
-        return expand_samples(file, None)
-    except DataError:  # a broken TIFF: keep it, so predict reports it by name and goes on
+        return expand_samples(file, None, axis)
+    except DataError:  # a broken TIFF or volume: keep it, so predict reports it by name and goes on
         return [Sample(_image_stem(file), file, None, None)]
 
 
@@ -99,7 +116,7 @@ def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -
     """Divide pairs into (train, validation) as the split config says."""
     if split.mode == "folders":
         assert split.val_images is not None and split.val_masks is not None
-        return samples, find_pairs(split.val_images, split.val_masks)
+        return samples, find_pairs(split.val_images, split.val_masks, data.slice_axis)
     if split.mode == "names":
         names = set(split.val_names)
         unknown = names - {s.name for s in samples}
@@ -135,6 +152,7 @@ class SegmentationDataset(Dataset):
         self.data = data
         self.transform = transform
         self.length = length or len(samples)
+        self.normalization = Normalization.of(data)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def __len__(self) -> int:
@@ -145,10 +163,10 @@ class SegmentationDataset(Dataset):
         if index in self._cache:
             return self._cache[index]
         sample = self.samples[index]
-        image = read_image(sample.image, self.data.channels, self.data.normalize, sample.page)
+        image = read_image(sample.image, self.data.channels, self.normalization, sample.page, sample.axis)
         mask = None
         if sample.mask is not None:
-            mask = read_mask(sample.mask, self.data.label_map, sample.page)
+            mask = read_mask(sample.mask, self.data.label_map, sample.page, sample.axis)
             if mask.shape != image.shape[:2]:
                 raise DataError(
                     f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "

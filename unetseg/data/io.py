@@ -1,5 +1,6 @@
 """Reading and writing images and masks: PNG/JPEG/BMP through OpenCV, TIFF (16-bit, float,
-multi-page stacks) through tifffile.
+multi-page stacks) through tifffile, slices of 3D volumes (NIfTI, DICOM series) through
+:mod:`unetseg.data.volumes`.
 
 Every failure is a :class:`DataError` whose message names the file, because a user with
 300 images needs to know *which* one is broken, not that "an image" was.
@@ -15,22 +16,25 @@ import cv2
 import numpy as np
 import tifffile
 
+from unetseg.data import volumes
+from unetseg.data.errors import DataError  # defined apart so volumes.py can raise it; imported from here
+from unetseg.data.intensity import Normalization, Scaling
+
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-class DataError(ValueError):
-    """An input file or folder that cannot be used; the message names it."""
+DEFAULT_SLICE_AXIS = 2  # the last axis of a NIfTI volume (axial slices of a scan in RAS order)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One 2D image (a file, or one page of a multi-page TIFF) and its mask, if any."""
+    """One 2D image (a file, one page of a multi-page TIFF, or one slice of a volume along
+    ``axis``) and its mask, if any. ``axis`` is set only for slices of a volume."""
 
     name: str
     image: Path
     mask: Path | None = None
     page: int | None = None
+    axis: int | None = None
 
 
 def natural_key(text: str) -> list[object]:
@@ -38,14 +42,26 @@ def natural_key(text: str) -> list[object]:
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text)]
 
 
+def file_stem(path: Path) -> str:
+    """The name without its extension; ``case.nii.gz`` -> ``case``, a DICOM folder's own name."""
+    return volumes.volume_stem(path) if volumes.is_volume(path) else Path(path).stem
+
+
 def list_image_files(folder: Path) -> list[Path]:
-    """Image files in ``folder``, naturally sorted; a missing or empty folder is an error."""
+    """Image files and volumes (NIfTI files, DICOM series sub-folders) in ``folder``, naturally
+    sorted; a missing or empty folder is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        p for p in folder.iterdir()
+        if (p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or volumes.is_nifti(p))) or volumes.is_dicom_series(p)
+    ]
     if not files:
-        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise DataError(
+            f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES + volumes.NIFTI_SUFFIXES)}) "
+            "or DICOM series folders in this folder"
+        )
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -58,8 +74,11 @@ def tiff_pages(path: Path) -> int:
         raise DataError(f"{path}: cannot read TIFF ({err})") from None
 
 
-def expand_stacks(path: Path) -> list[tuple[Path, int | None]]:
-    """A file becomes one entry, a multi-page TIFF one entry per page."""
+def expand_stacks(path: Path, axis: int = DEFAULT_SLICE_AXIS) -> list[tuple[Path, int | None]]:
+    """A file becomes one entry, a multi-page TIFF one entry per page, a volume one entry per
+    slice along ``axis`` (even a one-slice volume: its entry carries the slice index)."""
+    if volumes.is_volume(path):
+        return [(path, i) for i in range(volumes.num_slices(path, axis))]
     if path.suffix.lower() in TIFF_SUFFIXES:
         pages = tiff_pages(path)
         if pages > 1:
@@ -67,9 +86,12 @@ def expand_stacks(path: Path) -> list[tuple[Path, int | None]]:
     return [(path, None)]
 
 
-def read_raw(path: Path, page: int | None = None) -> np.ndarray:
-    """The stored array (HxW or HxWxC, RGB order, original dtype)."""
+def read_raw(path: Path, page: int | None = None, axis: int | None = None) -> np.ndarray:
+    """The stored array (HxW or HxWxC, RGB order, original dtype); of a volume, slice ``page``
+    along ``axis`` (default :data:`DEFAULT_SLICE_AXIS`)."""
     path = Path(path)
+    if volumes.is_volume(path):
+        return volumes.read_slice(path, page, DEFAULT_SLICE_AXIS if axis is None else axis)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.suffix.lower() in TIFF_SUFFIXES:
@@ -99,15 +121,23 @@ def _scale_by_dtype(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def prepare_image(array: np.ndarray, channels: int, normalize: str, path: Path | str = "<array>") -> np.ndarray:
+def prepare_image(
+    array: np.ndarray,
+    channels: int,
+    normalize: str | Normalization,
+    path: Path | str = "<array>",
+    scaling: Scaling | None = None,
+) -> np.ndarray:
     """Float32 HxWxC with ``channels`` channels and the configured intensity scaling.
 
     Alpha is dropped; colour becomes grey by luminance (ITU-R 601) when one channel is
-    wanted; grey is repeated when three are.
+    wanted; grey is repeated when three are. The normalisation is fitted to the image itself
+    unless ``scaling`` (fitted to a whole volume) is given.
     """
+    normalization = Normalization.of(normalize)
     if array.ndim == 3 and array.shape[2] in (2, 4):
         array = array[..., :-1]  # drop alpha
-    image = _scale_by_dtype(array) if normalize == "dtype" else array.astype(np.float32)
+    image = _scale_by_dtype(array) if normalization.mode == "dtype" else array.astype(np.float32)
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[2] not in (1, 3):
@@ -119,21 +149,26 @@ def prepare_image(array: np.ndarray, channels: int, normalize: str, path: Path |
         image = image[..., None]
     elif channels == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    if normalize == "minmax":
-        lo, hi = float(image.min()), float(image.max())
-        image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
-    elif normalize == "zscore":
-        image = (image - image.mean()) / max(float(image.std()), 1e-8)
+    if normalization.mode != "dtype":
+        image = (scaling or normalization.fit(image)).apply(image)
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
-def read_image(path: Path, channels: int, normalize: str, page: int | None = None) -> np.ndarray:
-    return prepare_image(read_raw(path, page), channels, normalize, path)
+def read_image(
+    path: Path, channels: int, normalize: str | Normalization, page: int | None = None, axis: int | None = None
+) -> np.ndarray:
+    """A prepared image (see :func:`prepare_image`); a volume's slice is normalised with
+    statistics of the whole volume, so that all its slices are scaled alike."""
+    normalization = Normalization.of(normalize)
+    scaling = volumes.volume_scaling(path, normalization) if volumes.is_volume(path) else None
+    return prepare_image(read_raw(path, page, axis), channels, normalization, path, scaling)
 
 
-def read_mask(path: Path, label_map: dict[int, int] | None, page: int | None = None) -> np.ndarray:
+def read_mask(
+    path: Path, label_map: dict[int, int] | None, page: int | None = None, axis: int | None = None
+) -> np.ndarray:
     """Class indices (HxW, int64). Without a label map, 0 is background and anything else 1."""
-    return mask_classes(read_raw(path, page), label_map, path)
+    return mask_classes(read_raw(path, page, axis), label_map, path)
 
 
 def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path | str = "<array>") -> np.ndarray:
@@ -162,8 +197,9 @@ def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path |
     return classes[np.searchsorted(lut_keys, raw)]
 
 
-def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None) -> None:
-    """Write class indices back in the dataset's own label values (inverse of the label map)."""
+def label_values(classes: np.ndarray, label_map: dict[int, int] | None) -> np.ndarray:
+    """Class indices in the dataset's own label values (inverse of the label map), as uint8
+    where they fit, else uint16; any shape (a 2D mask or a whole volume)."""
     if label_map is None:
         values = np.array([0, 255], dtype=np.int64)
     else:
@@ -172,7 +208,12 @@ def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None
             values[cls] = raw
     out = values[classes]
     dtype = np.uint8 if out.max(initial=0) <= 255 and out.min(initial=0) >= 0 else np.uint16
-    write_array(path, out.astype(dtype))
+    return out.astype(dtype)
+
+
+def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None) -> None:
+    """Write class indices back in the dataset's own label values (inverse of the label map)."""
+    write_array(path, label_values(classes, label_map))
 
 
 def write_array(path: Path, array: np.ndarray) -> None:

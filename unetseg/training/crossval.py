@@ -50,7 +50,7 @@ def is_finished(state: dict[str, Any], cfg: Config) -> bool:
 
 def _fold_record(fold: int, cfg: Config, history: list[dict[str, Any]], best_epoch: int) -> dict[str, Any]:
     best = next((row for row in history if row.get("epoch") == best_epoch), history[-1] if history else {})
-    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks), cfg.data.split, cfg.data)
+    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
     return {
         "fold": fold,
         "output_dir": str(cfg.output_dir),

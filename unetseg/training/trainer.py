@@ -81,7 +81,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         data, train = self.cfg.data, self.cfg.train
-        pairs = find_pairs(data.images, data.masks)
+        pairs = find_pairs(data.images, data.masks, data.slice_axis)
         train_pairs, val_pairs = split_samples(pairs, data.split, data)
         if not train_pairs:
             raise TrainingError("the split leaves no training pairs")
