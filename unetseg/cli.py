@@ -113,7 +113,7 @@ def _ensemble_options(fn):
 @click.argument("inputs", type=click.Path(exists=True, path_type=Path))
 @_ensemble_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the masks.")
-@click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF.")
+@click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF (NIfTI for volumes).")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -122,11 +122,16 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
             overwrite: bool, overlay: bool, masks: Path | None) -> None:
     """Segment an image or every image in a folder (any size); masks keep the input names.
 
+    A 3D volume (.nii, .nii.gz, or a DICOM series folder) is segmented slice by slice along the
+    checkpoint's data.slice_axis and written as one NIfTI volume with the input's affine and
+    header (DICOM input: NIfTI output).
+
     Several --checkpoint options make an ensemble: their class probabilities are averaged.
     """
     from tqdm.auto import tqdm
 
     from unetseg.data import attach_masks, find_images
+    from unetseg.data.intensity import Normalization
     from unetseg.inference import ensemble_of, predict_samples
 
     if masks is not None and not overlay:
@@ -134,7 +139,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
-    samples = _run(find_images, inputs)
+    samples = _run(find_images, inputs, cfg.data.slice_axis)
     if masks is not None:
         samples = _run(attach_masks, samples, masks)
         unpaired = sum(sample.mask is None for sample in samples)
@@ -142,7 +147,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
             click.echo(f"note: {unpaired} image(s) have no mask in {masks}; their overlays show contours", err=True)
     try:
         report = predict_samples(
-            predictor, samples, out, cfg.data.channels, cfg.data.normalize, cfg.data.label_map, prob, overwrite,
+            predictor, samples, out, cfg.data.channels, Normalization.of(cfg.data), cfg.data.label_map, prob, overwrite,
             progress=lambda xs: tqdm(xs, desc="predict", disable=None), overlay=overlay,
         )
     except OSError as err:  # masks already there (no errno), or --out not writable: under a file, read-only, full
@@ -185,7 +190,7 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
 
     def pairs():
-        all_pairs = find_pairs(cfg.data.images, cfg.data.masks)
+        all_pairs = find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis)
         train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
         return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
 

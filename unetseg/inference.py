@@ -1,14 +1,15 @@
 """Whole-image prediction: padding or MONAI sliding windows, test-time augmentation,
 ensembles, and writing masks (and overlays) for a folder. Validation, ``evaluate`` and
 ``predict`` all go through :class:`Predictor`, so the numbers a run reports are the ones its
-predictions have.
+predictions have. A 3D volume is predicted slice by slice and written back as one volume.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -17,7 +18,9 @@ from torch import nn
 
 from unetseg.checkpoint import CheckpointError
 from unetseg.config import DataConfig, InferenceConfig
-from unetseg.data.io import DataError, Sample, read_image, read_mask, write_array, write_mask
+from unetseg.data.intensity import Normalization
+from unetseg.data.io import DataError, Sample, label_values, read_image, read_mask, write_array, write_mask
+from unetseg.data.volumes import output_name, write_volume
 from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
 
@@ -138,7 +141,7 @@ def ensemble_of(members: list[tuple[Path, Predictor, DataConfig]]) -> Predictor 
     """
     first_path, first, data = members[0]
     for path, _, other in members[1:]:
-        keys = ("num_classes", "channels", "normalize", "label_map")
+        keys = ("num_classes", "channels", "normalize", "percentile", "window", "slice_axis", "label_map")
         diffs = [f"{k} {getattr(other, k)} vs {getattr(data, k)}" for k in keys if getattr(other, k) != getattr(data, k)]
         if diffs:
             raise CheckpointError(
@@ -157,12 +160,18 @@ class PredictReport:
 
 def output_paths(sample: Sample, out_dir: Path, with_probs: bool, with_overlay: bool = False) -> list[Path]:
     """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF
-    of the probabilities, optional ``<stem>_overlay.png``."""
+    of the probabilities, optional ``<stem>_overlay.png``. The slices of a volume share one
+    mask volume and one probability volume (``<stem>.nii.gz``, ``<stem>_prob.nii.gz``: the
+    input's NIfTI extension, NIfTI for DICOM) and have one overlay each."""
     suffix = sample.image.suffix.lower()
-    mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
+    if sample.axis is not None:
+        mask_name, prob_name = output_name(sample.image), output_name(sample.image, "_prob")
+    else:
+        mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
+        prob_name = f"{sample.name}_prob.tif"
     paths = [out_dir / mask_name]
     if with_probs:
-        paths.append(out_dir / f"{sample.name}_prob.tif")
+        paths.append(out_dir / prob_name)
     if with_overlay:
         paths.append(out_dir / f"{sample.name}_overlay.png")
     return paths
@@ -173,11 +182,81 @@ def _overlay(image: np.ndarray, classes: np.ndarray, sample: Sample, label_map: 
     picture = display_image(image)
     if sample.mask is None:
         return contour_overlay(picture, classes)
-    truth = read_mask(sample.mask, label_map, sample.page)
+    truth = read_mask(sample.mask, label_map, sample.page, sample.axis)
     if truth.shape != classes.shape:
         raise DataError(f"{sample.mask}: ground truth is {truth.shape[1]}x{truth.shape[0]} (WxH) but its image "
                         f"{sample.image} is {classes.shape[1]}x{classes.shape[0]}")
     return error_overlay(picture, classes, truth)
+
+
+def _foreground(probs: torch.Tensor, num_classes: int) -> np.ndarray:
+    """What ``--prob`` writes: the foreground probability (binary) or every class's (C, H, W)."""
+    return (probs[1] if num_classes == 2 else probs).numpy().astype(np.float32)
+
+
+@dataclass
+class _Run:
+    """One ``predict_samples`` call: what every sample needs, and the report it fills."""
+
+    predictor: Predictor | Ensemble
+    out_dir: Path
+    channels: int
+    normalization: Normalization
+    label_map: dict[int, int] | None
+    with_probs: bool
+    overlay: bool
+    report: PredictReport = field(default_factory=PredictReport)
+
+    def plane(self, sample: Sample) -> tuple[np.ndarray, torch.Tensor, np.ndarray, list[Path]]:
+        """(input, probabilities, classes, output paths) of one 2D sample (an image or a slice);
+        its overlay, if asked for, is written here, as it is per plane for images and volumes."""
+        array = read_image(sample.image, self.channels, self.normalization, sample.page, sample.axis)
+        probs = self.predictor.probabilities(torch.from_numpy(array.transpose(2, 0, 1).copy()))
+        classes = self.predictor.classes(probs)
+        paths = output_paths(sample, self.out_dir, self.with_probs, self.overlay)
+        if self.overlay:
+            try:
+                write_overlay(paths[-1], _overlay(array, classes, sample, self.label_map))
+                self.report.written.append(paths[-1])
+            except DataError as err:  # an unusable ground-truth mask: the mask is still written
+                self.report.failed.append((sample.name, f"overlay: {err}"))
+        return array, probs, classes, paths
+
+    def image(self, sample: Sample) -> None:
+        try:
+            _, probs, classes, paths = self.plane(sample)
+        except DataError as err:
+            self.report.failed.append((sample.name, str(err)))
+            return
+        write_mask(paths[0], classes, self.label_map)
+        if self.with_probs:
+            write_array(paths[1], _foreground(probs, self.predictor.num_classes))
+        self.report.masks += 1
+        self.report.written.extend(paths[: 1 + self.with_probs])
+
+    def volume(self, slices: Iterable[Sample]) -> None:
+        """Predict a volume's slices in order and stack them back along their axis."""
+        masks: list[np.ndarray] = []
+        probs: list[np.ndarray] = []
+        first: Sample | None = None
+        for sample in slices:
+            first = first or sample
+            try:
+                _, prob, classes, _ = self.plane(sample)
+            except DataError as err:
+                self.report.failed.append((output_name(sample.image), str(err)))
+                return
+            masks.append(classes)
+            if self.with_probs:
+                fg = _foreground(prob, self.predictor.num_classes)
+                probs.append(fg if fg.ndim == 2 else np.moveaxis(fg, 0, -1))  # classes last in the volume
+        assert first is not None and first.axis is not None
+        paths = output_paths(first, self.out_dir, self.with_probs)
+        write_volume(paths[0], label_values(np.stack(masks, axis=first.axis), self.label_map), first.image)
+        if self.with_probs:
+            write_volume(paths[1], np.stack(probs, axis=first.axis), first.image)
+        self.report.masks += 1
+        self.report.written.extend(paths[: 1 + self.with_probs])
 
 
 def predict_samples(
@@ -185,7 +264,7 @@ def predict_samples(
     samples: list[Sample],
     out_dir: Path,
     channels: int,
-    normalize: str,
+    normalize: str | Normalization,
     label_map: dict[int, int] | None,
     with_probs: bool = False,
     overwrite: bool = False,
@@ -197,35 +276,23 @@ def predict_samples(
     Existing outputs are never replaced unless ``overwrite`` is set: the check runs before
     any work so a rerun cannot half-overwrite a folder. With ``overlay``, samples that carry
     a mask (see :func:`unetseg.data.attach_masks`) get an error overlay, the others contours.
+    The slices of a volume (consecutive samples with an ``axis``) make one output volume with
+    the input's affine and header; a slice that cannot be read fails the whole volume.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        clashes = [p for s in samples for p in output_paths(s, out_dir, with_probs, overlay) if p.exists()]
+        outputs = dict.fromkeys(p for s in samples for p in output_paths(s, out_dir, with_probs, overlay))
+        clashes = [p for p in outputs if p.exists()]
         if clashes:
             raise FileExistsError(
                 f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "
                 "pass --overwrite to replace them or choose another --out"
             )
-    report = PredictReport()
-    for sample in progress(samples):
-        try:
-            array = read_image(sample.image, channels, normalize, sample.page)
-        except DataError as err:
-            report.failed.append((sample.name, str(err)))
-            continue
-        probs = predictor.probabilities(torch.from_numpy(array.transpose(2, 0, 1).copy()))
-        classes = predictor.classes(probs)
-        paths = output_paths(sample, out_dir, with_probs, overlay)
-        write_mask(paths[0], classes, label_map)
-        report.masks += 1
-        if with_probs:
-            fg = probs[1] if predictor.num_classes == 2 else probs
-            write_array(paths[1], fg.numpy().astype(np.float32))
-        if overlay:
-            try:
-                write_overlay(paths[-1], _overlay(array, classes, sample, label_map))
-            except DataError as err:  # an unusable ground-truth mask: the mask above is still written
-                report.failed.append((sample.name, f"overlay: {err}"))
-                paths = paths[:-1]
-        report.written.extend(paths)
-    return report
+    run = _Run(predictor, out_dir, channels, Normalization.of(normalize), label_map, with_probs, overlay)
+    for (_, axis), group in groupby(progress(samples), key=lambda s: (s.image, s.axis)):
+        if axis is None:
+            for sample in group:
+                run.image(sample)
+        else:
+            run.volume(group)
+    return run.report
