@@ -289,6 +289,8 @@ class Trainer:
                     row.update({k: round(v, 6) for k, v in self.probe.epoch_stats().items()})
                 if (epoch + 1) % cfg.train.val_every == 0 or last:
                     metrics = self.dist.broadcast(self.validate() if self.dist.main else None)
+                    if logger is not None:
+                        logger.write_images(epoch + 1, self.predictor, self.val_ds)
                     row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
                     value = metrics.get(cfg.train.monitor)
                     if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:

@@ -1,0 +1,45 @@
+"""TensorBoard (when installed): scalars every epoch and, per validation epoch, pictures of the
+first validation samples (image | ground truth | prediction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unetseg.config import config_from_dict
+from unetseg.training import Trainer
+from unetseg.training.logger import side_by_side
+
+
+def test_side_by_side_panels():
+    image = np.linspace(0, 2, 12, dtype=np.float32).reshape(3, 4, 1)
+    truth = np.array([[0, 1, 2, 2]] * 3)
+    pred = np.zeros((3, 4), np.int64)
+    picture = side_by_side(image, truth, pred, num_classes=3)
+    assert picture.shape == (3, 3 * 4 + 2 * 2, 3) and picture.dtype == np.uint8
+    assert picture[0, 0].tolist() == [0, 0, 0] and picture[2, 3].tolist() == [255, 255, 255]  # min-max scaled input
+    assert (picture[:, 4:6] == 255).all()  # white bar
+    assert picture[0, 6:10, 0].tolist() == [0, 128, 255, 255]  # class k of 3 at k / 2
+    assert (picture[:, 12:] == 0).all()
+    assert side_by_side(image, None, pred, 2).shape == (3, 2 * 4 + 2, 3)  # no truth: input | prediction
+
+
+def test_training_writes_scalars_and_validation_pictures(tiny_cfg_dict):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(config_from_dict(tiny_cfg_dict), log=lambda *_: None).fit()
+    events = EventAccumulator(str(Path(tiny_cfg_dict["output_dir"]) / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train_loss", "lr", "val_dice"} <= set(tags["scalars"])
+    assert sorted(tags["images"]) == ["val/img_4", "val/img_5"]  # the last of 3 folds of 6 pairs is validation
+    pictures = events.Images("val/img_4")
+    assert [p.step for p in pictures] == [1, 2]  # one per validation epoch
+    decoded = cv2.imdecode(np.frombuffer(pictures[-1].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (64, 3 * 64 + 2 * 2, 3)
+    truth = decoded[:, 66:130, 0]
+    assert set(np.unique(truth).tolist()) == {0, 255}  # the blobs of the ground-truth mask
