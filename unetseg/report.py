@@ -68,9 +68,9 @@ def _cell(value: Any) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.9em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}
-figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption,caption{color:#555;font-size:.9em;margin:.3em 0}
+figure{margin:1em 0}.wide{overflow-x:auto;max-width:100%}p.caption{color:#555;font-size:.9em;margin:.3em 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption,caption{color:#555;font-size:.9em;margin:.3em 0}
 p{line-height:1.45}
 """
 
@@ -88,8 +88,9 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
             elif isinstance(block, Table):
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
                 body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in block.rows)
-                cap = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
-                parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                cap = f"<p class='caption'>{html.escape(block.caption)}</p>" if block.caption else ""
+                # Wide tables scroll inside their own box instead of widening the page.
+                parts.append(f"{cap}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
             else:
                 data = base64.b64encode(images[block.name]).decode()
                 parts.append(
