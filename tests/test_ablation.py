@@ -110,6 +110,7 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
     assert summary["concat"]["seeds"] == [0, 1]
     # Dropping every skip removes the concatenated channels from the decoder blocks.
     assert summary["none"]["parameters"] < summary["concat"]["parameters"]
+    assert 0 < summary["none"]["flops"] < summary["concat"]["flops"]  # narrower decoder inputs, fewer FLOPs
     for key in ("dice", "bf1_1px", "bf1_2px", "cldice", "hd95", "pixel_error"):
         assert key in summary["concat"]["mean"]
     assert len(data["runs"]) == 4 and all(len(r["distance"]["error"]) == 10 for r in data["runs"])

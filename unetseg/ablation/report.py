@@ -15,6 +15,8 @@ from skimage.morphology import skeletonize
 from unetseg.ablation.analysis import validation_set
 from unetseg.ablation.spec import AblationSpec, fold_ids, run_dir, variant_config
 from unetseg.metrics import mean_metrics
+from unetseg.model_info import count_flops
+from unetseg.models import build_model
 from unetseg.data import read_mask
 from unetseg.report import FigureBlock, Report, Table, write_report
 from unetseg.stats import bootstrap_ci, paired_test
@@ -39,15 +41,32 @@ def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, 
     return grouped
 
 
+SKIP_LETTERS = {"concat": "c", "add": "a", "none": "n", "gated": "g", "attention": "t"}
+
+
+def variant_flops(spec: AblationSpec) -> dict[str, int]:
+    """FLOPs of one forward pass at the training crop size, per variant (counted on the meta
+    device, so no weights are allocated)."""
+    flops = {}
+    for variant in spec.expand():
+        cfg = variant_config(spec, variant, spec.seeds[0], fold_ids(spec)[0])
+        size = cfg.augment.crop_size or 256
+        model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
+        flops[variant.name] = count_flops(model, cfg.data.channels, (size, size))
+    return flops
+
+
 def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per variant: mean and std over seeds of every metric (each seed is a mean over images)."""
     summary = {}
+    flops = variant_flops(spec)
     for name, runs in _by_variant(spec, results).items():
         keys = [k for k in runs[0]["mean"]]
         values = {k: np.array([r["mean"][k] if r["mean"][k] is not None else np.nan for r in runs], float) for k in keys}
         summary[name] = {
             "seeds": [r["seed"] for r in runs],
             "parameters": runs[0]["parameters"],
+            "flops": flops[name],
             "skips": runs[0]["skips"],
             "encoder": runs[0]["encoder"],
             "mean": {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
@@ -67,14 +86,16 @@ def _table(spec: AblationSpec, summary: dict[str, dict[str, Any]]) -> Table:
     present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
     rows = []
     for name, s in summary.items():
-        row: list[Any] = [name, "/".join(m[0] for m in s["skips"]) or "-", s["encoder"], f"{s['parameters'] / 1e6:.2f} M"]
+        row: list[Any] = [name, "/".join(SKIP_LETTERS.get(m, m) for m in s["skips"]) or "-", s["encoder"], f"{s['parameters'] / 1e6:.2f} M",
+                          f"{s['flops'] / 1e9:.2f}"]
         row += [_pm(s["mean"][k], s["std"][k]) for k, _ in present]
         rows.append(row)
     return Table(
-        ["variant", "skips (level 0 first)", "encoder", "params"] + [label for _, label in present],
+        ["variant", "skips (level 0 first)", "encoder", "params", "GFLOPs"] + [label for _, label in present],
         rows,
         f"Mean ± std over seeds {spec.seeds} of the per-image means on the validation images. "
-        "Skips: c = concat, a = add, n = none. Lower is better for HD95, Rand error, VI and pixel error.",
+        "Skips: c = concat, a = add, n = none, g = gated, t = attention. GFLOPs: one forward pass at the training crop "
+        "size. Lower is better for HD95, Rand error, VI and pixel error.",
     )
 
 
