@@ -1,0 +1,52 @@
+"""The validated run configuration.
+
+Every YAML file in ``configs/`` is parsed into :class:`Config`. The schema is strict: an
+unknown key, a value of the wrong type or a value out of range is reported as one
+:class:`ConfigError` naming the dotted key (``model.depht: unknown key, did you mean
+'depth'?``), so a typo never silently falls back to a default. The same schema travels
+inside every checkpoint, so a checkpoint alone rebuilds its model and its data pipeline.
+
+Layout: ``base`` (error type, strict base model, option names), ``model`` (the ``model``
+section), ``schema`` (the other sections and :class:`Config`), ``loading`` (YAML, ``--set``
+overrides, error messages).
+"""
+
+from unetseg.config.base import (
+    BLOCK_TYPES,
+    RESIDUAL_BLOCKS,
+    SKIP_MODES,
+    ActType,
+    BlockType,
+    ConfigError,
+    NormType,
+    SkipMode,
+    Strict,
+)
+from unetseg.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    format_validation_error,
+    load_config,
+    set_dotted,
+)
+from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, ModelConfig, SmpUnetConfig, UNetConfig
+from unetseg.config.schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    ElasticConfig,
+    EvalConfig,
+    InferenceConfig,
+    LossConfig,
+    SplitConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "BLOCK_TYPES", "RESIDUAL_BLOCKS", "SKIP_MODES", "ActType", "BlockType", "ConfigError", "NormType", "SkipMode",
+    "Strict", "apply_overrides", "config_from_dict", "dump_config", "format_validation_error", "load_config",
+    "set_dotted", "MonaiBasicUNetConfig", "MonaiUNetConfig", "ModelConfig", "SmpUnetConfig", "UNetConfig",
+    "AugmentConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
+    "SplitConfig", "TrainConfig",
+]

@@ -1,0 +1,115 @@
+"""Reading, overriding, validating and dumping configs, with one readable error per problem."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from unetseg.config.base import ConfigError
+from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig, _arch_of
+from unetseg.config.schema import Config
+
+# --------------------------------------------------------------------------- loading
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (``3``, ``true``, ``[a, b]``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _known_keys(model: type[BaseModel] | None) -> list[str]:
+    return list(model.model_fields) if model is not None else []
+
+
+def _section_model(loc: tuple[Any, ...], arch: str, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The schema class that holds the key at ``loc``, for 'did you mean' hints."""
+    model: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str):
+            return None
+        if part in ("unet", "smp_unet", "monai_basicunet", "monai_unet"):
+            continue
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if part == "model":
+            model = {"unet": UNetConfig, "smp_unet": SmpUnetConfig}.get(arch) or {
+                "monai_basicunet": MonaiBasicUNetConfig,
+                "monai_unet": MonaiUNetConfig,
+            }.get(arch, UNetConfig)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def format_validation_error(
+    err: ValidationError, source: str, tree: dict[str, Any], root: type[BaseModel] | None = None, what: str = "configuration"
+) -> str:
+    """One readable line per problem, each naming the dotted key."""
+    root = root or Config
+    arch = _arch_of(tree.get("model", {}))
+    lines = []
+    for problem in err.errors():
+        loc = tuple(p for p in problem["loc"] if p not in ("unet", "smp_unet", "monai_basicunet", "monai_unet"))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), n=1)
+            msg = "unknown key" + (f", did you mean {hint[0]!r}?" if hint else "")
+        elif problem["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = problem["msg"].removeprefix("Value error, ")
+            if "input" in problem and problem["type"] not in ("model_type",):
+                msg += f" (got {problem['input']!r})"
+        lines.append(f"{key}: {msg}")
+    return f"invalid {what} in {source}:\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, tree)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    apply_overrides(tree, overrides or [])
+    return config_from_dict(tree, str(path))
+
+
+def dump_config(cfg: Config) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict that :func:`config_from_dict` reads back unchanged."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,135 @@
+"""Model sections of the config: unetseg's U-Net and the reference models, chosen by ``arch``."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from unetseg.config.base import BLOCK_TYPES, RESIDUAL_BLOCKS, ActType, BlockType, NormType, SkipMode, Strict
+
+# --------------------------------------------------------------------------- model
+
+
+class UNetConfig(Strict):
+    """unetseg's own U-Net (see :mod:`unetseg.models.unet`).
+
+    Levels are counted from the full-resolution one (level 0) to the bottleneck
+    (level ``depth - 1``); a per-level ``skips`` list has ``depth - 1`` entries, shallowest
+    first.
+    """
+
+    arch: Literal["unet"] = "unet"
+    depth: int = Field(5, ge=2, le=8, description="number of resolution levels, bottleneck included")
+    base_width: int = Field(64, ge=1, description="channels of level 0")
+    width_growth: float = Field(2.0, gt=0, description="width of level i = base_width * width_growth**i")
+    max_width: int | None = Field(None, ge=1, description="cap on any level's width")
+    encoder: str = Field("plain", description="plain | residual | preact | highway | dense | smp:<encoder name>")
+    encoder_weights: str | None = Field(None, description="pretrained weights of an smp: encoder (e.g. imagenet)")
+    blocks_per_level: int = Field(1, ge=1, le=16, description="encoder blocks stacked at each level")
+    decoder_block: BlockType = "plain"
+    decoder_widths: list[int] | None = Field(None, description="decoder width per level 0..depth-2")
+    skips: SkipMode | list[SkipMode] = "concat"
+    norm: NormType = "batch"
+    act: ActType = "relu"
+    downsample: Literal["maxpool", "conv"] = "maxpool"
+    upsample: Literal["transpose", "bilinear", "nearest"] = "transpose"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout2d at the end of the contracting path")
+    shortcut: Literal["projection", "zero_pad"] = Field(
+        "projection", description="encoder shortcut where the width changes: 1x1 projection (B) or zero padding (A)"
+    )
+    shortcut_downsample: Literal["stride", "avgpool"] = Field(
+        "stride", description="encoder shortcut where the resolution halves: stride-2 subsampling or 2x2 average"
+    )
+    stochastic_depth: float = Field(
+        0.0, ge=0.0, lt=1.0, description="drop probability of the deepest encoder block (linear in depth); 0 = off"
+    )
+    zero_init_residual: bool = Field(True, description="residual blocks start with their branch's last norm at zero")
+    init: Literal["default", "looks_linear"] = Field("default", description="looks_linear needs act crelu")
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> "UNetConfig":
+        if isinstance(self.skips, list) and len(self.skips) != self.depth - 1:
+            raise ValueError(
+                f"skips lists one mode per level with a skip: expected {self.depth - 1} entries "
+                f"for depth {self.depth}, got {len(self.skips)}"
+            )
+        if self.decoder_widths is not None and len(self.decoder_widths) != self.depth - 1:
+            raise ValueError(
+                f"decoder_widths needs {self.depth - 1} entries for depth {self.depth}, got {len(self.decoder_widths)}"
+            )
+        if self.encoder not in BLOCK_TYPES and not (self.encoder.startswith("smp:") and len(self.encoder) > 4):
+            hint = difflib.get_close_matches(self.encoder, BLOCK_TYPES, n=1)
+            raise ValueError(
+                f"encoder {self.encoder!r} is not one of {', '.join(BLOCK_TYPES)} or 'smp:<name>'"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
+        if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
+            raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
+        if self.stochastic_depth > 0 and self.encoder not in RESIDUAL_BLOCKS:
+            raise ValueError(
+                f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {self.encoder!r}"
+            )
+        return self
+
+    def skip_modes(self) -> list[str]:
+        """One skip mode per level 0..depth-2."""
+        return list(self.skips) if isinstance(self.skips, list) else [self.skips] * (self.depth - 1)
+
+
+class SmpUnetConfig(Strict):
+    """Reference model: ``segmentation_models_pytorch.Unet``."""
+
+    arch: Literal["smp_unet"]
+    encoder: str = "resnet34"
+    encoder_depth: int = Field(5, ge=3, le=5)
+    encoder_weights: str | None = None
+    decoder_channels: list[int] = [256, 128, 64, 32, 16]
+
+    @model_validator(mode="after")
+    def _check(self) -> "SmpUnetConfig":
+        if len(self.decoder_channels) != self.encoder_depth:
+            raise ValueError(f"decoder_channels needs {self.encoder_depth} entries (one per encoder stage)")
+        return self
+
+
+class MonaiBasicUNetConfig(Strict):
+    """Reference model: MONAI ``BasicUNet`` (2D)."""
+
+    arch: Literal["monai_basicunet"]
+    features: list[int] = Field([32, 32, 64, 128, 256, 32], min_length=6, max_length=6)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class MonaiUNetConfig(Strict):
+    """Reference model: MONAI ``UNet`` (2D, residual units, strided convolutions)."""
+
+    arch: Literal["monai_unet"]
+    channels: list[int] = [16, 32, 64, 128, 256]
+    strides: list[int] = [2, 2, 2, 2]
+    num_res_units: int = Field(2, ge=0)
+    norm: Literal["batch", "instance"] = "instance"
+
+    @model_validator(mode="after")
+    def _check(self) -> "MonaiUNetConfig":
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError("strides needs one entry fewer than channels")
+        return self
+
+
+def _arch_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("arch", "unet")
+    return getattr(value, "arch", "unet")
+
+
+ModelConfig = Annotated[
+    Union[
+        Annotated[UNetConfig, Tag("unet")],
+        Annotated[SmpUnetConfig, Tag("smp_unet")],
+        Annotated[MonaiBasicUNetConfig, Tag("monai_basicunet")],
+        Annotated[MonaiUNetConfig, Tag("monai_unet")],
+    ],
+    Discriminator(_arch_of),
+]

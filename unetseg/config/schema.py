@@ -1,0 +1,189 @@
+"""Data, augmentation, training, inference and evaluation sections, and the whole :class:`Config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from unetseg.config.base import Strict
+from unetseg.config.model import ModelConfig, UNetConfig
+
+# --------------------------------------------------------------------------- data
+
+
+class SplitConfig(Strict):
+    """How the labelled pairs are divided into training and validation.
+
+    ``block``: the naturally sorted pairs are cut into ``folds`` contiguous blocks and block
+    ``fold`` is validation (neighbouring EM slices must not sit on both sides of a split).
+    ``names``: the stems in ``val_names`` are validation. ``folders``: validation pairs come
+    from ``val_images``/``val_masks``.
+    """
+
+    mode: Literal["block", "names", "folders"] = "block"
+    folds: int = Field(5, ge=2)
+    fold: int = -1
+    val_names: list[str] = []
+    val_images: Path | None = None
+    val_masks: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        if not -self.folds <= self.fold < self.folds:
+            raise ValueError(f"fold must lie in [-{self.folds}, {self.folds - 1}], got {self.fold}")
+        if self.mode == "names" and not self.val_names:
+            raise ValueError("mode 'names' needs val_names")
+        if self.mode == "folders" and (self.val_images is None or self.val_masks is None):
+            raise ValueError("mode 'folders' needs val_images and val_masks")
+        return self
+
+
+class DataConfig(Strict):
+    """Where the image/mask pairs are and how their values are read.
+
+    Relative paths are taken from the directory the command runs in.
+    """
+
+    images: Path
+    masks: Path
+    channels: Literal[1, 3] = Field(1, description="images are converted to this many channels")
+    label_map: dict[int, int] | None = Field(
+        None, description="raw mask value -> class index; default: 0 -> 0, any other value -> 1"
+    )
+    normalize: Literal["dtype", "minmax", "zscore", "percentile", "window"] = Field(
+        "dtype", description="percentile: clip + z-score (MR); window: fixed CT window to [0, 1]; volumes: whole-volume statistics"
+    )
+    percentile: tuple[float, float] = Field((0.5, 99.5), description="normalize 'percentile': lower and upper clip percentiles")
+    window: tuple[float, float] | None = Field(None, description="normalize 'window': [center, width], e.g. [40, 400] (CT soft tissue)")
+    slice_axis: int = Field(2, ge=0, le=2, description="3D volumes are cut into 2D slices along this axis (2: a NIfTI's last)")
+    split: SplitConfig = SplitConfig()
+    cache: bool = Field(True, description="keep decoded images in memory")
+
+    @field_validator("percentile")
+    @classmethod
+    def _check_percentile(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= value[0] < value[1] <= 100.0:
+            raise ValueError("percentile must be [low, high] with 0 <= low < high <= 100")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[1] <= 0:
+            raise ValueError("window is [center, width] with a positive width")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.label_map is not None:
+            classes = sorted(set(self.label_map.values()))
+            if classes != list(range(len(classes))) or len(classes) < 2:
+                raise ValueError(f"label_map must map onto classes 0..K-1 with K >= 2, got classes {classes}")
+        if self.normalize == "window" and self.window is None:
+            raise ValueError("normalize 'window' needs window: [center, width], e.g. [40, 400] for CT soft tissue")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.label_map is None else max(self.label_map.values()) + 1
+
+    @property
+    def out_channels(self) -> int:
+        """One logit for a binary task (sigmoid), one per class otherwise (softmax)."""
+        return 1 if self.num_classes == 2 else self.num_classes
+
+
+class ElasticConfig(Strict):
+    """Elastic deformation as in the U-Net paper (smooth random displacement field)."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    alpha: float = Field(1000.0, ge=0.0, description="displacement scale (1000 with sigma 25: about 3-7 px)")
+    sigma: float = Field(25.0, gt=0.0, description="smoothness of the displacement field in pixels")
+
+
+class AugmentConfig(Strict):
+    """Training augmentation (albumentations); validation and inference use none."""
+
+    crop_size: int | None = Field(256, ge=8, description="random square crop; None = whole image")
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.5, ge=0.0, le=1.0)
+    rot90: float = Field(0.5, ge=0.0, le=1.0)
+    elastic: ElasticConfig = ElasticConfig()
+    brightness_contrast: float = Field(0.0, ge=0.0, le=1.0, description="probability")
+    brightness_limit: float = Field(0.2, ge=0.0)
+    contrast_limit: float = Field(0.2, ge=0.0)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class LossConfig(Strict):
+    """MONAI Dice-family losses or plain cross-entropy; sigmoid for binary, softmax otherwise."""
+
+    name: Literal["dice", "dice_ce", "dice_focal", "bce", "ce"] = "dice_ce"
+    lambda_dice: float = Field(1.0, ge=0.0)
+    lambda_ce: float = Field(1.0, ge=0.0, description="weight of the CE / focal term")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(50, ge=1)
+    samples_per_epoch: int | None = Field(None, ge=1, description="random crops per epoch; default: one per image")
+    batch_size: int = Field(4, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.99, ge=0.0, lt=1.0, description="SGD only")
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    loss: LossConfig = LossConfig()
+    grad_clip: float | None = Field(None, gt=0.0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
+    channels_last: bool = False
+    compile: bool = False
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: torch's choice")
+    num_workers: int = Field(0, ge=0)
+    val_every: int = Field(1, ge=1)
+    monitor: Literal["dice", "iou", "pixel_error", "rand_error", "vi"] = "dice"
+    max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall-clock budget")
+    deterministic: bool = False
+    progress: bool = True
+    level_stats: bool = Field(
+        False, description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)"
+    )
+
+
+class InferenceConfig(Strict):
+    """Full-image prediction, used by validation, ``predict`` and ``evaluate`` alike."""
+
+    mode: Literal["auto", "whole", "sliding"] = Field(
+        "auto", description="auto: whole image if it fits in roi_size**2 pixels, else sliding window"
+    )
+    roi_size: int = Field(512, ge=16)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    sw_batch_size: int = Field(4, ge=1)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    tta: Literal["none", "flips", "d4"] = "none"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary tasks only")
+
+
+class EvalConfig(Strict):
+    regions: Literal["none", "background", "foreground"] = Field(
+        "none",
+        description="connected components of which class define the regions for Rand error / VI "
+        "(ISBI: 'background', the cell interiors between membranes)",
+    )
+
+
+class Config(Strict):
+    name: str = "run"
+    seed: int = 0
+    output_dir: Path = Path("runs/run")
+    data: DataConfig
+    model: ModelConfig = UNetConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
+    eval: EvalConfig = EvalConfig()
