@@ -226,6 +226,12 @@ def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
     assert result.exit_code == 0, result.output
     data = json.loads(json_path.read_text())
     assert data["split"] == "all" and len(data["images"]) == 3
+    assert "bf1_1px" not in data["mean"]
+    detailed = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+                                    "--images", str(images), "--masks", str(masks), "--detail", "--json", str(json_path)])
+    assert detailed.exit_code == 0, detailed.output
+    mean = json.loads(json_path.read_text())["mean"]
+    assert {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"} <= set(mean) and 0 <= mean["bf1_2px"] <= 1
     assert {row["name"] for row in data["images"]} == {"img_0", "img_1", "img_2"}
     half = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--images", str(images)])
     assert half.exit_code != 0 and "--images and --masks go together" in half.output

@@ -170,8 +170,10 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Evaluate on every pair of this folder and --masks instead (e.g. a test split).")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--detail", is_flag=True, help="Add boundary F1 (1, 2 px), HD95, clDice and skeleton recall.")
 def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config_path: Path | None,
-             overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None) -> None:
+             overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None,
+             detail: bool) -> None:
     """Metrics of a checkpoint on the validation split (or another split) of its data,
     or on a separate labelled folder (--images/--masks)."""
     from tqdm.auto import tqdm
@@ -195,7 +197,8 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
         return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
 
     dataset = SegmentationDataset(_run(pairs), cfg.data)
-    mean, rows = _run(run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None))
+    mean, rows = _run(run_evaluation, predictor, dataset, cfg.eval.regions,
+                      lambda xs: tqdm(xs, desc="evaluate", disable=None), detail)
     width = max(len(k) for k in mean)
     click.echo(f"{split} split, {len(rows)} image(s):")
     for key, value in mean.items():
