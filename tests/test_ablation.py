@@ -223,3 +223,21 @@ def test_cross_validated_ablation_pools_every_image_once(ablation_file, tmp_path
     assert sorted(row["name"] for row in pooled["images"]) == [f"img_{i}" for i in range(6)]
     assert set(pooled["per_fold"]) == {"0", "1", "2"}
     assert "Cross-validation folds" in (tmp_path / "abl" / "report.md").read_text()
+
+
+def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree.update({"seeds": [0], "set": {"train.level_stats": True}, "report": {"crop_size": 32}})
+    tree["variants"] = [{"name": "concat", "set": {"model.skips": "concat"}},
+                        {"name": "gated", "set": {"model.skips": ["gated", "gated"]}}]
+    write_yaml(ablation_file, tree)
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "abl"
+    assert (out / "figures" / "gradients.png").is_file()
+    md = (out / "report.md").read_text()
+    assert "Mean gate value of each gated skip" in md
+    gate_part = md[md.index("Mean gate value of each gated skip"):]
+    gate_row = next(line for line in gate_part.splitlines() if line.startswith("| gated |"))
+    values = [float(v) for v in gate_row.strip("|").split("|")[1:]]
+    assert len(values) == 2 and all(0 < v < 1 for v in values)

@@ -204,6 +204,52 @@ def _training_figure(grouped: dict[str, list[dict[str, Any]]]) -> Figure:
     return fig
 
 
+EARLY_EPOCHS = 3
+
+
+def _level_mean(runs: list[dict[str, Any]], prefix: str, epochs: slice) -> dict[int, float]:
+    """Per level: the ``<prefix><level>`` column averaged over the given epochs and the seeds."""
+    keys = {k for r in runs for row in r["history"] for k in row if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    return {
+        int(k[len(prefix):]): float(np.nanmean([row.get(k, np.nan) for r in runs for row in r["history"][epochs]]))
+        for k in keys
+    }
+
+
+def _gradient_figure(grouped: dict[str, list[dict[str, Any]]]) -> Figure | None:
+    """Encoder gradient norm per level in the first epochs (logged with train.level_stats)."""
+    curves = {name: _level_mean(runs, "grad_enc", slice(0, EARLY_EPOCHS)) for name, runs in grouped.items()}
+    curves = {name: c for name, c in curves.items() if c}
+    if not curves:
+        return None
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.add_subplot()
+    for name, by_level in curves.items():
+        levels = sorted(by_level)
+        ax.plot(levels, [by_level[lv] for lv in levels], marker="o", ms=3, label=name)
+    ax.set_xlabel("encoder level (0 = full resolution, first stage)")
+    ax.set_ylabel(f"gradient norm, epochs 1-{EARLY_EPOCHS}")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _gate_table(grouped: dict[str, list[dict[str, Any]]]) -> Table | None:
+    """Mean gate per level after the last epoch, for variants with gated skips."""
+    rows = []
+    for name, runs in grouped.items():
+        gates = _level_mean(runs, "gate", slice(-1, None))
+        if gates:
+            depth = max(gates) + 1
+            rows.append([name] + [gates.get(lv, float("nan")) for lv in range(depth)])
+    if not rows:
+        return None
+    width = max(len(r) for r in rows) - 1
+    return Table(["variant"] + [f"level {lv}" for lv in range(width)], [r + [float("nan")] * (width + 1 - len(r)) for r in rows],
+                 "Mean gate value of each gated skip after training (mean over seeds); gates start at 0.98.")
+
+
 def thin_structure_window(target: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left corner of the ``size`` window holding the most foreground skeleton (the longest
     run of thin structure), found with an integral image."""
@@ -334,6 +380,14 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
             "seeds and validation images.",
             FigureBlock("corruption", robustness, "Dice and boundary F1 (2 px) against corruption strength."),
         ]
+    gradients, gates = _gradient_figure(grouped), _gate_table(grouped)
+    if gradients is not None or gates is not None:
+        section = report.section("Gradients and gates during training")
+        if gradients is not None:
+            section.blocks.append(FigureBlock("gradients", gradients, "Gradient norm reaching each encoder stage early in "
+                                              "training (vanishing gradients show as a fall towards level 0)."))
+        if gates is not None:
+            section.blocks.append(gates)
     report.section("Training curves").blocks.append(
         FigureBlock("training_curves", _training_figure(grouped), "Training loss per epoch, mean over seeds.")
     )
