@@ -111,7 +111,7 @@ def run_ablation(
             except Exception as err:  # keep the other runs going; report every failure at the end
                 failed.append(f"{job.variant} seed {job.seed}: {err}")
                 continue
-            log(f"[{job.variant} seed {job.seed}] done")
+            log(f"[{job.variant} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "") + "] done")
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
     return spec, [results[job] for job in jobs]
