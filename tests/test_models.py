@@ -396,3 +396,53 @@ def test_state_dict_loads_across_instances_only_for_same_layout():
     b.load_state_dict(a.state_dict())
     with pytest.raises(RuntimeError):
         tiny_unet(skips=["concat", "none", "concat"]).load_state_dict(a.state_dict())
+
+
+# --------------------------------------------------------------------------- space-to-depth stem
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+@pytest.mark.parametrize("size", [(64, 64), (37, 51), (7, 9)])
+def test_stem_keeps_any_input_size(stride, size):
+    net = UNet(3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride).eval()  # 1x1 bottlenecks: no batch stats
+    assert net(torch.randn(1, 3, *size)).shape == (1, 2, *size)
+    assert net.multiple == 4 * stride  # two down-samplings below the stem
+
+
+def test_stem_puts_level_zero_at_reduced_resolution():
+    net = UNet(1, 1, depth=3, base_width=4, stem_stride=2)
+    features = net.encoder(net.stem(torch.randn(1, 1, 32, 32)))
+    assert [f.shape[-1] for f in features] == [16, 8, 4]
+    assert net.encoder.stages[0].blocks[0].conv1[0].in_channels == 4  # 1 channel x 2 x 2 sub-pixels
+
+
+def test_stem_head_overlaps_neighbouring_cells():
+    """The transposed-conv head (kernel 2s, stride s) lets every output pixel depend on two
+    neighbouring low-resolution locations per axis, and pixels of one s x s cell still differ."""
+    net = UNet(1, 1, depth=2, base_width=4, stem_stride=2).eval()
+    head = net.head
+    assert isinstance(head, nn.ConvTranspose2d) and head.kernel_size == (4, 4) and head.stride == (2, 2)
+    features = torch.zeros(1, head.in_channels, 4, 4)
+    features[..., 1, 1] = 1.0  # one low-resolution location
+    with torch.no_grad():
+        reach = (head(features) - head(torch.zeros_like(features)))[0, 0].abs() > 0
+    assert reach.shape == (8, 8) and reach.sum() == 16  # a 4x4 footprint: overlaps both neighbours
+    out = net(torch.randn(1, 1, 16, 16))
+    assert out[..., 0::2, 0::2].sub(out[..., 1::2, 1::2]).abs().max() > 0
+
+
+def test_stem_gradient_reaches_every_input_pixel():
+    net = UNet(1, 1, depth=3, base_width=4, encoder="residual", stem_stride=4)
+    x = torch.randn(1, 1, 32, 32, requires_grad=True)
+    net(x).sum().backward()
+    assert (x.grad.abs() > 0).all()
+
+
+def test_stem_config_rules():
+    assert UNetConfig(stem_stride=2).stem_stride == 2
+    with pytest.raises(ValueError, match="stem_stride"):
+        UNetConfig(stem_stride=3)
+    with pytest.raises(ValueError, match="stem_stride applies"):
+        UNetConfig(encoder="smp:resnet18", stem_stride=2)
+    with pytest.raises(ValueError, match="stem_stride must be"):
+        UNet(1, 1, stem_stride=8)

@@ -47,6 +47,9 @@ class UNetConfig(Strict):
     )
     zero_init_residual: bool = Field(True, description="residual blocks start with their branch's last norm at zero")
     init: Literal["default", "looks_linear"] = Field("default", description="looks_linear needs act crelu")
+    stem_stride: Literal[1, 2, 4] = Field(
+        1, description="resolution of level 0: 1 = full (U-Net); 2 or 4 = space-to-depth stem and pixel-shuffle head"
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> "UNetConfig":
@@ -67,6 +70,8 @@ class UNetConfig(Strict):
             )
         if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
             raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
+        if self.stem_stride > 1 and self.encoder.startswith("smp:"):
+            raise ValueError("stem_stride applies to unetseg's own encoders; smp: encoders bring their own stem")
         if self.stochastic_depth > 0 and self.encoder not in RESIDUAL_BLOCKS:
             raise ValueError(
                 f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {self.encoder!r}"

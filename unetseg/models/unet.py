@@ -50,6 +50,13 @@ class UNet(nn.Module):
         stochastic_depth: drop probability of the deepest encoder block, linear in the block
             index (Huang et al. 2016); residual-type encoders only; never in evaluation.
         zero_init_residual: residual blocks start with the last norm of their branch at zero.
+        stem_stride: 1 (level 0 at full resolution, as in the U-Net paper), 2 or 4: the image
+            enters as ``stem_stride**2`` channels at ``1/stem_stride`` resolution (space to
+            depth, lossless) and the head is a transposed convolution of stride
+            ``stem_stride`` whose kernels (``2 * stem_stride`` wide) overlap, so neighbouring
+            output pixels share evidence and no block pattern appears. On a CPU this is the
+            lever that matters: a full-resolution level costs as much as all the others
+            together, with too few channels to keep the matrix units busy.
         init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
             et al. 2017): the network starts as a linear map (exactly, with
             ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
@@ -84,14 +91,19 @@ class UNet(nn.Module):
         stochastic_depth: float = 0.0,
         zero_init_residual: bool = True,
         init: str = "default",
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         check_init(init, act)
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
+        self.stem = nn.PixelUnshuffle(stem_stride) if stem_stride > 1 else nn.Identity()
+        in_channels *= stem_stride**2
         skip_modes = [skips] * (depth - 1) if isinstance(skips, str) else list(skips)
         options = BlockOptions(shortcut, shortcut_downsample, zero_init_residual)
         if encoder.startswith("smp:"):
-            if init != "default" or stochastic_depth:
-                raise ValueError("init and stochastic_depth apply to unetseg's own encoders, not to smp: ones")
+            if init != "default" or stochastic_depth or stem_stride > 1:
+                raise ValueError("init, stochastic_depth and stem_stride apply to unetseg's own encoders, not to smp: ones")
             self.encoder: nn.Module = SmpEncoder(encoder[4:], in_channels, depth, encoder_weights, dropout)
             default_decoder = [16 * 2**i for i in range(depth - 1)]
         else:
@@ -105,11 +117,15 @@ class UNet(nn.Module):
             self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act,
             upsample, options=options, encoder_crelu=self.encoder.crelu_features, init=init,
         )
-        self.head = nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
+        self.head = (
+            nn.ConvTranspose2d(self.decoder.out_channels, out_channels, 2 * stem_stride, stem_stride, stem_stride // 2)
+            if stem_stride > 1
+            else nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
+        )
         reads_crelu(self.head, self.decoder.crelu_output)
         if init == "looks_linear":
             looks_linear_(self.head)
-        self.multiple = self.encoder.reduction
+        self.multiple = self.encoder.reduction * stem_stride
 
     @property
     def skip_modes(self) -> list[str]:
@@ -117,5 +133,5 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        features = self.encoder(pad_to_multiple(x, self.multiple))
+        features = self.encoder(self.stem(pad_to_multiple(x, self.multiple)))
         return self.head(self.decoder(features))[..., :h, :w]
