@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from unetseg.models import UNet
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
-from unetseg.training.optim import build_optimizer, build_scheduler
+from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 
 LOSSES = ["dice", "dice_ce", "dice_focal", "bce", "ce"]
 
@@ -354,6 +355,48 @@ def test_cosine_schedule_with_warmup():
     assert lrs[10] == pytest.approx(1.0) == max(lrs)  # the cosine starts at the peak
     assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))  # and only decays
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # eta_min = lr / 100 at the end
+
+
+class FakeClock:
+    """A BudgetClock whose spent fraction the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def fraction(self) -> float:
+        return self.now
+
+
+def test_time_schedule_follows_the_budget_not_the_steps():
+    cfg = TrainConfig(lr=1.0, epochs=1000, warmup_epochs=1, scheduler="cosine", schedule_by="time", max_time_s=60)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.lr)
+    clock = FakeClock()
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4, clock=clock)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # warm-up still counts steps: 1/4
+    lrs = {}
+    for step, fraction in enumerate([0.0, 0.0, 0.0, 0.25, 0.5, 1.0]):
+        clock.now = fraction
+        opt.step()
+        sched.step()
+        lrs[step] = opt.param_groups[0]["lr"]
+    assert lrs[2] == pytest.approx(1.0)  # warm-up over, nothing spent: the peak
+    assert lrs[3] == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lrs[4] == pytest.approx(0.505)
+    assert lrs[5] == pytest.approx(0.01)  # budget spent: the floor, whatever the step count
+
+
+def test_time_schedule_needs_a_budget():
+    with pytest.raises(ValueError, match="max_time_s"):
+        TrainConfig(schedule_by="time")
+
+
+def test_budget_clock_counts_what_a_resumed_run_had_spent():
+    clock = BudgetClock(100.0)
+    clock.start(spent_s=50.0)
+    assert 0.5 <= clock.fraction() < 0.6
+    clock.start(spent_s=500.0)
+    assert clock.fraction() == 1.0
 
 
 def test_metrics_logger_rewrites_from_history(tmp_path):

@@ -137,6 +137,9 @@ class TrainConfig(Strict):
     momentum: float = Field(0.99, ge=0.0, lt=1.0, description="SGD only")
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
+    schedule_by: Literal["steps", "time"] = Field(
+        "steps", description="lay the cosine out over epochs x steps, or over max_time_s of wall clock"
+    )
     loss: LossConfig = LossConfig()
     grad_clip: float | None = Field(None, gt=0.0)
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
@@ -153,6 +156,12 @@ class TrainConfig(Strict):
     level_stats: bool = Field(
         False, description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)"
     )
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "TrainConfig":
+        if self.schedule_by == "time" and self.max_time_s is None:
+            raise ValueError("schedule_by 'time' lays the schedule out over max_time_s: set train.max_time_s")
+        return self
 
 
 class InferenceConfig(Strict):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import torch
 from torch import nn
 
@@ -18,17 +21,50 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+class BudgetClock:
+    """The fraction of a wall-clock budget spent so far, for a schedule laid out in time.
+
+    ``start(spent_s)`` sets the origin (a resumed run passes what it had already spent).
+    """
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.origin = time.perf_counter()
+
+    def start(self, spent_s: float = 0.0) -> None:
+        self.origin = time.perf_counter() - spent_s
+
+    def fraction(self) -> float:
+        return min(1.0, (time.perf_counter() - self.origin) / self.budget_s)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, clock: BudgetClock | None = None
+):
     """Per-step schedule (cosine with linear warm-up), or per-epoch plateau on the monitored metric.
 
-    Stepping per iteration keeps the cosine shape right when a wall-clock budget ends
-    training early: the schedule is laid out over ``epochs * steps_per_epoch`` steps.
+    ``schedule_by='steps'`` lays the cosine out over ``epochs * steps_per_epoch`` steps;
+    ``'time'`` over the wall-clock budget read from ``clock``, so a budgeted run ends with
+    the rate annealed however fast the machine is (at the price of step-exact
+    reproducibility: the rate at a step depends on when it ran).
     """
     if cfg.scheduler == "plateau":
         mode = "min" if cfg.monitor in ("pixel_error", "rand_error", "vi") else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
     total = cfg.epochs * steps_per_epoch
     warmup = min(cfg.warmup_epochs * steps_per_epoch, max(total - 1, 0))
+    if cfg.schedule_by == "time":
+        if clock is None:
+            raise ValueError("schedule_by 'time' needs the run's BudgetClock")
+        floor = 1e-2
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            if cfg.scheduler == "none":
+                return ramp
+            return ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * clock.fraction())))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if cfg.scheduler == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.lr * 1e-2)

@@ -40,7 +40,7 @@ from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, set
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
-from unetseg.training.optim import build_optimizer, build_scheduler
+from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
 
 
@@ -118,7 +118,8 @@ class Trainer:
         self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
-        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch)
+        self.clock = BudgetClock(cfg.train.max_time_s) if cfg.train.max_time_s else None
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch, self.clock)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.predictor = Predictor(
             self.model, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
@@ -274,6 +275,8 @@ class Trainer:
         logger = MetricsLogger(self.out_dir) if self.dist.main else None
         clock = time.perf_counter()
         deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
+        if self.clock is not None:
+            self.clock.start(spent)
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
                 loss, speed, seen, stopped = self._train_epoch(epoch, deadline)
