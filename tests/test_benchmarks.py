@@ -1,0 +1,86 @@
+"""The benchmark scripts: their measurements on hand-checkable cases and a race end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from unetseg.config import UNetConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import common  # noqa: E402
+import isbi_race  # noqa: E402
+import throughput  # noqa: E402
+
+from conftest import write_yaml  # noqa: E402
+
+
+def test_step_flops_of_one_conv_is_forward_plus_weight_gradient():
+    conv = nn.Conv2d(2, 3, kernel_size=3, padding=1, bias=False)
+    x = torch.randn(1, 2, 8, 8)  # the input needs no gradient: backward computes the weight's only
+    forward = 2 * (3 * 8 * 8) * (2 * 3 * 3)  # 2 FLOPs per multiply-add, per output value
+    assert common.step_flops(conv, x, None, lambda out, _: out.sum()) == 2 * forward
+    assert conv.weight.grad is None  # the count leaves no gradient behind
+
+
+def test_time_steps_runs_warmup_and_at_least_min_steps():
+    calls = []
+    seconds = common.time_steps(lambda: calls.append(1), torch.device("cpu"), warmup=2, min_steps=5, min_s=0.0)
+    assert len(calls) == 7 and seconds >= 0
+
+
+def test_matmul_peak_is_a_plausible_rate():
+    peak = common.matmul_peak(torch.device("cpu"), repeats=1)
+    assert 1e8 < peak < 1e14  # FLOP/s: at least 0.1 GFLOP/s, at most 100 TFLOP/s on a CPU
+
+
+def test_throughput_measure_reports_every_number(monkeypatch):
+    monkeypatch.setitem(throughput.MODELS, "tiny", ("small", lambda: UNetConfig(depth=2, base_width=2)))
+    r = throughput.measure("tiny", torch.device("cpu"), "off", channels_last=True, compile_=False, min_s=0.0)
+    assert r["params"] > 0 and r["group"] == "small"
+    for key in ("train_img_s_256", "train_img_s_512", "infer_img_s_512", "train_gflops_s_256", "train_flops_per_image_256"):
+        assert r[key] > 0, key
+    text = throughput.markdown(
+        {"environment": common.environment(torch.device("cpu")), "amp": "off", "channels_last": True, "compile": False,
+         "matmul_peak_gflops": 100.0, "models": [r]}
+    )
+    assert "| tiny | small |" in text
+
+
+def test_unknown_throughput_model_is_named():
+    with pytest.raises(SystemExit):
+        throughput.main(["--models", "unetseg_cpu,nonesuch"])
+
+
+def test_race_runs_entrants_under_one_config_end_to_end(tiny_cfg_dict, tmp_path, capsys):
+    tiny_cfg_dict["train"].update(epochs=2, samples_per_epoch=4, val_every=1)
+    base = write_yaml(tmp_path / "base.yaml", tiny_cfg_dict)
+    out = tmp_path / "race"
+    result = isbi_race.main(["--config", str(base), "--budget", "30", "--seeds", "0", "--entrants", "unetseg,monai_unet", "--out", str(out)])
+    assert set(result["summary"]) == {"unetseg", "monai_unet"}
+    for run in result["runs"]:
+        assert 0.0 <= run["dice"] <= 1.0 and run["img_per_s"] > 0 and run["flops_per_image"] > 0
+        assert run["epochs"] == 2 and run["dice_curve"]
+    saved = json.loads((out / "race.json").read_text())
+    assert saved["params"]["unetseg"] != saved["params"]["monai_unet"]
+    mine = yaml.safe_load((out / "runs" / "unetseg_seed0.yaml").read_text())
+    peer = yaml.safe_load((out / "runs" / "monai_unet_seed0.yaml").read_text())
+    # Everything but the model and the run's name and folder is the same for both entrants.
+    for key in ("data", "augment", "train", "inference", "eval", "seed"):
+        assert mine[key] == peer[key], key
+    assert mine["model"] == tiny_cfg_dict["model"] and peer["model"]["arch"] == "monai_unet"
+    assert mine["train"]["max_time_s"] == 30 and mine["train"]["threads"] == 2
+    assert "MONAI UNet" in (out / "race.md").read_text()
+    with pytest.raises(SystemExit, match="already holds a run"):  # a second race never overwrites the first
+        isbi_race.main(["--config", str(base), "--seeds", "0", "--entrants", "unetseg", "--out", str(out)])
+
+
+def test_race_rejects_unknown_entrant(tmp_path):
+    with pytest.raises(SystemExit):
+        isbi_race.main(["--entrants", "unetseg,deeplab", "--out", str(tmp_path)])
