@@ -1,0 +1,56 @@
+"""``unetseg analyze-gradients``: the short-skip measurements at initialisation (issue #9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from unetseg.config import load_config
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise click.BadParameter("expected at least one integer")
+    return values
+
+
+@click.command("analyze-gradients")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A training config: its data.images, data.masks and data.label_map give the crops.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--variants", default=None, help="Comma-separated block variants (default: all of them).")
+@click.option("--blocks", default="1,2,4,8", show_default=True, help="Blocks per level for the shattered-gradient study.")
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--iterations", type=click.IntRange(1), default=20, show_default=True, help="Training iterations for the gradient norms.")
+@click.option("--crop", type=click.IntRange(16), default=128, show_default=True, help="Crop size of the training iterations.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, blocks: str, seeds: str, iterations: int,
+                          crop: int, threads: int | None) -> None:
+    """Shattered gradients and early per-block gradient norms of plain, residual, pre-activation,
+    highway, dense and looks-linear encoders of growing depth, at initialisation."""
+    import torch
+
+    from unetseg.ablation.gradients import VARIANTS, GradientStudy, analyze_gradients
+    from unetseg.cli import _run  # here, not at the top: unetseg.cli imports this module
+
+    cfg = _run(load_config, config_path)
+    names = tuple(v.strip() for v in variants.split(",")) if variants else tuple(VARIANTS)
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise click.BadParameter(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}", param_hint="--variants")
+    if threads:
+        torch.set_num_threads(threads)
+    study = GradientStudy(
+        variants=names, blocks=_ints(blocks), seeds=_ints(seeds), norm_iterations=iterations, norm_crop=crop,
+        norm_variants=tuple(v for v in ("plain", "residual") if v in names) or names[:1],
+    )
+    try:
+        paths = _run(analyze_gradients, cfg.data.images, cfg.data.masks, cfg.data.label_map, out, study)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
