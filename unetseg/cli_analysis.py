@@ -54,3 +54,21 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
+
+
+@click.command("analyze-blocks")
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A trained U-Net with blocks_per_level > 1; repeat to compare several (e.g. plain and residual, seeds).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--draws", type=click.IntRange(1), default=3, show_default=True, help="Random block sets per number deleted.")
+def analyze_blocks_cmd(checkpoints: tuple[Path, ...], out: Path, draws: int) -> None:
+    """Delete encoder blocks of trained U-Nets at test time, one at a time and in growing
+    numbers, and measure Dice (Veit et al. 2016's ensemble view)."""
+    from unetseg.ablation.deletion import analyze_blocks
+    from unetseg.cli import _run
+
+    try:
+        paths = _run(analyze_blocks, list(checkpoints), out, draws)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
