@@ -88,6 +88,9 @@ def time_steps(step: Callable[[], Any], device: torch.device, warmup: int = 2, m
     return (time.perf_counter() - start) / n
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+def write_results(out: Path, stem: str, payload: dict[str, Any], text: str) -> None:
+    """``<stem>.json`` and ``<stem>.md`` under ``out``; the Markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text)

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, matmul_peak, step_flops, write_json  # noqa: E402
+from common import environment, matmul_peak, step_flops, write_results  # noqa: E402
 
 from unetseg.config import load_config  # noqa: E402
 from unetseg.models import build_model, count_parameters  # noqa: E402
@@ -211,9 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    write_json(args.out / "race.json", payload)
-    (args.out / "race.md").write_text(markdown(payload))
-    print(markdown(payload))
+    write_results(args.out, "race", payload, markdown(payload))
     return payload
 
 

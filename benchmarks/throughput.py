@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, matmul_peak, step_flops, sync, time_steps, write_json  # noqa: E402
+from common import environment, matmul_peak, step_flops, sync, time_steps, write_results  # noqa: E402
 
 from unetseg.config import LossConfig, load_config  # noqa: E402
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig  # noqa: E402
@@ -184,9 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
     }
-    write_json(args.out / "throughput.json", payload)
-    (args.out / "throughput.md").write_text(markdown(payload))
-    print(markdown(payload))
+    write_results(args.out, "throughput", payload, markdown(payload))
     return payload
 
 
