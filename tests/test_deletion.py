@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from unetseg.ablation.deletion import deletable_blocks, deletion_study, without_blocks
-from unetseg.ablation.report import _degradation
+from unetseg.ablation.depth import degradation
 from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.models import UNet
@@ -84,10 +84,10 @@ def test_degradation_table_reads_final_losses_by_encoder_and_depth():
         "p4": [_run("plain", 4, [0.9, 0.7, 0.7])],
         "r4": [_run("residual", 4, [0.9, 0.4, 0.2])],
     }
-    table, _, _ = _degradation(grouped)
+    table, _, _ = degradation(grouped)
     assert table.columns == ["encoder", "1 block(s)/level", "4 block(s)/level"]
     rows = {r[0]: r[1:] for r in table.rows}
     assert rows["plain"][0].startswith("0.450")  # seeds' last-two-epoch means 0.4 and 0.5
     assert rows["plain"][1].startswith("0.700")
     assert rows["residual"] == ["–", "0.300 ± 0.000"]
-    assert _degradation({"a": [_run("plain", 2, [1.0, 0.5])]}) is None  # one depth: nothing to show
+    assert degradation({"a": [_run("plain", 2, [1.0, 0.5])]}) is None  # one depth: nothing to show

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
 from unetseg.ablation.analysis import validation_set
+from unetseg.ablation.depth import degradation, pm
 from unetseg.ablation.spec import AblationSpec, fold_ids, run_dir, variant_config
 from unetseg.metrics import mean_metrics
 from unetseg.model_info import count_flops
@@ -75,20 +76,13 @@ def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, di
     return summary
 
 
-def _pm(mean: float, std: float) -> str:
-    if not np.isfinite(mean):
-        return "–"
-    digits = 2 if abs(mean) >= 10 else 3
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def _table(spec: AblationSpec, summary: dict[str, dict[str, Any]]) -> Table:
     present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
     rows = []
     for name, s in summary.items():
         row: list[Any] = [name, "/".join(SKIP_LETTERS.get(m, m) for m in s["skips"]) or "-", s["encoder"], f"{s['parameters'] / 1e6:.2f} M",
                           f"{s['flops'] / 1e9:.2f}"]
-        row += [_pm(s["mean"][k], s["std"][k]) for k, _ in present]
+        row += [pm(s["mean"][k], s["std"][k]) for k, _ in present]
         rows.append(row)
     return Table(
         ["variant", "skips (level 0 first)", "encoder", "params", "GFLOPs"] + [label for _, label in present],
@@ -202,56 +196,6 @@ def _training_figure(grouped: dict[str, list[dict[str, Any]]]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
-
-
-def _depth_of(run: dict[str, Any]) -> tuple[str, int]:
-    model = run.get("config", {}).get("model", {})
-    return str(model.get("encoder", run.get("encoder"))), int(model.get("blocks_per_level", 1))
-
-
-def _degradation(grouped: dict[str, list[dict[str, Any]]]) -> tuple[Table, Figure, Figure] | None:
-    """When variants differ in blocks per level: final training loss against depth per encoder
-    (He et al. 2015's degradation: a deeper plain stack ends higher), and the loss curves."""
-    runs = [r for rs in grouped.values() for r in rs]
-    depths = sorted({_depth_of(r)[1] for r in runs})
-    if len(depths) < 2:
-        return None
-    encoders = sorted({_depth_of(r)[0] for r in runs})
-    final: dict[tuple[str, int], list[float]] = {}
-    for r in runs:
-        last = [row["train_loss"] for row in r["history"][-2:]]  # the last two epochs: less noise than one
-        final.setdefault(_depth_of(r), []).append(float(np.mean(last)))
-    table = Table(
-        ["encoder"] + [f"{d} block(s)/level" for d in depths],
-        [[e] + [_pm(float(np.mean(final[(e, d)])), float(np.std(final[(e, d)]))) if (e, d) in final else "–" for d in depths]
-         for e in encoders],
-        "Training loss at the end of the budget (mean of the last two epochs), mean ± std over seeds. Degradation: the "
-        "loss rises with depth under the same budget.",
-    )
-    fig = Figure(figsize=(6.0, 3.6))
-    ax = fig.add_subplot()
-    for e in encoders:
-        present = [d for d in depths if (e, d) in final]
-        ax.plot(present, [np.mean(final[(e, d)]) for d in present], marker="o", label=e)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("blocks per level")
-    ax.set_ylabel("final training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    curves = Figure(figsize=(3.0 * len(encoders), 3.0))
-    axes = curves.subplots(1, len(encoders), squeeze=False, sharey=True)[0]
-    for ax, e in zip(axes, encoders):
-        for d in depths:
-            losses = [[row["train_loss"] for row in r["history"]] for r in runs if _depth_of(r) == (e, d)]
-            if losses:
-                ax.plot(np.arange(1, len(losses[0]) + 1), np.mean(losses, axis=0), label=f"{d}/level")
-        ax.set_title(e, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("training loss")
-    axes[-1].legend(fontsize=7)
-    curves.tight_layout()
-    return table, fig, curves
 
 
 EARLY_EPOCHS = 3
@@ -438,9 +382,9 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
                                               "training (vanishing gradients show as a fall towards level 0)."))
         if gates is not None:
             section.blocks.append(gates)
-    degradation = _degradation(grouped)
-    if degradation is not None:
-        table, final_fig, curves_fig = degradation
+    depth = degradation(grouped)
+    if depth is not None:
+        table, final_fig, curves_fig = depth
         report.section("Depth: training loss under the same budget").blocks += [
             table,
             FigureBlock("degradation", final_fig, "Final training loss against blocks per level, mean over seeds."),
