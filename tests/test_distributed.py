@@ -112,7 +112,7 @@ def _nan_on_rank_one(tree: dict) -> None:
 
     def build(cfg, out):
         loss = real(cfg, out)
-        return (lambda logits, target: loss(logits, target) * float("nan")) if os.environ["RANK"] == "1" else loss
+        return (lambda logits, target, weight=None: loss(logits, target, weight) * float("nan")) if os.environ["RANK"] == "1" else loss
 
     trainer_module.build_loss = build
     fit(tree)

@@ -196,7 +196,7 @@ def test_resume_with_changed_settings_is_announced(tiny_cfg_dict):
 def test_nan_loss_stops_training(tiny_cfg_dict, monkeypatch):
     import unetseg.training.trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "build_loss", lambda cfg, out: (lambda logits, target: logits.mean() * float("nan")))
+    monkeypatch.setattr(trainer_module, "build_loss", lambda cfg, out: (lambda logits, target, weight=None: logits.mean() * float("nan")))
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 1.*lr"):
         _fit(tiny_cfg_dict)
     assert not (Path(tiny_cfg_dict["output_dir"]) / "checkpoints" / "last.pt").exists()
@@ -210,9 +210,9 @@ def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg_dict, monkeypatc
     def build(cfg, out):
         loss = real(cfg, out)
 
-        def nan_from_epoch_two(logits, target):  # 4 steps per epoch: step 5 is epoch 2, step 1
+        def nan_from_epoch_two(logits, target, weight=None):  # 4 steps per epoch: step 5 is epoch 2, step 1
             calls.append(1)
-            return loss(logits, target) * (float("inf") if len(calls) >= 5 else 1.0)
+            return loss(logits, target, weight) * (float("inf") if len(calls) >= 5 else 1.0)
 
         return nan_from_epoch_two
 
@@ -301,6 +301,35 @@ def test_loss_weights_are_used():
     assert both == pytest.approx(float(dice + bce), rel=1e-5)
     no_ce = build_loss(LossConfig(name="dice_ce", lambda_ce=0.0), 1)(logits, target)
     assert no_ce == pytest.approx(float(dice), rel=1e-5)
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_cldice_term_charges_a_gap_more_than_pixels(out_channels):
+    """Two predictions with the same wrong pixel count: a thickened wall and a wall cut through.
+    Dice + CE scores them nearly alike; the clDice term must charge the cut (a merge) clearly more."""
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[:, :, 15:18] = 1  # a vertical membrane 3 px wide
+    thick, cut = target.clone(), target.clone()
+    thick[:, 0:6, 18] = 1  # 6 extra membrane pixels beside the wall
+    cut[:, 13:15, 15:18] = 0  # 6 membrane pixels missing: the wall has a gap
+
+    def logits(mask: torch.Tensor) -> torch.Tensor:
+        if out_channels == 1:
+            return (mask[:, None].float() * 2 - 1) * 6
+        onehot = torch.nn.functional.one_hot(mask, out_channels).permute(0, 3, 1, 2).float()
+        return onehot * 12 - 6
+
+    if out_channels == 3:
+        target[:, :, 25:27] = 2  # a second foreground class, untouched by both
+        thick[:, :, 25:27] = cut[:, :, 25:27] = 2
+    plain = build_loss(LossConfig(name="dice_ce"), out_channels)
+    topo = build_loss(LossConfig(name="dice_ce", lambda_cldice=1.0, cldice_iters=3), out_channels)
+    plain_gap = float(plain(logits(cut), target) - plain(logits(thick), target))
+    topo_gap = float(topo(logits(cut), target) - topo(logits(thick), target))
+    assert topo_gap > max(0.005, 5 * abs(plain_gap)), (topo_gap, plain_gap)
+    x = logits(cut).requires_grad_(True)
+    topo(x, target).backward()
+    assert x.grad is not None and x.grad[..., 13:15, 15:18].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", LOSSES)

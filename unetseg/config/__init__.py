@@ -33,6 +33,7 @@ from unetseg.config.loading import (
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, ModelConfig, SmpUnetConfig, UNetConfig
 from unetseg.config.schema import (
     AugmentConfig,
+    BorderWeightConfig,
     Config,
     DataConfig,
     ElasticConfig,
@@ -47,6 +48,6 @@ __all__ = [
     "BLOCK_TYPES", "RESIDUAL_BLOCKS", "SKIP_MODES", "ActType", "BlockType", "ConfigError", "NormType", "SkipMode",
     "Strict", "apply_overrides", "config_from_dict", "dump_config", "format_validation_error", "load_config",
     "set_dotted", "MonaiBasicUNetConfig", "MonaiUNetConfig", "ModelConfig", "SmpUnetConfig", "UNetConfig",
-    "AugmentConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
+    "AugmentConfig", "BorderWeightConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
     "SplitConfig", "TrainConfig",
 ]

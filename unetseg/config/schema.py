@@ -119,12 +119,37 @@ class AugmentConfig(Strict):
 # --------------------------------------------------------------------------- training
 
 
+class BorderWeightConfig(Strict):
+    """U-Net border weights (Ronneberger et al. 2015, eq. 2) for the CE term of the loss."""
+
+    w0: float = Field(10.0, gt=0.0, description="peak extra weight on a thin wall between two objects")
+    sigma: float = Field(5.0, gt=0.0, description="pixels: how fast the extra weight decays with the wall's width")
+    objects: Literal["background", "foreground"] = Field(
+        "foreground",
+        description="the connected components that are the objects: of the foreground classes (nuclei) "
+        "or of the background (ISBI: the cells between membranes)",
+    )
+
+
 class LossConfig(Strict):
     """MONAI Dice-family losses or plain cross-entropy; sigmoid for binary, softmax otherwise."""
 
     name: Literal["dice", "dice_ce", "dice_focal", "bce", "ce"] = "dice_ce"
     lambda_dice: float = Field(1.0, ge=0.0)
     lambda_ce: float = Field(1.0, ge=0.0, description="weight of the CE / focal term")
+    lambda_cldice: float = Field(
+        0.0, ge=0.0, description="weight of a soft clDice term (topology: penalises breaks in thin structures)"
+    )
+    cldice_iters: int = Field(3, ge=1, le=50, description="soft-skeleton iterations: half the thickest structure, in pixels")
+    border_weight: BorderWeightConfig | None = Field(
+        None, description="weight the CE term's pixels by their closeness to two objects (thin borders count more)"
+    )
+
+    @model_validator(mode="after")
+    def _check_border_weight(self) -> "LossConfig":
+        if self.border_weight is not None and self.name not in ("dice_ce", "bce", "ce"):
+            raise ValueError(f"border_weight weights a cross-entropy term; loss '{self.name}' has none (use dice_ce, bce or ce)")
+        return self
 
 
 class TrainConfig(Strict):

@@ -145,6 +145,7 @@ class SegmentationDataset(Dataset):
         data: DataConfig,
         transform: Callable[..., dict] | None = None,
         length: int | None = None,
+        weights: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if not samples:
             raise DataError("the dataset is empty")
@@ -153,7 +154,9 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.length = length or len(samples)
         self.normalization = Normalization.of(data)
+        self.weights = weights
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._weight_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -184,16 +187,30 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         pair = index % len(self.samples)
         image, mask = self.load(pair)
+        targets = {"image": image}
+        if mask is not None:
+            targets["mask"] = mask
+            if self.weights is not None:
+                targets["weight"] = self.weight_map(pair, mask)
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask) if mask is not None else self.transform(image=image)
-            image, mask = out["image"], out.get("mask", mask)
+            targets = self.transform(**targets)
+        image, mask, weight = targets["image"], targets.get("mask"), targets.get("weight")
         item: dict[str, torch.Tensor | str] = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "name": self.samples[pair].name,
         }
         if mask is not None:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        if weight is not None:
+            item["weight"] = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
         return item
+
+    def weight_map(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """The loss weights of pair ``index`` (from its un-augmented mask), computed once."""
+        if index not in self._weight_cache:
+            assert self.weights is not None
+            self._weight_cache[index] = self.weights(mask)
+        return self._weight_cache[index]
 
 
 def worker_init(worker_id: int) -> None:

@@ -40,4 +40,5 @@ def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
         steps.append(
             A.RandomBrightnessContrast(cfg.brightness_limit, cfg.contrast_limit, p=cfg.brightness_contrast)
         )
-    return A.Compose(steps, seed=seed)
+    # 'weight': the per-pixel loss weights, moved with the mask (nearest-neighbour) when present.
+    return A.Compose(steps, seed=seed, additional_targets={"weight": "mask"})

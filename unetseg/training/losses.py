@@ -1,41 +1,91 @@
-"""Loss functions: MONAI's Dice family and plain cross-entropy.
+"""Loss functions: MONAI's Dice family and plain cross-entropy, optionally plus soft clDice.
 
 Binary tasks have one logit per pixel (sigmoid; the CE term is BCE), multi-class tasks one
 per class (softmax; the CE term is categorical CE). Targets arrive as class indices (B, H, W).
+
+Every loss takes an optional per-pixel ``weight`` (B, H, W), the U-Net border weights of
+:mod:`unetseg.data.weights` when ``loss.border_weight`` is set. The weights redistribute the CE
+term over the pixels (a weighted mean, so its scale against the Dice term is unchanged); the
+Dice term stays unweighted, as it already balances the classes.
+
+The clDice term (Shit et al. 2021, MONAI's ``SoftclDiceLoss``) scores the overlap of soft
+skeletons rather than of pixels: a one-pixel gap in a membrane costs little Dice but merges two
+cells, and clDice charges it the whole skeleton segment it cuts.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 import torch
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
-from torch import nn
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, SoftclDiceLoss
 
 from unetseg.config import LossConfig
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+class LossFn(Protocol):
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def build_loss(cfg: LossConfig, out_channels: int) -> LossFn:
+    base = _weighted_loss(cfg, out_channels) if cfg.border_weight is not None else _monai_loss(cfg, out_channels)
+    if cfg.lambda_cldice == 0:
+        return base
+    binary = out_channels == 1
+    # Multi-class: skeletons of the foreground classes only (the background's skeleton is noise).
+    cldice = SoftclDiceLoss(iter_=cfg.cldice_iters, sigmoid=binary, softmax=not binary, include_background=binary)
+
+    def with_cldice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return base(logits, target, weight) + cfg.lambda_cldice * cldice(logits.float(), _onehot(target, out_channels))
+
+    return with_cldice
+
+
+def _onehot(target: torch.Tensor, out_channels: int) -> torch.Tensor:
+    if out_channels == 1:
+        return target[:, None].float()
+    return F.one_hot(target.long(), out_channels).movedim(-1, 1).float()
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel CE (B, H, W): BCE on the single logit of a binary task, softmax CE otherwise."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype), reduction="none")
+    return F.cross_entropy(logits, target.long(), reduction="none")
+
+
+def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
+    """Dice (unweighted) + CE averaged with the per-pixel weights; the config allows CE losses only."""
+    binary = out_channels == 1
+    act = {"sigmoid": True} if binary else {"softmax": True}
+    dice = DiceLoss(**act) if cfg.name == "dice_ce" else None
+    lambda_ce = cfg.lambda_ce if dice is not None else 1.0
+
+    def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()
+        ce = _cross_entropy(logits, target)
+        ce = (ce * weight).sum() / weight.sum() if weight is not None else ce.mean()
+        if dice is None:
+            return ce
+        return cfg.lambda_dice * dice(logits, _onehot(target, out_channels)) + lambda_ce * ce
+
+    return loss
+
+
+def _monai_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     binary = out_channels == 1
     act = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    if cfg.name in ("bce", "ce"):
+        return lambda logits, target, weight=None: _cross_entropy(logits.float(), target).mean()
     if cfg.name == "dice":
-        monai_loss: nn.Module | None = DiceLoss(**act)
+        monai_loss: torch.nn.Module = DiceLoss(**act)
     elif cfg.name == "dice_ce":
         monai_loss = DiceCELoss(**act, lambda_dice=cfg.lambda_dice, lambda_ce=cfg.lambda_ce)
-    elif cfg.name == "dice_focal":
-        monai_loss = DiceFocalLoss(**act, lambda_dice=cfg.lambda_dice, lambda_focal=cfg.lambda_ce)
     else:
-        monai_loss = None
+        monai_loss = DiceFocalLoss(**act, lambda_dice=cfg.lambda_dice, lambda_focal=cfg.lambda_ce)
 
-    if monai_loss is not None:
-        def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return monai_loss(logits.float(), target[:, None].to(logits.dtype if binary else torch.long))
-        return loss
+    def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return monai_loss(logits.float(), target[:, None].to(logits.dtype if binary else torch.long))
 
-    if binary:
-        bce = nn.BCEWithLogitsLoss()
-        return lambda logits, target: bce(logits.float()[:, 0], target.float())
-    ce = nn.CrossEntropyLoss()
-    return lambda logits, target: ce(logits.float(), target)
+    return loss

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from unetseg.checkpoint import load_checkpoint, save_checkpoint
 from unetseg.config import Config, ConfigError, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
+from unetseg.data.weights import border_weights
 from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
 from unetseg.metrics import is_better
@@ -85,15 +87,19 @@ class Trainer:
         train_pairs, val_pairs = split_samples(pairs, data.split, data)
         if not train_pairs:
             raise TrainingError("the split leaves no training pairs")
+        border = train.loss.border_weight
+        weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
         self.train_ds = SegmentationDataset(
-            train_pairs, data, build_train_transform(self.cfg.augment, self.cfg.seed), train.samples_per_epoch
+            train_pairs, data, build_train_transform(self.cfg.augment, self.cfg.seed), train.samples_per_epoch, weights
         )
         self.val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
-        # Decode everything once up front: a broken file fails now, named, not mid-epoch; and
-        # DataLoader workers fork with the cache already filled.
+        # Decode everything (and compute loss weights) once up front: a broken file fails now,
+        # named, not mid-epoch; and DataLoader workers fork with the caches already filled.
         for ds in (self.train_ds, self.val_ds):
             for i in range(len(ds.samples) if ds else 0):
-                ds.load(i)
+                _, mask = ds.load(i)
+                if ds.weights is not None and mask is not None:
+                    ds.weight_map(i, mask)
         if self.cfg.augment.crop_size is None and train.batch_size > 1:
             sizes = {ds_img.shape[:2] for ds_img, _ in (self.train_ds.load(i) for i in range(len(train_pairs)))}
             if len(sizes) > 1:
@@ -193,10 +199,11 @@ class Trainer:
         for step, batch in enumerate(bar):
             x = batch["image"].to(self.device, non_blocking=True)
             y = batch["mask"].to(self.device, non_blocking=True)
+            weight = batch["weight"].to(self.device, non_blocking=True) if "weight" in batch else None
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):
-                loss = self.loss_fn(self.step_model(x), y)
+                loss = self.loss_fn(self.step_model(x), y, weight)
             value = self.dist.mean(loss.detach())  # over the ranks: non-finite anywhere stops all
             if not torch.isfinite(value):
                 raise TrainingError(

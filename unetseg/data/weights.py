@@ -1,0 +1,58 @@
+"""Per-pixel loss weights that make thin borders between objects count (U-Net paper, eq. 2).
+
+A one-pixel gap in a membrane costs a pixel-wise loss almost nothing, yet it merges two cells,
+which is what the adapted Rand error and every instance count then punish. Ronneberger et al.
+(2015) weight each pixel by ``1 + w0 * exp(-(d1 + d2)**2 / (2 * sigma**2))``, where ``d1`` and
+``d2`` are its distances to the nearest and the second-nearest object: large on a thin wall
+between two objects, about 1 elsewhere. (The paper's class-frequency term ``w_c`` is left to the
+Dice term of the loss, which already balances classes.)
+
+The map is computed once per training mask, from the mask before augmentation, and then
+cropped, flipped and deformed together with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# Beyond d1 + d2 = REACH * sigma the border term is below exp(-REACH**2 / 2) ~ 3e-4: not worth a
+# distance transform. Each object's distances are computed only within that reach of its box.
+REACH = 4.0
+
+
+def object_labels(mask: np.ndarray, objects: str) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """The label image of the 4-connected objects (the components of the background class, as
+    the cells between ISBI membranes, or of the foreground classes, as nuclei) and each object's
+    box (top, left, bottom, right; bottom and right exclusive), object ``i`` at ``boxes[i - 1]``."""
+    region = mask == 0 if objects == "background" else mask > 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=4)
+    boxes = [
+        (int(y), int(x), int(y + h), int(x + w))
+        for x, y, w, h in stats[1:count, [cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
+    ]
+    return labels, boxes
+
+
+def border_weights(mask: np.ndarray, w0: float, sigma: float, objects: str = "foreground") -> np.ndarray:
+    """The U-Net border weight map (float32, same shape as ``mask``) of a class-index mask."""
+    labels, boxes = object_labels(mask, objects)
+    height, width = mask.shape
+    d1 = np.full(mask.shape, np.inf, dtype=np.float32)
+    d2 = np.full(mask.shape, np.inf, dtype=np.float32)
+    reach = int(math.ceil(REACH * sigma)) + 1
+    for index, (top, left, bottom, right) in enumerate(boxes, start=1):
+        y0, x0 = max(top - reach, 0), max(left - reach, 0)
+        y1, x1 = min(bottom + reach, height), min(right + reach, width)
+        window = labels[y0:y1, x0:x1]
+        # Distance of every window pixel to this object (zero on it), exact because the whole
+        # object lies inside the window.
+        dist = cv2.distanceTransform((window != index).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        near, second = d1[y0:y1, x0:x1], d2[y0:y1, x0:x1]
+        second[...] = np.minimum(second, np.maximum(near, dist))
+        near[...] = np.minimum(near, dist)
+    border = np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2))  # inf -> 0 where fewer than two objects reach
+    return (1.0 + w0 * border).astype(np.float32)
+
