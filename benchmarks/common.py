@@ -88,9 +88,10 @@ def time_steps(step: Callable[[], Any], device: torch.device, warmup: int = 2, m
     return (time.perf_counter() - start) / n
 
 
-def write_results(out: Path, stem: str, payload: dict[str, Any], text: str) -> None:
-    """``<stem>.json`` and ``<stem>.md`` under ``out``; the Markdown is printed too."""
+def write_results(out: Path, stem: str, payload: dict[str, Any], text: str, echo: bool = True) -> None:
+    """``<stem>.json`` and ``<stem>.md`` under ``out``; the Markdown is printed too (``echo``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / f"{stem}.md").write_text(text)
-    print(text)
+    if echo:
+        print(text)

@@ -1,12 +1,15 @@
 """The 8-minute ISBI race (issue #10): unetseg's CPU config against the smp and MONAI peers.
 
-Every entrant is trained by ``unetseg train`` from ``configs/isbi_cpu.yaml`` with only the
-``model`` section swapped, so the loop, data, augmentation, loss, schedule and budget are
-identical; entrants run one after another in fresh processes. The ISBI split of the config
+Every entrant is trained by ``unetseg train`` from ``configs/isbi_cpu.yaml``, so the loop, data,
+validation, scoring and budget are identical; entrants run one after another in fresh processes.
+A peer runs under one of two recipes: with only the ``model`` section swapped (``monai_unet``:
+unetseg's own augmentation, loss and schedule) or, with the suffix ``_issue``, under the recipe of
+issue #10's reference figures as well (``monai_unet_issue``: random 256x256 crops, batch 4,
+flips and 90-degree rotations, AdamW at a constant 1e-3, BCE + Dice). The ISBI split of the config
 trains on slices 0-24 and validates on the full 512x512 slices 25-29; the scores are those
 of the weights at the end of the budget (no checkpoint picked on the validation slices).
 
-    python benchmarks/isbi_race.py                 # 3 seeds of unetseg and MONAI UNet, 1 of the others (~70 min)
+    python benchmarks/isbi_race.py                 # 3 seeds of unetseg and MONAI UNet (both recipes), 1 of the others (~95 min)
     python benchmarks/isbi_race.py --budget 60 --seeds 0 --entrants unetseg,monai_unet   # a quick look
 
 Writes ``race.json`` and ``race.md`` under ``--out``, with the runs themselves in ``runs/``.
@@ -16,6 +19,7 @@ Run it alone: on 2 cores any other busy process makes the timings meaningless.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -41,19 +45,42 @@ PEERS: dict[str, dict[str, Any]] = {
     "monai_basicunet": {"arch": "monai_basicunet"},
     "monai_unet": {"arch": "monai_unet", "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
 }
-LABELS = {
-    "unetseg": "unetseg (configs/isbi_cpu.yaml)",
+PEER_LABELS = {
     "smp_unet": "smp Unet resnet18",
     "monai_basicunet": "MONAI BasicUNet",
     "monai_unet": "MONAI UNet (16..256, 2 res units)",
 }
+# The training recipe behind issue #10's reference figures, for the ``<peer>_issue`` entrants.
+ISSUE_RECIPE: dict[str, dict[str, Any]] = {
+    "augment": {"crop_size": 256, "hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "elastic": {"p": 0.0}, "brightness_contrast": 0.0},
+    "train": {
+        "batch_size": 4, "optimizer": "adamw", "lr": 1e-3, "scheduler": "none", "warmup_epochs": 0,
+        "schedule_by": "steps", "loss": {"name": "dice_ce"},
+    },
+    "inference": {"tta": "none"},
+}
+ISSUE = "_issue"
+
+
+def label(entrant: str) -> str:
+    if entrant == "unetseg":
+        return "unetseg (configs/isbi_cpu.yaml)"
+    peer = entrant.removesuffix(ISSUE)
+    return PEER_LABELS[peer] + (", issue's recipe" if entrant.endswith(ISSUE) else ", unetseg's recipe")
+
+
+def known(entrant: str) -> bool:
+    return entrant == "unetseg" or entrant.removesuffix(ISSUE) in PEERS
 METRICS = ("dice", "pixel_error", "rand_error")
 
 
 def entrant_config(base: dict[str, Any], entrant: str, seed: int, budget: float, threads: int, out: Path) -> dict[str, Any]:
     cfg = yaml.safe_load(yaml.safe_dump(base))
     if entrant != "unetseg":
-        cfg["model"] = PEERS[entrant]
+        cfg["model"] = PEERS[entrant.removesuffix(ISSUE)]
+    if entrant.endswith(ISSUE):
+        for section, values in ISSUE_RECIPE.items():
+            cfg.setdefault(section, {}).update(yaml.safe_load(yaml.safe_dump(values)))
     cfg["name"] = f"{entrant}_seed{seed}"
     cfg["seed"] = seed
     cfg["output_dir"] = str(out)
@@ -70,16 +97,23 @@ def flops_per_image(cfg_path: Path, crop: int, batch: int) -> tuple[int, int]:
     return step_flops(model, x, y, build_loss(cfg.train.loss, cfg.data.out_channels)) // batch, count_parameters(model)
 
 
-def run_entrant(cfg_path: Path, run_dir: Path, log_path: Path) -> dict[str, Any]:
-    """Train one entrant with the CLI in a fresh process; its final-epoch scores and speed."""
-    start = time.perf_counter()
-    with log_path.open("w") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "unetseg.cli", "train", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    wall = time.perf_counter() - start
+def _cli(args: list[str], log_path: Path) -> None:
+    with log_path.open("a") as log:
+        proc = subprocess.run([sys.executable, "-m", "unetseg.cli", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
-        raise SystemExit(f"training failed for {cfg_path}; see {log_path}")
+        raise SystemExit(f"unetseg {args[0]} failed; see {log_path}")
+
+
+def run_entrant(cfg_path: Path, run_dir: Path, log_path: Path) -> dict[str, Any]:
+    """Train one entrant with the CLI in a fresh process; its final-epoch scores and speed, and
+    the scores of the same final weights with test-time augmentation (d4: 8 flips/rotations)."""
+    log_path.write_text("")
+    start = time.perf_counter()
+    _cli(["train", "--config", str(cfg_path)], log_path)
+    wall = time.perf_counter() - start
+    tta_path = run_dir / "eval_tta_d4.json"
+    _cli(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--tta", "d4", "--json", str(tta_path)], log_path)
+    tta = json.loads(tta_path.read_text())["mean"]
     rows = _read_csv(run_dir / "metrics.csv")
     last = rows[-1]
     images = sum(int(r["train_images"]) for r in rows)
@@ -87,6 +121,7 @@ def run_entrant(cfg_path: Path, run_dir: Path, log_path: Path) -> dict[str, Any]
     curve = [(float(r["elapsed_s"]), float(r["val_dice"])) for r in rows if r.get("val_dice") not in (None, "")]
     return {
         **{m: float(last[f"val_{m}"]) for m in METRICS},
+        **{f"{m}_tta": float(tta[m]) for m in METRICS},
         "images": images,
         "img_per_s": images / train_s,
         "train_s": float(last["elapsed_s"]),
@@ -112,7 +147,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
     reached = [r["time_to_dice"] for r in runs]
     out["time_to_dice"] = statistics.fmean(reached) if None not in reached else None
-    for key in (*METRICS, "img_per_s", "gflops_per_s", "peak_fraction"):
+    for key in (*METRICS, *(f"{m}_tta" for m in METRICS), "img_per_s", "gflops_per_s", "peak_fraction"):
         values = [r[key] for r in runs]
         out[key] = statistics.fmean(values)
         out[key + "_range"] = [min(values), max(values)]
@@ -134,24 +169,60 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result["summary"].items():
-        one = len(s["seeds"]) == 1
-
-        def fmt(key: str, digits: int = 3) -> str:
-            lo, hi = s[key + "_range"]
-            return f"{s[key]:.{digits}f}" if one else f"{s[key]:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
-
         lines.append(
-            f"| {LABELS[name]} | {result['params'][name] / 1e6:.2f} M | {', '.join(map(str, s['seeds']))} | {fmt('img_per_s', 1)} "
+            f"| {label(name)} | {result['params'][name] / 1e6:.2f} M | {', '.join(map(str, s['seeds']))} | {_fmt(s, 'img_per_s', 1)} "
             f"| {s['gflops_per_s']:.0f} ({100 * s['peak_fraction']:.0f}%) "
             f"| {'not reached' if s['time_to_dice'] is None else format(s['time_to_dice'], '.0f')} "
-            f"| {fmt('dice')} | {fmt('pixel_error')} | {fmt('rand_error')} |"
+            f"| {_fmt(s, 'dice')} | {_fmt(s, 'pixel_error')} | {_fmt(s, 'rand_error')} |"
         )
-    lines += ["", "Means over seeds, range in brackets. Per run:", "", "| model | seed | img/s | Dice | pixel error | Rand error | epochs |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "The same final weights scored with test-time augmentation (`unetseg evaluate --tta d4`, the mean of 8 flips/rotations):", "",
+              "| model | Dice | pixel error | adapted Rand error |", "|---|---|---|---|"]
+    for name, s in result["summary"].items():
+        cells = [_fmt(s, f"{m}_tta") for m in METRICS]
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    verdicts = verdict(result["summary"])
+    if verdicts:
+        lines += ["", "unetseg against each peer run with several seeds: the gap in means, and whether every unetseg "
+                  "seed is better than every peer seed (the seed ranges do not overlap):", "",
+                  "| peer | scoring | Dice | pixel error | adapted Rand error |", "|---|---|---|---|---|"]
+        for v in verdicts:
+            cells = [f"{v[m]['gap']:+.4f} ({'separate' if v[m]['separate'] else 'overlap'})" for m in METRICS]
+            lines.append(f"| {label(v['peer'])} | {v['scoring']} | " + " | ".join(cells) + " |")
+    lines += ["", "Per run:", "", "| model | seed | img/s | epochs | Dice | pixel error | Rand error | Dice (TTA) | pixel error (TTA) | Rand error (TTA) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        lines.append(
-            f"| {LABELS[r['entrant']]} | {r['seed']} | {r['img_per_s']:.1f} | {r['dice']:.4f} | {r['pixel_error']:.4f} | {r['rand_error']:.4f} | {r['epochs']} |"
-        )
+        values = " | ".join(f"{r[m + suffix]:.4f}" for suffix in ("", "_tta") for m in METRICS)
+        lines.append(f"| {label(r['entrant'])} | {r['seed']} | {r['img_per_s']:.1f} | {r['epochs']} | {values} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
+    lo, hi = s[key + "_range"]
+    return f"{s[key]:.{digits}f}" if len(s["seeds"]) == 1 else f"{s[key]:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+HIGHER_IS_BETTER = {"dice": True, "pixel_error": False, "rand_error": False}
+
+
+def verdict(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """unetseg against every peer with two or more seeds, for plain and TTA scoring: per metric the
+    gap in means (positive: unetseg better) and whether the seed ranges are separate."""
+    ours = summary.get("unetseg")
+    if ours is None or len(ours["seeds"]) < 2:
+        return []
+    out = []
+    for peer, theirs in summary.items():
+        if peer == "unetseg" or len(theirs["seeds"]) < 2:
+            continue
+        for scoring, suffix in (("final weights", ""), ("d4 TTA", "_tta")):
+            row: dict[str, Any] = {"peer": peer, "scoring": scoring}
+            for m in METRICS:
+                sign = 1.0 if HIGHER_IS_BETTER[m] else -1.0
+                (our_lo, our_hi), (their_lo, their_hi) = ours[m + suffix + "_range"], theirs[m + suffix + "_range"]
+                separate = our_lo > their_hi if sign > 0 else our_hi < their_lo
+                row[m] = {"gap": sign * (ours[m + suffix] - theirs[m + suffix]), "separate": separate}
+            out.append(row)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -159,9 +230,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "isbi_cpu.yaml")
     parser.add_argument("--budget", type=float, default=480.0, help="training seconds per run")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seeds", default="0,1,2", help="seeds of unetseg and MONAI UNet")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of unetseg and MONAI UNet (both recipes)")
     parser.add_argument("--peer-seeds", default="0", help="seeds of smp Unet and MONAI BasicUNet")
-    parser.add_argument("--entrants", default="unetseg,monai_unet,smp_unet,monai_basicunet")
+    parser.add_argument(
+        "--entrants", default="unetseg,monai_unet_issue,monai_unet,smp_unet_issue,monai_basicunet_issue",
+        help="unetseg and peers (smp_unet, monai_basicunet, monai_unet), each peer with '_issue' for the issue's recipe",
+    )
     parser.add_argument("--dice-threshold", type=float, default=0.78, help="for the time-to-accuracy column")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "isbi_race")
     args = parser.parse_args(argv)
@@ -169,15 +243,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     base = yaml.safe_load(args.config.read_text())
     entrants = [e.strip() for e in args.entrants.split(",") if e.strip()]
-    unknown = [e for e in entrants if e != "unetseg" and e not in PEERS]
+    unknown = [e for e in entrants if not known(e)]
     if unknown:
-        parser.error(f"unknown entrant(s) {', '.join(unknown)}; choose from unetseg, {', '.join(PEERS)}")
-    seeds = {e: [int(s) for s in (args.seeds if e in ("unetseg", "monai_unet") else args.peer_seeds).split(",")] for e in entrants}
+        parser.error(f"unknown entrant(s) {', '.join(unknown)}; choose from unetseg, {', '.join(PEERS)} (each with or without '{ISSUE}')")
+    main_entrants = ("unetseg", "monai_unet", "monai_unet" + ISSUE)
+    seeds = {e: [int(s) for s in (args.seeds if e in main_entrants else args.peer_seeds).split(",")] for e in entrants}
     crop, batch = base["augment"]["crop_size"], base["train"]["batch_size"]
     peak = matmul_peak(torch.device("cpu"))
     print(f"matmul peak on {args.threads} threads: {peak / 1e9:.1f} GFLOP/s", flush=True)
 
     runs: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {}
     params: dict[str, int] = {}
     order = [(e, s) for s in sorted({s for v in seeds.values() for s in v}) for e in entrants if s in seeds[e]]
     for entrant, seed in order:  # seed-major: a stopped race still holds every entrant's seed 0
@@ -188,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg_path = run_dir.parent / f"{entrant}_seed{seed}.yaml"
         cfg_path.write_text(yaml.safe_dump(entrant_config(base, entrant, seed, args.budget, args.threads, run_dir), sort_keys=False))
         per_image, params[entrant] = flops_per_image(cfg_path, crop, batch)
-        print(f"{LABELS[entrant]}, seed {seed}: {params[entrant] / 1e6:.2f} M parameters, training {args.budget:.0f} s ...", flush=True)
+        print(f"{label(entrant)}, seed {seed}: {params[entrant] / 1e6:.2f} M parameters, training {args.budget:.0f} s ...", flush=True)
         result = run_entrant(cfg_path, run_dir, run_dir.parent / f"{entrant}_seed{seed}.log")
         result.update(entrant=entrant, seed=seed, flops_per_image=per_image)
         result["time_to_dice"] = time_to_dice(result["dice_curve"], args.dice_threshold)
@@ -200,9 +276,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{result['img_per_s']:.1f} img/s  {result['gflops_per_s']:.0f} GFLOP/s ({100 * result['peak_fraction']:.0f}% of peak)",
             flush=True,
         )
-    summary = {e: summarise([r for r in runs if r["entrant"] == e]) for e in entrants}
-    payload = {
+        # Rewritten after every run: a race stopped part-way still leaves its tables so far.
+        payload = results(args, entrants, runs, params, peak)
+        write_results(args.out, "race", payload, markdown(payload), echo=len(runs) == len(order))
+    return payload
+
+
+def results(args: argparse.Namespace, entrants: list[str], runs: list[dict[str, Any]], params: dict[str, int], peak: float) -> dict[str, Any]:
+    summary = {e: summarise([r for r in runs if r["entrant"] == e]) for e in entrants if any(r["entrant"] == e for r in runs)}
+    return {
         "environment": environment(torch.device("cpu")),
+        "verdict": verdict(summary),
         "budget_s": args.budget,
         "dice_threshold": args.dice_threshold,
         "config": str(args.config),
@@ -211,8 +295,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    write_results(args.out, "race", payload, markdown(payload))
-    return payload
 
 
 if __name__ == "__main__":

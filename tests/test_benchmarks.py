@@ -81,6 +81,25 @@ def test_race_runs_entrants_under_one_config_end_to_end(tiny_cfg_dict, tmp_path,
         isbi_race.main(["--config", str(base), "--seeds", "0", "--entrants", "unetseg", "--out", str(out)])
 
 
+def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp_path):
+    base = yaml.safe_load(yaml.safe_dump(tiny_cfg_dict, sort_keys=False))
+    base["augment"]["elastic"] = {"p": 0.5}
+    base["train"].update(lr=0.02, scheduler="cosine", loss={"name": "dice_ce", "border_weight": {"sigma": 3}})
+    base["inference"] = {"tta": "d4"}
+    own = isbi_race.entrant_config(base, "monai_unet", 1, 480, 2, tmp_path)
+    issue = isbi_race.entrant_config(base, "monai_unet_issue", 1, 480, 2, tmp_path)
+    assert own["model"] == issue["model"] == isbi_race.PEERS["monai_unet"]
+    assert own["train"]["lr"] == 0.02 and own["augment"]["elastic"]["p"] == 0.5 and own["inference"]["tta"] == "d4"
+    assert issue["train"]["lr"] == 1e-3 and issue["train"]["scheduler"] == "none"
+    assert issue["train"]["loss"] == {"name": "dice_ce"} and issue["augment"]["elastic"]["p"] == 0.0
+    assert issue["augment"]["crop_size"] == 256 and issue["train"]["batch_size"] == 4 and issue["inference"]["tta"] == "none"
+    for key in ("data", "eval", "seed"):  # the loop itself stays the config's
+        assert issue[key] == own[key], key
+    assert issue["train"]["max_time_s"] == own["train"]["max_time_s"] == 480
+    assert base["train"]["lr"] == 0.02  # the base config is not modified
+    assert "issue's recipe" in isbi_race.label("monai_unet_issue") and "unetseg's recipe" in isbi_race.label("monai_unet")
+
+
 def test_race_rejects_unknown_entrant(tmp_path):
     with pytest.raises(SystemExit):
         isbi_race.main(["--entrants", "unetseg,deeplab", "--out", str(tmp_path)])
