@@ -17,35 +17,27 @@ import math
 
 import cv2
 import numpy as np
+from scipy.ndimage import find_objects
+
+from unetseg.metrics import regions_of
 
 # Beyond d1 + d2 = REACH * sigma the border term is below exp(-REACH**2 / 2) ~ 3e-4: not worth a
 # distance transform. Each object's distances are computed only within that reach of its box.
 REACH = 4.0
 
 
-def object_labels(mask: np.ndarray, objects: str) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """The label image of the 4-connected objects (the components of the background class, as
-    the cells between ISBI membranes, or of the foreground classes, as nuclei) and each object's
-    box (top, left, bottom, right; bottom and right exclusive), object ``i`` at ``boxes[i - 1]``."""
-    region = mask == 0 if objects == "background" else mask > 0
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=4)
-    boxes = [
-        (int(y), int(x), int(y + h), int(x + w))
-        for x, y, w, h in stats[1:count, [cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
-    ]
-    return labels, boxes
-
-
 def border_weights(mask: np.ndarray, w0: float, sigma: float, objects: str = "foreground") -> np.ndarray:
     """The U-Net border weight map (float32, same shape as ``mask``) of a class-index mask."""
-    labels, boxes = object_labels(mask, objects)
+    # The objects are the regions the Rand error and VI score (metrics.regions_of), so the loss
+    # guards exactly the borders whose gaps those measures punish.
+    labels = regions_of(mask, objects)
     height, width = mask.shape
     d1 = np.full(mask.shape, np.inf, dtype=np.float32)
     d2 = np.full(mask.shape, np.inf, dtype=np.float32)
     reach = int(math.ceil(REACH * sigma)) + 1
-    for index, (top, left, bottom, right) in enumerate(boxes, start=1):
-        y0, x0 = max(top - reach, 0), max(left - reach, 0)
-        y1, x1 = min(bottom + reach, height), min(right + reach, width)
+    for index, (rows, cols) in enumerate(find_objects(labels), start=1):
+        y0, x0 = max(rows.start - reach, 0), max(cols.start - reach, 0)
+        y1, x1 = min(rows.stop + reach, height), min(cols.stop + reach, width)
         window = labels[y0:y1, x0:x1]
         # Distance of every window pixel to this object (zero on it), exact because the whole
         # object lies inside the window.

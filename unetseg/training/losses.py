@@ -29,7 +29,8 @@ class LossFn(Protocol):
 
 
 def build_loss(cfg: LossConfig, out_channels: int) -> LossFn:
-    base = _weighted_loss(cfg, out_channels) if cfg.border_weight is not None else _monai_loss(cfg, out_channels)
+    ce_based = cfg.border_weight is not None or cfg.name in ("bce", "ce")
+    base = _weighted_loss(cfg, out_channels) if ce_based else _monai_loss(cfg, out_channels)
     if cfg.lambda_cldice == 0:
         return base
     binary = out_channels == 1
@@ -56,7 +57,8 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
-    """Dice (unweighted) + CE averaged with the per-pixel weights; the config allows CE losses only."""
+    """CE averaged with the per-pixel weights (a plain mean without them), plus the unweighted
+    Dice term for ``dice_ce``."""
     binary = out_channels == 1
     act = {"sigmoid": True} if binary else {"softmax": True}
     dice = DiceLoss(**act) if cfg.name == "dice_ce" else None
@@ -76,8 +78,6 @@ def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
 def _monai_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     binary = out_channels == 1
     act = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
-    if cfg.name in ("bce", "ce"):
-        return lambda logits, target, weight=None: _cross_entropy(logits.float(), target).mean()
     if cfg.name == "dice":
         monai_loss: torch.nn.Module = DiceLoss(**act)
     elif cfg.name == "dice_ce":
