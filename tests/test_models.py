@@ -431,6 +431,31 @@ def test_stem_head_overlaps_neighbouring_cells():
     assert out[..., 0::2, 0::2].sub(out[..., 1::2, 1::2]).abs().max() > 0
 
 
+def test_shuffle_head_sees_three_by_three_cells():
+    """The sub-pixel head (3x3 conv to s*s values per class, then pixel shuffle): one
+    low-resolution location reaches the 3x3 cells around it, every pixel of each cell."""
+    net = UNet(1, 2, depth=2, base_width=4, stem_stride=4, head="shuffle").eval()
+    conv, shuffle = net.head
+    assert conv.out_channels == 2 * 16 and shuffle.upscale_factor == 4
+    features = torch.zeros(1, conv.in_channels, 5, 5)
+    features[..., 2, 2] = 1.0
+    with torch.no_grad():
+        reach = (net.head(features) - net.head(torch.zeros_like(features))).abs() > 0
+    assert reach.shape == (1, 2, 20, 20)
+    assert reach[0, 0].nonzero().amin(0).tolist() == [4, 4] and reach[0, 0].nonzero().amax(0).tolist() == [15, 15]
+    assert reach[:, :, 4:16, 4:16].all()
+    assert net(torch.randn(1, 1, 37, 51)).shape == (1, 2, 37, 51)
+
+
+def test_head_rules():
+    assert UNetConfig(stem_stride=4, head="shuffle").head == "shuffle"
+    with pytest.raises(ValueError, match="head"):
+        UNetConfig(head="bilinear")
+    with pytest.raises(ValueError, match="head must be"):
+        UNet(1, 1, stem_stride=2, head="bilinear")
+    assert isinstance(UNet(1, 1, depth=2, base_width=4, head="shuffle").head, nn.Conv2d)  # full resolution: 1x1 as ever
+
+
 def test_stem_gradient_reaches_every_input_pixel():
     net = UNet(1, 1, depth=3, base_width=4, encoder="residual", stem_stride=4)
     x = torch.randn(1, 1, 32, 32, requires_grad=True)

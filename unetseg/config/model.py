@@ -48,7 +48,10 @@ class UNetConfig(Strict):
     zero_init_residual: bool = Field(True, description="residual blocks start with their branch's last norm at zero")
     init: Literal["default", "looks_linear"] = Field("default", description="looks_linear needs act crelu")
     stem_stride: Literal[1, 2, 4] = Field(
-        1, description="resolution of level 0: 1 = full (U-Net); 2 or 4 = space-to-depth stem and pixel-shuffle head"
+        1, description="resolution of level 0: 1 = full (U-Net); 2 or 4 = space-to-depth stem and an up-sampling head"
+    )
+    head: Literal["transpose", "shuffle"] = Field(
+        "transpose", description="with stem_stride > 1: overlapping transposed conv, or 3x3 conv + pixel shuffle"
     )
 
     @model_validator(mode="after")

@@ -18,6 +18,17 @@ def level_widths(depth: int, base_width: int, growth: float, max_width: int | No
     return [min(w, max_width) for w in widths] if max_width else widths
 
 
+def _head(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    """Logits at full resolution from the last decoder level (at ``1/stride`` of it)."""
+    if kind not in ("transpose", "shuffle"):
+        raise ValueError(f"head must be 'transpose' or 'shuffle', got {kind!r}")
+    if stride == 1:
+        return nn.Conv2d(in_channels, out_channels, kernel_size=1)
+    if kind == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, 2 * stride, stride, stride // 2)
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels * stride**2, 3, padding=1), nn.PixelShuffle(stride))
+
+
 class UNet(nn.Module):
     """2D U-Net with configurable long skips and encoder blocks.
 
@@ -57,6 +68,13 @@ class UNet(nn.Module):
             output pixels share evidence and no block pattern appears. On a CPU this is the
             lever that matters: a full-resolution level costs as much as all the others
             together, with too few channels to keep the matrix units busy.
+        head: with ``stem_stride`` > 1, how the logits return to full resolution:
+            ``transpose`` (the overlapping transposed convolution above) or ``shuffle`` (a 3x3
+            convolution to ``stem_stride**2`` sub-pixels per class, then pixel shuffle; Shi et
+            al. 2016). Both let a pixel see its neighbouring low-resolution cells (shuffle:
+            3x3 of them, transpose: 2x2); shuffle is a dense convolution that the CPU's
+            matrix kernels run about twice as fast as a transposed convolution with one
+            output channel per class.
         init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
             et al. 2017): the network starts as a linear map (exactly, with
             ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
@@ -92,6 +110,7 @@ class UNet(nn.Module):
         zero_init_residual: bool = True,
         init: str = "default",
         stem_stride: int = 1,
+        head: str = "transpose",
     ) -> None:
         super().__init__()
         check_init(init, act)
@@ -117,12 +136,8 @@ class UNet(nn.Module):
             self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act,
             upsample, options=options, encoder_crelu=self.encoder.crelu_features, init=init,
         )
-        self.head = (
-            nn.ConvTranspose2d(self.decoder.out_channels, out_channels, 2 * stem_stride, stem_stride, stem_stride // 2)
-            if stem_stride > 1
-            else nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1)
-        )
-        reads_crelu(self.head, self.decoder.crelu_output)
+        self.head = _head(self.decoder.out_channels, out_channels, stem_stride, head)
+        reads_crelu(self.head[0] if isinstance(self.head, nn.Sequential) else self.head, self.decoder.crelu_output)
         if init == "looks_linear":
             looks_linear_(self.head)
         self.multiple = self.encoder.reduction * stem_stride
