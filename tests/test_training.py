@@ -16,12 +16,15 @@ import yaml
 
 from unetseg.checkpoint import load_checkpoint, load_model
 from unetseg.config import LossConfig, TrainConfig, config_from_dict
-from unetseg.data import read_image, read_mask
+from unetseg.data import SegmentationDataset, find_pairs, read_image, read_mask, split_samples
+from unetseg.evaluation import evaluate
+from unetseg.inference import Predictor
 from unetseg.metrics import overlap_metrics
 from unetseg.models import UNet
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
+from unetseg.training.averaging import WeightAverage, ema_decay
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 
 LOSSES = ["dice", "dice_ce", "dice_focal", "bce", "ce"]
@@ -143,10 +146,13 @@ class StopAfterFirstEpoch(Trainer):
         return text
 
 
-def test_resume_is_exact(tiny_cfg_dict, tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_is_exact(tiny_cfg_dict, tmp_path, ema):
     tree = copy.deepcopy(tiny_cfg_dict)
     # dropout, warm-up + cosine, all augmentations: every RNG and schedule must be restored
+    # (and, with ema, the weight average and its update count)
     tree["model"]["dropout"] = 0.2
+    tree["train"]["ema"] = ema
     tree["augment"]["elastic"] = {"p": 0.5, "alpha": 30, "sigma": 4}
     tree["train"].update({"epochs": 3, "warmup_epochs": 1})
 
@@ -167,9 +173,12 @@ def test_resume_is_exact(tiny_cfg_dict, tmp_path):
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
-    assert a["model"].keys() == b["model"].keys()
-    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
-    assert not different, f"weights differ after resume: {different[:5]}"
+    weights = ["model", "trained_model"] if ema else ["model"]
+    assert ("trained_model" in a) == bool(ema) and a.get("ema") == b.get("ema")
+    for key in weights:
+        assert a[key].keys() == b[key].keys()
+        different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+        assert not different, f"{key} weights differ after resume: {different[:5]}"
     assert a["scheduler"] == b["scheduler"]
     for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
@@ -532,3 +541,56 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
         assert {k: v for k, v in ra.items() if k not in ("train_img_per_s", "elapsed_s")} == {
             k: v for k, v in rb.items() if k not in ("train_img_per_s", "elapsed_s")
         }
+
+
+# --------------------------------------------------------------------------- weight averaging
+
+
+def test_ema_decay_warms_up():
+    assert ema_decay(0.998, 0) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert ema_decay(0.998, 90) == pytest.approx(0.91)  # 91 / 100
+    assert ema_decay(0.998, 10_000) == 0.998  # 10001 / 10010 > 0.998: the cap
+
+
+def test_weight_average_is_the_hand_computed_lerp():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    average = WeightAverage(model, decay=0.5)
+    w = [p.detach().clone() for p in model.parameters()]
+    average.update(model)  # the first update copies
+    assert all(torch.equal(a, b) for a, b in zip(average.module.parameters(), w))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(4.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update(model)  # update 1: decay min(0.5, 2 / 11) = 2/11, so 9/11 of the new weights
+    for a, old in zip(average.module.parameters(), w):
+        torch.testing.assert_close(a, old + 9 / 11)
+    torch.testing.assert_close(average.module[1].running_mean, torch.full((2,), 4.0 * 9 / 11))
+    assert average.module[1].num_batches_tracked.item() == 7  # counters are copied, not averaged
+    assert average.updates == 2 and not any(p.requires_grad for p in average.module.parameters())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_trainer_with_ema_validates_and_saves_the_average(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["ema"] = 0.5
+    _fit(tree)
+    out = Path(tree["output_dir"])
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    steps = state["epoch"] * tree["train"]["samples_per_epoch"] // tree["train"]["batch_size"]
+    assert state["ema"] == {"decay": 0.5, "updates": steps}
+    assert any(not torch.equal(state["model"][k], state["trained_model"][k]) for k in state["model"])
+    # what predict and evaluate load is the average, and validation scored those weights
+    model, cfg, _ = load_model(out / "checkpoints" / "last.pt")
+    assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
+    predictor = Predictor(model, cfg.inference, cfg.data.num_classes)
+    metrics, _ = evaluate(predictor, SegmentationDataset(val, cfg.data), cfg.eval.regions)
+    assert float(_rows(out / "metrics.csv")[-1]["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
+
+
+def test_ema_is_validated():
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(ema=1.0)

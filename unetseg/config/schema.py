@@ -167,6 +167,11 @@ class TrainConfig(Strict):
     )
     loss: LossConfig = LossConfig()
     grad_clip: float | None = Field(None, gt=0.0)
+    ema: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="decay of an exponential moving average of the weights (e.g. 0.998), which validation, "
+        "checkpoints and inference then use; None = off",
+    )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
     channels_last: bool = False
     compile: bool = False

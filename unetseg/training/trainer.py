@@ -39,6 +39,7 @@ from unetseg.inference import Predictor
 from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
 from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, set_rng_state, set_threads
+from unetseg.training.averaging import WeightAverage
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss
@@ -127,14 +128,19 @@ class Trainer:
         self.clock = BudgetClock(cfg.train.max_time_s) if cfg.train.max_time_s else None
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch, self.clock)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
+        predicting = self.average.module if self.average else self.model
         self.predictor = Predictor(
-            self.model, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
+            predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
         )
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
             "config": dump_config(self.cfg),
-            "model": self.model.state_dict(),
+            # "model" holds the weights to predict with (the average when there is one), so
+            # predict, evaluate and export need not know about averaging; resume reads both.
+            "model": (self.average.module if self.average else self.model).state_dict(),
+            **({"trained_model": self.model.state_dict(), "ema": self.average.state_dict()} if self.average else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -160,7 +166,9 @@ class Trainer:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
         if changed:
             self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("trained_model", state["model"]))
+        if self.average is not None:  # a run that had no average starts one from its weights
+            self.average.load_state_dict(state["model"], state.get("ema", {"updates": 0}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -223,6 +231,8 @@ class Trainer:
             self.scaler.update()
             if self.probe is not None:
                 self.probe.after_step()
+            if self.average is not None:
+                self.average.update(self.model)
             if self.cfg.train.scheduler != "plateau":
                 self.scheduler.step()
             total += value.item() * x.shape[0]
