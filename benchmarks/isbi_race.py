@@ -60,6 +60,10 @@ ISSUE_RECIPE: dict[str, dict[str, Any]] = {
     "inference": {"tta": "none"},
 }
 ISSUE = "_issue"
+# What the issue's recipe keeps of the config's train section: the loop (budget, validation
+# interval, threads), not the recipe. Any other key (ema, grad_clip, a border weight) would
+# quietly make the peer's recipe the config's.
+LOOP_KEYS = ("epochs", "samples_per_epoch", "val_every", "monitor", "max_time_s", "threads", "device", "num_workers", "progress")
 
 
 def label(entrant: str) -> str:
@@ -79,6 +83,7 @@ def entrant_config(base: dict[str, Any], entrant: str, seed: int, budget: float,
     if entrant != "unetseg":
         cfg["model"] = PEERS[entrant.removesuffix(ISSUE)]
     if entrant.endswith(ISSUE):
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k in LOOP_KEYS}
         for section, values in ISSUE_RECIPE.items():
             cfg.setdefault(section, {}).update(yaml.safe_load(yaml.safe_dump(values)))
     cfg["name"] = f"{entrant}_seed{seed}"

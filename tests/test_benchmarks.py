@@ -84,7 +84,9 @@ def test_race_runs_entrants_under_one_config_end_to_end(tiny_cfg_dict, tmp_path,
 def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp_path):
     base = yaml.safe_load(yaml.safe_dump(tiny_cfg_dict, sort_keys=False))
     base["augment"]["elastic"] = {"p": 0.5}
-    base["train"].update(lr=0.02, scheduler="cosine", loss={"name": "dice_ce", "border_weight": {"sigma": 3}})
+    base["train"].update(
+        lr=0.02, scheduler="cosine", loss={"name": "dice_ce", "border_weight": {"sigma": 3}}, ema=0.99, grad_clip=1.0
+    )
     base["inference"] = {"tta": "d4"}
     own = isbi_race.entrant_config(base, "monai_unet", 1, 480, 2, tmp_path)
     issue = isbi_race.entrant_config(base, "monai_unet_issue", 1, 480, 2, tmp_path)
@@ -93,6 +95,9 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
     assert issue["train"]["lr"] == 1e-3 and issue["train"]["scheduler"] == "none"
     assert issue["train"]["loss"] == {"name": "dice_ce"} and issue["augment"]["elastic"]["p"] == 0.0
     assert issue["augment"]["crop_size"] == 256 and issue["train"]["batch_size"] == 4 and issue["inference"]["tta"] == "none"
+    assert own["train"]["ema"] == 0.99 and "ema" not in issue["train"] and "grad_clip" not in issue["train"]
+    assert issue["train"]["samples_per_epoch"] == own["train"]["samples_per_epoch"]
+    assert issue["train"]["val_every"] == own["train"]["val_every"]
     for key in ("data", "eval", "seed"):  # the loop itself stays the config's
         assert issue[key] == own[key], key
     assert issue["train"]["max_time_s"] == own["train"]["max_time_s"] == 480
