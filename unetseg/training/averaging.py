@@ -59,9 +59,10 @@ class WeightAverage:
         """Fold the model's current weights in (the first call copies them)."""
         self.averaged.update_parameters(model)
 
-    def state_dict(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, Any]:
+        """What a checkpoint needs beside the averaged weights (saved as its ``model``)."""
         return {"decay": self.decay, "updates": self.updates}
 
-    def load_state_dict(self, averaged_weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    def restore(self, averaged_weights: dict[str, torch.Tensor], counters: dict[str, Any]) -> None:
         self.module.load_state_dict(averaged_weights)
-        self.averaged.n_averaged.fill_(int(state["updates"]))
+        self.averaged.n_averaged.fill_(int(counters["updates"]))

@@ -140,7 +140,7 @@ class Trainer:
             # "model" holds the weights to predict with (the average when there is one), so
             # predict, evaluate and export need not know about averaging; resume reads both.
             "model": (self.average.module if self.average else self.model).state_dict(),
-            **({"trained_model": self.model.state_dict(), "ema": self.average.state_dict()} if self.average else {}),
+            **({"trained_model": self.model.state_dict(), "ema": self.average.counters()} if self.average else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -168,7 +168,7 @@ class Trainer:
             self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
         self.model.load_state_dict(state.get("trained_model", state["model"]))
         if self.average is not None:  # a run that had no average starts one from its weights
-            self.average.load_state_dict(state["model"], state.get("ema", {"updates": 0}))
+            self.average.restore(state["model"], state.get("ema", {"updates": 0}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
