@@ -139,7 +139,7 @@ class Trainer:
             "config": dump_config(self.cfg),
             # "model" holds the weights to predict with (the average when there is one), so
             # predict, evaluate and export need not know about averaging; resume reads both.
-            "model": (self.average.module if self.average else self.model).state_dict(),
+            "model": self.predictor.model.state_dict(),
             **({"trained_model": self.model.state_dict(), "ema": self.average.counters()} if self.average else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
