@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from unetseg.checkpoint import load_checkpoint, load_model
-from unetseg.config import config_from_dict
+from unetseg.config import ConfigError, config_from_dict
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.distributed import Distributed, rank_seed
 from conftest import REPO, write_yaml
@@ -78,7 +78,10 @@ def run_ranks(tmp_path: Path, fn, *args, timeout: float = 120) -> list[str]:
     """``fn(*args)`` in WORLD forked processes joined in one gloo group; each rank's outcome."""
     report = tmp_path / f"ranks_{_free_port()}"
     report.mkdir()
-    ctx = mp.get_context("fork")
+    # Forking is fast (no second import of torch), but a process whose autograd has run on a GPU
+    # cannot fork (its device threads do not survive): spawn there, as on a GPU machine after the
+    # CUDA tests.
+    ctx = mp.get_context("spawn" if torch.cuda.is_initialized() else "fork")
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, port, report, fn, args)) for r in range(WORLD)]
     for p in procs:
@@ -134,6 +137,17 @@ def test_single_process_is_not_distributed(monkeypatch):
     d.close()
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node=1: the plain loop
     assert not Distributed("cpu").enabled
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """torchrun --nproc_per_node=2 on a one-GPU node: the second process names the cause."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match=r"process 1 of this node has no GPU of its own \(1 visible\).*nproc_per_node"):
+        Distributed("auto")
 
 
 def test_rank_shards_cover_the_epoch_and_depend_only_on_seed_and_epoch(monkeypatch):

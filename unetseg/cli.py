@@ -78,7 +78,7 @@ def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None,
     from unetseg.inference import Predictor
     from unetseg.runtime import select_device
 
-    dev = select_device(device)
+    dev = _run(select_device, device)
     model, cfg, _ = _run(load_model, checkpoint, dev)
     changes = {k: v for k, v in {"mode": mode, "tta": tta, "roi_size": roi_size, "overlap": overlap}.items() if v is not None}
     inference = cfg.inference.model_copy(update=changes)

@@ -9,13 +9,20 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
+from unetseg.config.base import ConfigError
+
 
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a device name (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -66,9 +73,10 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore ``rng_state()``'s output, also from a checkpoint loaded onto a GPU (the generators take CPU tensors)."""
     version, keys, pos, has_gauss, cached = state["numpy"]
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    np.random.set_state((version, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((version, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from unetseg.config.base import ConfigError
 from unetseg.runtime import select_device
 
 # Rank 0 validates while the others wait in a collective; allow a long validation.
@@ -68,6 +69,11 @@ class Distributed:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.world > 1 else 0
         device = select_device(device_name)
         if self.enabled and device.type == "cuda":
+            if self.local_rank >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"process {self.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} visible): "
+                    "start at most one process per GPU (torchrun --nproc_per_node) or set train.device: cpu"
+                )
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         self.device = device

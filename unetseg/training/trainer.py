@@ -152,7 +152,8 @@ class Trainer:
         }
 
     def _restore(self) -> int:
-        state = load_checkpoint(self.last_path, self.device)
+        # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest to the model's device.
+        state = load_checkpoint(self.last_path)
         saved = state["config"]
         current = dump_config(self.cfg)
         changed = sorted(
