@@ -8,7 +8,7 @@ so that its peak memory is its own.
 
     python benchmarks/throughput.py                       # CPU, the threads torch picks
     python benchmarks/throughput.py --threads 2 --group small
-    python benchmarks/throughput.py --device cuda --amp bf16 --channels-last
+    python benchmarks/throughput.py --device cuda --amp bf16 --channels-last --batch 32
 
 Prints a table and writes ``throughput.json`` / ``throughput.md`` under ``--out``.
 """
@@ -60,7 +60,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(name: str, device: torch.device, amp: str, channels_last: bool, compile_: bool, min_s: float) -> dict[str, Any]:
+def measure(
+    name: str, device: torch.device, amp: str, channels_last: bool, compile_: bool, min_s: float, batch: int = 4
+) -> dict[str, Any]:
     """Every number of one model, in this process."""
     model = build_model(MODELS[name][1](), 1, 1).to(device)
     dtype = amp_dtype(amp, device)
@@ -74,9 +76,9 @@ def measure(name: str, device: torch.device, amp: str, channels_last: bool, comp
         torch.cuda.reset_peak_memory_stats(device)
     base_rss = rss_mib()
     out: dict[str, Any] = {"model": name, "group": MODELS[name][0], "params": count_parameters(model)}
-    for size, batch in ((256, 4), (512, 2)):
-        x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=fmt)
-        y = (torch.rand(batch, size, size, device=device) > 0.5).float()
+    for size, n in ((256, batch), (512, max(batch // 2, 1))):
+        x = torch.randn(n, 1, size, size, device=device).contiguous(memory_format=fmt)
+        y = (torch.rand(n, size, size, device=device) > 0.5).float()
 
         def train_step() -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -86,10 +88,10 @@ def measure(name: str, device: torch.device, amp: str, channels_last: bool, comp
             optimizer.step()
 
         seconds = time_steps(train_step, device, min_s=min_s)
-        out[f"train_img_s_{size}"] = batch / seconds
+        out[f"train_img_s_{size}"] = n / seconds
         if size == 256:
             flops = step_flops(model, x, y, loss_fn)
-            out["train_flops_per_image_256"] = flops / batch
+            out["train_flops_per_image_256"] = flops / n
             out["train_gflops_s_256"] = flops / seconds / 1e9
     model.eval()
     slice_ = torch.randn(1, 1, 512, 512, device=device).contiguous(memory_format=fmt)
@@ -116,7 +118,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{env.get('gpu') or env['cpu']}, {env['threads']} threads, torch {env['torch']}, {env['date']}; "
         f"amp {result['amp']}, channels_last {result['channels_last']}, compile {result['compile']}. "
-        f"Measured fp32 matmul peak {peak:.0f} GFLOP/s. Training: batch 4 at 256x256, batch 2 at 512x512, "
+        f"Measured {result.get('peak_dtype', 'fp32')} matmul peak {peak:.0f} GFLOP/s. "
+        f"Training: batch {result.get('batch', 4)} at 256x256, {max(result.get('batch', 4) // 2, 1)} at 512x512, "
         "Dice+CE loss, AdamW (PyTorch default, foreach). Inference: one whole 512x512 slice.",
         "",
         "| model | size class | params | train img/s 256 | train img/s 512 | infer img/s 512 | step GFLOP/s (% of peak) | peak memory MiB |",
@@ -141,7 +144,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -150,26 +153,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--group", choices=["small", "large", "all"], default="all")
     parser.add_argument("--models", default=None, help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--batch", type=int, default=4, help="crops per step at 256x256 (half as many at 512x512)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing window per measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process: measure one model
+    return parser
+
+
+def child_args(args: argparse.Namespace) -> list[str]:
+    """The settings a model's own process measures under (the model list stays here)."""
+    child = ["--device", args.device, "--amp", args.amp, "--batch", str(args.batch), "--min-seconds", str(args.min_seconds)]
+    child += (["--threads", str(args.threads)] if args.threads else []) + (["--channels-last"] if args.channels_last else [])
+    return child + (["--compile"] if args.compile else [])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     if args.one:
-        print(json.dumps(measure(args.one, device, args.amp, args.channels_last, args.compile, args.min_seconds)))
+        print(json.dumps(measure(args.one, device, args.amp, args.channels_last, args.compile, args.min_seconds, args.batch)))
         return {}
     names = args.models.split(",") if args.models else [n for n, (g, _) in MODELS.items() if args.group in ("all", g)]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    peak = matmul_peak(device)
+    # A step under autocast runs its convolutions in the autocast dtype: judge it against that dtype's peak.
+    peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32) if device.type == "cuda" else torch.float32
+    peak = matmul_peak(device, peak_dtype)
     results = []
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--models") and not a.startswith("--group")]
     for name in names:
-        proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", name], capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run([sys.executable, __file__, *child_args(args), "--one", name], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -181,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "amp": args.amp,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "batch": args.batch,
+        "peak_dtype": str(peak_dtype).removeprefix("torch."),
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
     }
