@@ -341,12 +341,14 @@ def test_looks_linear_deep_encoder_is_linear_at_init(name):
         ("plain", "dense", "concat", "batch", "transpose"),
     ],
 )
-def test_looks_linear_unet_is_linear_at_init(encoder, decoder_block, skips, norm, upsample):
-    """The whole network, head included (batch norm in eval mode at init is a scaling)."""
+@pytest.mark.parametrize("stem", [{}, {"stem_stride": 2, "head": "shuffle", "refine_width": 4}])
+def test_looks_linear_unet_is_linear_at_init(encoder, decoder_block, skips, norm, upsample, stem):
+    """The whole network, head (and full-resolution refinement) included (batch norm in eval
+    mode at init is a scaling)."""
     torch.manual_seed(0)
     net = UNet(
         1, 2, depth=4, base_width=4, encoder=encoder, decoder_block=decoder_block, skips=skips, norm=norm,
-        act="crelu", init="looks_linear", downsample="conv", upsample=upsample, blocks_per_level=2,
+        act="crelu", init="looks_linear", downsample="conv", upsample=upsample, blocks_per_level=2, **stem,
     ).eval()
     assert_linear(net, torch.randn(2, 1, 37, 45), torch.randn(2, 1, 37, 45))
 

@@ -463,6 +463,49 @@ def test_stem_gradient_reaches_every_input_pixel():
     assert (x.grad.abs() > 0).all()
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_refinement_keeps_any_input_size(stride):
+    net = UNet(3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride, head="shuffle", refine_width=6).eval()
+    assert net.head[0].out_channels == 6 * stride**2  # features per pixel now, not logits
+    assert net.refine.conv.in_channels == 6 + 3  # the head's channels and the image's
+    for size in [(64, 64), (37, 51), (7, 9)]:
+        assert net(torch.randn(1, 3, *size)).shape == (1, 2, *size)
+
+
+def test_refinement_reads_the_image_at_full_resolution():
+    """The skip from the input reaches the logits pixel for pixel: with the head silenced, one
+    changed image pixel changes the 3x3 logits around it and nothing else (the encoder path,
+    which sees the image only in stride x stride cells, carries nothing)."""
+    torch.manual_seed(0)
+    net = UNet(1, 1, depth=3, base_width=4, encoder="residual", stem_stride=4, head="shuffle", refine_width=4).eval()
+    with torch.no_grad():
+        for p in net.head.parameters():
+            p.zero_()
+        x = torch.rand(1, 1, 32, 32)
+        y = x.clone()
+        y[0, 0, 13, 18] += 1.0
+        changed = (net(y) - net(x))[0, 0].abs() > 1e-7
+    assert changed.nonzero().amin(0).tolist() == [12, 17] and changed.nonzero().amax(0).tolist() == [14, 19]
+
+
+def test_refinement_trains_the_whole_path():
+    net = UNet(1, 1, depth=3, base_width=4, encoder="residual", stem_stride=2, head="shuffle", refine_width=4)
+    net(torch.randn(2, 1, 32, 32)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.refine.parameters())
+    assert net.head[0].weight.grad.abs().sum() > 0
+
+
+def test_refinement_rules():
+    assert UNetConfig(stem_stride=4, head="shuffle", refine_width=8).refine_width == 8
+    with pytest.raises(ValueError, match="refine_width needs stem_stride"):
+        UNetConfig(refine_width=8)
+    with pytest.raises(ValueError, match="refine_width needs stem_stride"):
+        UNet(1, 1, refine_width=8)
+    with pytest.raises(ValueError, match="refine_width"):
+        UNetConfig(stem_stride=2, refine_width=-1)
+    assert UNet(1, 1, depth=2, base_width=4, stem_stride=2).refine is None
+
+
 def test_stem_config_rules():
     assert UNetConfig(stem_stride=2).stem_stride == 2
     with pytest.raises(ValueError, match="stem_stride"):

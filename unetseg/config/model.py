@@ -53,6 +53,10 @@ class UNetConfig(Strict):
     head: Literal["transpose", "shuffle"] = Field(
         "transpose", description="with stem_stride > 1: overlapping transposed conv, or 3x3 conv + pixel shuffle"
     )
+    refine_width: int = Field(
+        0, ge=0, description="with stem_stride > 1: width of a full-resolution stage after the head that also sees "
+        "the image (a skip from the input); 0 = the head returns the logits"
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> "UNetConfig":
@@ -73,6 +77,8 @@ class UNetConfig(Strict):
             )
         if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
             raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
+        if self.refine_width and self.stem_stride == 1:
+            raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
         if self.stem_stride > 1 and self.encoder.startswith("smp:"):
             raise ValueError("stem_stride applies to unetseg's own encoders; smp: encoders bring their own stem")
         if self.stochastic_depth > 0 and self.encoder not in RESIDUAL_BLOCKS:

@@ -8,8 +8,9 @@ from torch import nn
 from unetseg.models.blocks import BlockOptions
 from unetseg.models.decoder import UNetDecoder
 from unetseg.models.encoder import SmpEncoder, UNetEncoder
-from unetseg.models.layers import check_init, looks_linear_, reads_crelu
+from unetseg.models.layers import act_factor, check_init, crelu_map, looks_linear_, make_act, reads_crelu
 from unetseg.models.padding import pad_to_multiple
+from unetseg.models.skips import SkipMerge
 
 
 def level_widths(depth: int, base_width: int, growth: float, max_width: int | None = None) -> list[int]:
@@ -27,6 +28,30 @@ def _head(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Mod
     if kind == "transpose":
         return nn.ConvTranspose2d(in_channels, out_channels, 2 * stride, stride, stride // 2)
     return nn.Sequential(nn.Conv2d(in_channels, out_channels * stride**2, 3, padding=1), nn.PixelShuffle(stride))
+
+
+class FullResolutionRefinement(nn.Module):
+    """A last stage at full resolution that also sees the image itself.
+
+    With ``stem_stride`` > 1 every level works at ``1/stem_stride`` or coarser, and the head
+    only spreads each cell's features over its ``stride x stride`` pixels: where exactly a
+    one-pixel membrane runs inside a cell must already be encoded in the cell's channels. Here
+    the head returns ``width`` channels per pixel instead of logits; a concatenated skip from
+    the input (U-Net's level 0 with no encoder block, so nearly free) adds the raw intensities,
+    and a 3x3 and a 1x1 convolution at full resolution produce the logits.
+    """
+
+    def __init__(self, width: int, image_channels: int, out_channels: int, act: str) -> None:
+        super().__init__()
+        wide = width * act_factor(act)
+        self.act_in = make_act(act)
+        self.skip = SkipMerge("concat", wide, image_channels)
+        self.conv = reads_crelu(nn.Conv2d(self.skip.out_channels, width, 3, padding=1), crelu_map(wide, act))
+        self.act = make_act(act)
+        self.out = reads_crelu(nn.Conv2d(wide, out_channels, 1), crelu_map(wide, act))
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.conv(self.skip(self.act_in(features), image))))
 
 
 class UNet(nn.Module):
@@ -75,6 +100,8 @@ class UNet(nn.Module):
             3x3 of them, transpose: 2x2); shuffle is a dense convolution that the CPU's
             matrix kernels run about 1.7x as fast as a transposed convolution with one
             output channel per class.
+        refine_width: with ``stem_stride`` > 1, 0 (the head returns the logits) or the width
+            of a :class:`FullResolutionRefinement` after the head.
         init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
             et al. 2017): the network starts as a linear map (exactly, with
             ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
@@ -111,6 +138,7 @@ class UNet(nn.Module):
         init: str = "default",
         stem_stride: int = 1,
         head: str = "transpose",
+        refine_width: int = 0,
     ) -> None:
         super().__init__()
         check_init(init, act)
@@ -136,10 +164,15 @@ class UNet(nn.Module):
             self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act,
             upsample, options=options, encoder_crelu=self.encoder.crelu_features, init=init,
         )
-        self.head = _head(self.decoder.out_channels, out_channels, stem_stride, head)
+        if refine_width and stem_stride == 1:
+            raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
+        self.head = _head(self.decoder.out_channels, refine_width or out_channels, stem_stride, head)
         reads_crelu(self.head[0] if isinstance(self.head, nn.Sequential) else self.head, self.decoder.crelu_output)
+        self.refine = FullResolutionRefinement(refine_width, in_channels // stem_stride**2, out_channels, act) if refine_width else None
         if init == "looks_linear":
             looks_linear_(self.head)
+            if self.refine is not None:
+                looks_linear_(self.refine)
         self.multiple = self.encoder.reduction * stem_stride
 
     @property
@@ -148,5 +181,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        features = self.encoder(self.stem(pad_to_multiple(x, self.multiple)))
-        return self.head(self.decoder(features))[..., :h, :w]
+        x = pad_to_multiple(x, self.multiple)
+        out = self.head(self.decoder(self.encoder(self.stem(x))))
+        if self.refine is not None:
+            out = self.refine(out, x)
+        return out[..., :h, :w]
