@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "channels_last": args.channels_last,
         "compile": args.compile,
         "batch": args.batch,
-        "peak_dtype": str(peak_dtype).removeprefix("torch."),
+        "peak_dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(peak_dtype, "fp32"),
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
     }
