@@ -202,6 +202,23 @@ def test_resume_with_changed_settings_is_announced(tiny_cfg_dict):
     assert load_checkpoint(Path(tree["output_dir"]) / "checkpoints" / "last.pt")["epoch"] == 2
 
 
+def test_resume_of_a_run_saved_before_a_schema_key_existed_is_not_a_change(tiny_cfg_dict):
+    """A checkpoint written before a key was added (here: model.refine_width) resumes without
+    a 'changed settings' note: the stored config is read with today's defaults."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["epochs"] = 1
+    _fit(tree)
+    path = Path(tree["output_dir"]) / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["model"]["refine_width"]
+    torch.save(state, path)
+    tree["train"]["epochs"] = 2
+    messages = []
+    Trainer(config_from_dict(tree), resume=True, log=messages.append).fit()
+    notes = [m for m in messages if "changed settings" in m]
+    assert notes and "refine_width" not in notes[0] and "train.epochs" in notes[0]
+
+
 def test_nan_loss_stops_training(tiny_cfg_dict, monkeypatch):
     import unetseg.training.trainer as trainer_module
 

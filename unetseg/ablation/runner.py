@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 from unetseg.ablation.analysis import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, run_dir, variant_config
-from unetseg.config import ConfigError, config_from_dict, dump_config
+from unetseg.config import dump_config, normalised_config
 from unetseg.report import json_safe
+from unetseg.runtime import select_device
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,6 @@ class Job:
     device: str
     threads: int | None
     fold: int | None = None
-
-
-def _normalised(stored: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stored run config read with today's schema, so keys added since (with their defaults)
-    do not make a finished run look different."""
-    try:
-        return dump_config(config_from_dict(stored)) if stored else None
-    except ConfigError:
-        return stored
 
 
 def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -58,7 +50,7 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     result_path = out / "result.json"
     measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
     previous = json.loads(result_path.read_text()) if result_path.is_file() else None
-    if previous is not None and _normalised(previous.get("config")) != identity:
+    if previous is not None and normalised_config(previous.get("config")) != identity:
         raise RuntimeError(
             f"{out} holds a finished run with another config; remove it or change the ablation output_dir"
         )
@@ -96,8 +88,10 @@ def run_ablation(
         Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads, fold)
         for i, (variant, seed, fold) in enumerate(runs)
     ]
-    for variant in spec.expand():  # fail on a bad variant before hours of training
+    for variant in spec.expand():  # fail on a bad variant or device before hours of training
         variant_config(spec, variant, spec.seeds[0])
+    for device in set(devices):
+        select_device(device)
     if workers <= 1:
         return spec, [run_job(job, log) for job in jobs]
     results: dict[Job, dict[str, Any]] = {}

@@ -113,3 +113,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def dump_config(cfg: Config) -> dict[str, Any]:
     """A plain, YAML/JSON-safe dict that :func:`config_from_dict` reads back unchanged."""
     return cfg.model_dump(mode="json")
+
+
+def normalised_config(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored run config read with today's schema, so keys added since (with their defaults)
+    do not make an earlier run look different; a config today's schema rejects is returned as stored."""
+    try:
+        return dump_config(config_from_dict(stored)) if stored else None
+    except ConfigError:
+        return stored

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetseg.checkpoint import load_checkpoint, save_checkpoint
-from unetseg.config import Config, ConfigError, dump_config
+from unetseg.config import Config, ConfigError, dump_config, normalised_config
 from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
 from unetseg.data.weights import border_weights
 from unetseg.evaluation import evaluate
@@ -154,7 +154,7 @@ class Trainer:
     def _restore(self) -> int:
         # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest to the model's device.
         state = load_checkpoint(self.last_path)
-        saved = state["config"]
+        saved = normalised_config(state["config"])  # keys added to the schema since are not changes
         current = dump_config(self.cfg)
         changed = sorted(
             f"{section}.{key}"
