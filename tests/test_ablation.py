@@ -88,6 +88,14 @@ def test_bad_variant_override_fails_before_training(ablation_file):
     assert not (Path(tree["output_dir"]) / "runs").exists()
 
 
+def test_unusable_device_fails_before_training(ablation_file):
+    """The second of two devices is checked before the first run trains on the first."""
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file), "--devices", "cpu,cuda:99"])
+    assert result.exit_code != 0 and "device 'cuda:99'" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (Path(yaml.safe_load(ablation_file.read_text())["output_dir"]) / "runs").exists()
+
+
 def test_thin_structure_window_finds_the_thin_lines():
     target = np.zeros((100, 100), dtype=np.int64)
     target[60:90, 10:40] = 1  # a solid blob: a short skeleton

@@ -66,9 +66,11 @@ def test_training_on_cuda(tiny_cfg_dict, amp, channels_last):
     assert torch.allclose(on_cpu, on_gpu, atol=1e-3)
 
 
-def test_resume_on_cuda(tiny_cfg_dict):
-    """A GPU run resumes from its checkpoint (the RNG states in it are restored as CPU tensors)."""
-    tree = _cuda_tree(tiny_cfg_dict, amp="bf16", epochs=2, ema=0.9)
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_resume_on_cuda(tiny_cfg_dict, amp):
+    """A GPU run resumes from its checkpoint (the RNG states in it are restored as CPU tensors;
+    fp16: the loss scaler's state too)."""
+    tree = _cuda_tree(tiny_cfg_dict, amp=amp, epochs=2, ema=0.9)
     Trainer(config_from_dict(tree), log=lambda *_: None).fit()
     tree["train"]["epochs"] = 3
     messages: list[str] = []

@@ -139,14 +139,17 @@ def test_single_process_is_not_distributed(monkeypatch):
     assert not Distributed("cpu").enabled
 
 
-def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
-    """torchrun --nproc_per_node=2 on a one-GPU node: the second process names the cause."""
+@pytest.mark.parametrize("rank", [0, 1])
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch, rank):
+    """torchrun --nproc_per_node=2 on a one-GPU node: every process names the cause, rank 0
+    (the one the CLI lets speak) included."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    with pytest.raises(ConfigError, match=r"process 1 of this node has no GPU of its own \(1 visible\).*nproc_per_node"):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    with pytest.raises(ConfigError, match=r"2 processes on this node but 1 GPU\(s\) visible.*nproc_per_node"):
         Distributed("auto")
 
 
@@ -220,18 +223,27 @@ def test_torchrun_two_processes_train_once_and_deterministically(tiny_cfg_dict, 
 # --------------------------------------------------------------------------- forked DDP runs
 
 
-def test_ddp_resume_is_exact(tiny_cfg_dict, tmp_path, monkeypatch):
+def _fit_with_random_validation(tree: dict, resume: bool = False, trainer_cls=Trainer) -> None:
+    """``fit`` in a rank whose validation draws random numbers. Only rank 0 validates, so it
+    must not shift its RNGs. Patched inside the rank: a spawned one inherits no patch."""
     import numpy as np
 
     import unetseg.training.trainer as trainer_module
 
     real_evaluate = trainer_module.evaluate
 
-    def evaluate_drawing_random_numbers(*args, **kwargs):  # only rank 0 validates: it must not shift its RNGs
+    def evaluate_drawing_random_numbers(*args, **kwargs):
         torch.rand(3), np.random.rand(3)
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate", evaluate_drawing_random_numbers)  # inherited by the forks
+    trainer_module.evaluate = evaluate_drawing_random_numbers
+    try:
+        fit(tree, resume, trainer_cls)
+    finally:
+        trainer_module.evaluate = real_evaluate
+
+
+def test_ddp_resume_is_exact(tiny_cfg_dict, tmp_path):
     tree = copy.deepcopy(tiny_cfg_dict)
     tree["model"]["dropout"] = 0.2
     tree["augment"]["elastic"] = {"p": 0.5, "alpha": 30, "sigma": 4}
@@ -239,11 +251,11 @@ def test_ddp_resume_is_exact(tiny_cfg_dict, tmp_path, monkeypatch):
     straight, stopped = copy.deepcopy(tree), copy.deepcopy(tree)
     straight["output_dir"], stopped["output_dir"] = str(tmp_path / "straight"), str(tmp_path / "stopped")
 
-    assert run_ranks(tmp_path, fit, straight) == ["ok", "ok"]
-    outcomes = run_ranks(tmp_path, fit, stopped, False, StopAfterFirstEpoch)
+    assert run_ranks(tmp_path, _fit_with_random_validation, straight) == ["ok", "ok"]
+    outcomes = run_ranks(tmp_path, _fit_with_random_validation, stopped, False, StopAfterFirstEpoch)
     assert all(o.startswith("KeyboardInterrupt") for o in outcomes), outcomes
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert run_ranks(tmp_path, fit, stopped, True) == ["ok", "ok"]
+    assert run_ranks(tmp_path, _fit_with_random_validation, stopped, True) == ["ok", "ok"]
 
     _assert_same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", tmp_path / "stopped" / "checkpoints" / "last.pt")
     _assert_same_rows(tmp_path / "straight" / "metrics.csv", tmp_path / "stopped" / "metrics.csv")

@@ -79,4 +79,5 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((version, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # A run saved on more GPUs than this machine has resumes with the states of the ones here.
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][: torch.cuda.device_count()]])

@@ -69,10 +69,13 @@ class Distributed:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.world > 1 else 0
         device = select_device(device_name)
         if self.enabled and device.type == "cuda":
-            if self.local_rank >= torch.cuda.device_count():
+            # Every rank checks the node's process count (not only its own index), so that rank 0,
+            # the one that reports errors, names the cause instead of waiting for the others.
+            processes = int(os.environ.get("LOCAL_WORLD_SIZE", self.local_rank + 1))
+            if processes > torch.cuda.device_count():
                 raise ConfigError(
-                    f"process {self.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} visible): "
-                    "start at most one process per GPU (torchrun --nproc_per_node) or set train.device: cpu"
+                    f"{processes} processes on this node but {torch.cuda.device_count()} GPU(s) visible: start at most "
+                    "one process per GPU (torchrun --nproc_per_node) or set train.device: cpu"
                 )
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
