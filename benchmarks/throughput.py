@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     # A step under autocast runs its convolutions in the autocast dtype: judge it against that dtype's peak.
     peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32) if device.type == "cuda" else torch.float32
+    tf32 = device.type == "cuda" and peak_dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    # cuDNN runs fp32 convolutions in TF32 by default (this process only measures the peak)
+    torch.backends.cuda.matmul.allow_tf32 = tf32 or torch.backends.cuda.matmul.allow_tf32
     peak = matmul_peak(device, peak_dtype)
     results = []
     for name in names:
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "channels_last": args.channels_last,
         "compile": args.compile,
         "batch": args.batch,
-        "peak_dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(peak_dtype, "fp32"),
+        "peak_dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(peak_dtype, "tf32" if tf32 else "fp32"),
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
     }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import json
 import sys
 from pathlib import Path
@@ -58,11 +56,13 @@ def test_throughput_measure_reports_every_number(monkeypatch):
 def test_throughput_children_get_the_settings_but_not_the_model_list():
     """``--models a,b`` (space-separated) once reached the per-model processes as a stray argument."""
     parser = throughput.build_parser()
-    args = parser.parse_args(["--device", "cuda", "--models", "unetseg_cpu,monai_unet", "--amp", "bf16", "--batch", "32", "--channels-last"])
-    child = parser.parse_args([*throughput.child_args(args), "--one", "unetseg_cpu"])  # no stray argument: parses
-    for key in ("device", "amp", "batch", "min_seconds", "threads", "channels_last", "compile"):
-        assert getattr(child, key) == getattr(args, key), key
-    assert child.models is None and child.one == "unetseg_cpu"
+    for flags in (["--channels-last", "--compile", "--threads", "3"], []):
+        args = parser.parse_args(["--device", "cuda", "--models", "unetseg_cpu,monai_unet", "--amp", "bf16", "--batch", "32",
+                                  "--min-seconds", "0.5", *flags])
+        child = parser.parse_args([*throughput.child_args(args), "--one", "unetseg_cpu"])  # no stray argument: parses
+        for key in ("device", "amp", "batch", "min_seconds", "threads", "channels_last", "compile"):
+            assert getattr(child, key) == getattr(args, key), (key, flags)
+        assert child.models is None and child.one == "unetseg_cpu"
 
 
 def test_unknown_throughput_model_is_named():
