@@ -318,6 +318,23 @@ def test_loss_values_and_gradients(name, out_channels):
     assert loss_fn(good, target) < 0.05
 
 
+@pytest.mark.parametrize("border_weight", [None, {"w0": 10, "sigma": 5}])  # MONAI's DiceCE, and the weighted path
+def test_batch_dice_is_one_dice_over_the_batch(border_weight):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[0, :4] = 1  # half the first image, one column of the second: per-image Dice weighs them alike
+    target[1, :, :1] = 1
+    p, y = torch.sigmoid(logits[:, 0]), target.float()
+    per_image = sum(1 - 2 * (p[i] * y[i]).sum() / (p[i].sum() + y[i].sum()) for i in range(2)) / 2
+    whole_batch = 1 - 2 * (p * y).sum() / (p.sum() + y.sum())
+    weight = torch.ones(2, 8, 8) if border_weight else None
+    for batch_dice, expected in ((False, per_image), (True, whole_batch)):
+        loss = build_loss(LossConfig(lambda_ce=0.0, batch_dice=batch_dice, border_weight=border_weight), 1)
+        assert float(loss(logits, target, weight)) == pytest.approx(float(expected), abs=1e-4)
+    assert abs(float(per_image) - float(whole_batch)) > 0.02  # the two differ here
+
+
 def test_loss_weights_are_used():
     target = torch.randint(0, 2, (1, 8, 8))
     logits = torch.randn(1, 1, 8, 8)

@@ -137,6 +137,9 @@ class LossConfig(Strict):
     name: Literal["dice", "dice_ce", "dice_focal", "bce", "ce"] = "dice_ce"
     lambda_dice: float = Field(1.0, ge=0.0)
     lambda_ce: float = Field(1.0, ge=0.0, description="weight of the CE / focal term")
+    batch_dice: bool = Field(
+        False, description="one Dice over the whole batch (nnU-Net's batch Dice) instead of the mean of per-image Dice"
+    )
     lambda_cldice: float = Field(
         0.0, ge=0.0, description="weight of a soft clDice term (topology: penalises breaks in thin structures)"
     )

@@ -61,7 +61,7 @@ def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     Dice term for ``dice_ce``."""
     binary = out_channels == 1
     act = {"sigmoid": True} if binary else {"softmax": True}
-    dice = DiceLoss(**act) if cfg.name == "dice_ce" else None
+    dice = DiceLoss(**act, batch=cfg.batch_dice) if cfg.name == "dice_ce" else None
     lambda_ce = cfg.lambda_ce if dice is not None else 1.0
 
     def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,7 +77,7 @@ def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
 
 def _monai_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     binary = out_channels == 1
-    act = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    act = {"sigmoid": True, "batch": cfg.batch_dice} if binary else {"softmax": True, "to_onehot_y": True, "batch": cfg.batch_dice}
     if cfg.name == "dice":
         monai_loss: torch.nn.Module = DiceLoss(**act)
     elif cfg.name == "dice_ce":
