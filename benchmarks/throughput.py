@@ -183,9 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     # A step under autocast runs its convolutions in the autocast dtype: judge it against that dtype's peak.
     peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32) if device.type == "cuda" else torch.float32
+    # cuDNN runs fp32 convolutions in TF32 by default: so does the peak's matmul (this process only measures the peak).
     tf32 = device.type == "cuda" and peak_dtype == torch.float32 and torch.backends.cudnn.allow_tf32
-    # cuDNN runs fp32 convolutions in TF32 by default (this process only measures the peak)
-    torch.backends.cuda.matmul.allow_tf32 = tf32 or torch.backends.cuda.matmul.allow_tf32
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     peak = matmul_peak(device, peak_dtype)
     results = []
     for name in names:

@@ -77,7 +77,7 @@ def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
 
 def _monai_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     binary = out_channels == 1
-    act = {"sigmoid": True, "batch": cfg.batch_dice} if binary else {"softmax": True, "to_onehot_y": True, "batch": cfg.batch_dice}
+    act = dict({"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}, batch=cfg.batch_dice)
     if cfg.name == "dice":
         monai_loss: torch.nn.Module = DiceLoss(**act)
     elif cfg.name == "dice_ce":
