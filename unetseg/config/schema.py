@@ -175,7 +175,11 @@ class TrainConfig(Strict):
         description="decay of an exponential moving average of the weights (e.g. 0.998), which validation, "
         "checkpoints and inference then use; None = off",
     )
-    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 on CUDA, off on CPU; bf16 on a CPU: used where the CPU has native bf16 "
+        "instructions (AVX512-BF16, AMX), else fp32; fp16 on a CPU: fp32",
+    )
     channels_last: bool = False
     compile: bool = False
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

@@ -38,7 +38,7 @@ from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
 from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
-from unetseg.runtime import amp_dtype, autocast, rng_state, seed_everything, set_rng_state, set_threads
+from unetseg.runtime import AMP_NAMES, amp_dtype, autocast, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
@@ -284,8 +284,11 @@ class Trainer:
         self.best_epoch = 0
         start_epoch = self._restore() if self.resume else 0
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
+        precision = f" under {AMP_NAMES[self.amp]} autocast" if self.amp else ""
+        if self.amp is None and cfg.train.amp in ("bf16", "fp16"):
+            precision = f" in fp32 (train.amp: {cfg.train.amp} is not computed natively on this {self.device.type})"
         self.log(
-            f"training {count_parameters(self.model):,} parameters on {self.device} "
+            f"training {count_parameters(self.model):,} parameters on {self.device}{precision} "
             f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
             f"epochs {start_epoch + 1}..{cfg.train.epochs} -> {self.out_dir}"
             + (f", {self.dist.world} processes" if self.dist.enabled else "")
