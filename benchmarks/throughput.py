@@ -9,6 +9,7 @@ so that its peak memory is its own.
     python benchmarks/throughput.py                       # CPU, the threads torch picks
     python benchmarks/throughput.py --threads 2 --group small
     python benchmarks/throughput.py --device cuda --amp bf16 --channels-last --batch 32
+    python benchmarks/throughput.py --threads 2 --amp bf16 --models unetseg_cpu   # a CPU with native bf16
 
 Prints a table and writes ``throughput.json`` / ``throughput.md`` under ``--out``.
 """
@@ -31,7 +32,7 @@ from common import environment, matmul_peak, step_flops, sync, time_steps, write
 from unetseg.config import LossConfig, load_config  # noqa: E402
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig  # noqa: E402
 from unetseg.models import build_model, count_parameters  # noqa: E402
-from unetseg.runtime import amp_dtype, autocast  # noqa: E402
+from unetseg.runtime import amp_dtype, autocast, precision_name  # noqa: E402
 from unetseg.training.losses import build_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# Throughput: unetseg against smp and MONAI U-Nets",
         "",
         f"{env.get('gpu') or env['cpu']}, {env['threads']} threads, torch {env['torch']}, {env['date']}; "
-        f"amp {result['amp']}, channels_last {result['channels_last']}, compile {result['compile']}. "
+        f"amp {result['amp']} (computing in {result.get('peak_dtype', 'fp32')}), channels_last {result['channels_last']}, compile {result['compile']}. "
         f"Measured {result.get('peak_dtype', 'fp32')} matmul peak {peak:.0f} GFLOP/s. "
         f"Training: batch {result.get('batch', 4)} at 256x256, {max(result.get('batch', 4) // 2, 1)} at 512x512, "
         "Dice+CE loss, AdamW (PyTorch default, foreach). Inference: one whole 512x512 slice.",
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     # A step under autocast runs its convolutions in the autocast dtype: judge it against that dtype's peak.
-    peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32) if device.type == "cuda" else torch.float32
+    # (On a CPU, bf16 only where it is native, as in training; fp16 never.)
+    peak_dtype = amp_dtype(args.amp, device)
+    peak_dtype = torch.float32 if peak_dtype is None else peak_dtype
     # cuDNN runs fp32 convolutions in TF32 by default: so does the peak's matmul (this process only measures the peak).
     tf32 = device.type == "cuda" and peak_dtype == torch.float32 and torch.backends.cudnn.allow_tf32
     if tf32:
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "channels_last": args.channels_last,
         "compile": args.compile,
         "batch": args.batch,
-        "peak_dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(peak_dtype, "tf32" if tf32 else "fp32"),
+        "peak_dtype": "tf32" if tf32 else precision_name(peak_dtype),
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
     }

@@ -11,6 +11,7 @@ import torch
 import yaml
 from torch import nn
 
+from unetseg import runtime
 from unetseg.config import UNetConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -100,6 +101,7 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
         lr=0.02, scheduler="cosine", loss={"name": "dice_ce", "border_weight": {"sigma": 3}}, ema=0.99, grad_clip=1.0
     )
     base["inference"] = {"tta": "d4"}
+    base["train"]["amp"] = "bf16"
     own = isbi_race.entrant_config(base, "monai_unet", 1, 480, 2, tmp_path)
     issue = isbi_race.entrant_config(base, "monai_unet_issue", 1, 480, 2, tmp_path)
     assert own["model"] == issue["model"] == isbi_race.PEERS["monai_unet"]
@@ -108,6 +110,7 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
     assert issue["train"]["loss"] == {"name": "dice_ce"} and issue["augment"]["elastic"]["p"] == 0.0
     assert issue["augment"]["crop_size"] == 256 and issue["train"]["batch_size"] == 4 and issue["inference"]["tta"] == "none"
     assert own["train"]["ema"] == 0.99 and "ema" not in issue["train"] and "grad_clip" not in issue["train"]
+    assert "amp" not in issue["train"]  # the issue's figures are fp32; the config's amp is unetseg's recipe
     assert issue["train"]["samples_per_epoch"] == own["train"]["samples_per_epoch"]
     assert issue["train"]["val_every"] == own["train"]["val_every"]
     for key in ("data", "eval", "seed"):  # the loop itself stays the config's
@@ -120,3 +123,29 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
 def test_race_rejects_unknown_entrant(tmp_path):
     with pytest.raises(SystemExit):
         isbi_race.main(["--entrants", "unetseg,deeplab", "--out", str(tmp_path)])
+
+
+def test_race_judges_a_bf16_entrant_against_both_peaks(tiny_cfg_dict, tmp_path, monkeypatch):
+    """A bf16 entrant's row says bf16 and its FLOP/s against both the fp32 and the bf16 peak
+    (each measured once); an fp32 entrant's only against fp32. Training is stubbed: the
+    arithmetic and the tables are under test, not the runs."""
+    tiny_cfg_dict["train"]["amp"] = "bf16"
+    base = write_yaml(tmp_path / "bf16.yaml", tiny_cfg_dict)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    peaks = {torch.float32: 100e9, torch.bfloat16: 250e9}
+    measured: list[torch.dtype] = []
+    monkeypatch.setattr(isbi_race, "matmul_peak", lambda device, dtype=torch.float32: measured.append(dtype) or peaks[dtype])
+    monkeypatch.setattr(isbi_race, "flops_per_image", lambda *_: (int(2e9), 1000))
+    fake = {**{m: 0.5 for m in isbi_race.METRICS}, **{f"{m}_tta": 0.5 for m in isbi_race.METRICS}}
+    monkeypatch.setattr(isbi_race, "run_entrant", lambda *_: {**fake, "img_per_s": 60.0, "epochs": 1, "dice_curve": []})
+    result = isbi_race.main(["--config", str(base), "--seeds", "0", "--entrants", "unetseg,monai_unet_issue", "--out", str(tmp_path / "race")])
+    assert measured == [torch.float32, torch.bfloat16]  # the bf16 peak once, for the one bf16 entrant
+    assert result["matmul_peaks_gflops"] == {"fp32": 100.0, "bf16": 250.0}
+    ours, peer = result["summary"]["unetseg"], result["summary"]["monai_unet_issue"]
+    assert (ours["precision"], peer["precision"]) == ("bf16", "fp32")
+    assert ours["peak_fraction"] == pytest.approx(1.2) and ours["own_peak_fraction"] == pytest.approx(0.48)  # 120 GFLOP/s
+    assert peer["own_peak_fraction"] == peer["peak_fraction"]
+    table = (tmp_path / "race" / "race.md").read_text()
+    assert "| bf16 | 60.0 | 120 (120% of fp32, 48% of bf16) |" in table and "| fp32 | 60.0 | 120 (120%) |" in table
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert isbi_race.compute_dtype(base) == torch.float32  # what such a CPU would really run

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from unetseg import runtime
 from unetseg.checkpoint import load_checkpoint, load_model
 from unetseg.config import LossConfig, TrainConfig, config_from_dict
 from unetseg.data import SegmentationDataset, find_pairs, read_image, read_mask, split_samples
@@ -628,3 +629,99 @@ def test_trainer_with_ema_validates_and_saves_the_average(tiny_cfg_dict):
 def test_ema_is_validated():
     with pytest.raises(ValueError, match="ema"):
         TrainConfig(ema=1.0)
+
+
+# --------------------------------------------------------------------------- precision on a CPU
+
+
+@pytest.mark.parametrize(
+    "setting,native,expected",
+    [("auto", True, None), ("off", True, None), ("fp16", True, None), ("bf16", True, torch.bfloat16), ("bf16", False, None)],
+)
+def test_cpu_autocast_dtype(monkeypatch, setting, native, expected):
+    """A CPU run is fp32 unless bf16 is asked for and the CPU computes it natively: emulated bf16
+    (and fp16 on any CPU) would be slower than fp32, so asking for it must not cost speed."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    assert runtime.amp_dtype(setting, torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(
+    "machine,avx512_bf16,amx,expected",
+    [("x86_64", False, False, False), ("x86_64", True, False, True), ("x86_64", False, True, True), ("AMD64", True, False, True)],
+)
+def test_cpu_bf16_detection(monkeypatch, machine, avx512_bf16, amx, expected):
+    """An AVX512 core without AVX512-BF16 (Skylake to Ice Lake Xeons) runs oneDNN's bf16 by
+    conversion, slower than fp32: only the bf16 instructions themselves (or AMX) count."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert runtime.cpu_has_native_bf16() is expected
+
+
+def test_cpu_bf16_detection_without_the_probe_says_no(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch
+    assert runtime.cpu_has_native_bf16() is False
+
+
+def test_bf16_training_on_a_cpu(tiny_cfg_dict, monkeypatch):
+    """bf16 autocast on the CPU: the convolutions run in bf16 in training steps and in validation
+    (the same autocast, as on a GPU), while the weights and the checkpoint stay fp32, and fp32
+    inference from the checkpoint (what predict and evaluate run) agrees with the validation to
+    bf16 precision."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # bf16 also runs, slowly, on CPUs without it
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["amp"] = "bf16"
+    seen: set[tuple[bool, torch.dtype]] = set()
+
+    class Recording(Trainer):
+        def _build_model(self) -> None:
+            super()._build_model()
+            first = next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+            first.register_forward_hook(lambda mod, _, out: seen.add((mod.training, out.dtype)))
+
+    lines: list[str] = []
+    trainer = Recording(config_from_dict(tree), log=lines.append)
+    trainer.fit()
+    assert trainer.amp == torch.bfloat16 and seen == {(True, torch.bfloat16), (False, torch.bfloat16)}
+    assert any(line.startswith("training") and "under bf16 autocast" in line for line in lines)
+    out = Path(tree["output_dir"])
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    rows = _rows(out / "metrics.csv")
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    model, cfg, _ = load_model(out / "checkpoints" / "last.pt")
+    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
+    metrics, _ = evaluate(Predictor(model, cfg.inference, cfg.data.num_classes), SegmentationDataset(val, cfg.data), cfg.eval.regions)
+    assert float(rows[-1]["val_dice"]) == pytest.approx(metrics["dice"], abs=0.02)
+
+
+@pytest.mark.parametrize("amp,why", [("bf16", "this CPU has no bf16 instructions"), ("fp16", "fp16 is not used on a CPU")])
+def test_half_precision_a_cpu_cannot_use_trains_in_fp32_and_says_so(tiny_cfg_dict, monkeypatch, amp, why):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"].update(amp=amp, epochs=1)
+    lines: list[str] = []
+    trainer = Trainer(config_from_dict(tree), log=lines.append)
+    trainer.fit()
+    assert trainer.amp is None
+    assert any(line.startswith("training") and f"in fp32 (train.amp: {amp}, but {why})" in line for line in lines)
+
+
+def test_resume_on_a_cpu_of_another_precision_is_announced(tiny_cfg_dict, monkeypatch):
+    """The same config resumed on a CPU without bf16 instructions computes in fp32: not a config
+    change, but the run is no longer exactly reproducible, so it is said."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"].update(amp="bf16", epochs=1)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    _fit(tree)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    tree["train"]["epochs"] = 2
+    lines: list[str] = []
+    Trainer(config_from_dict(tree), resume=True, log=lines.append).fit()
+    assert any("changed settings" in line and "precision bf16 -> fp32" in line for line in lines)

@@ -26,23 +26,34 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+PRECISION_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name of the dtype a step computes in: an autocast dtype, or fp32 without autocast."""
+    return PRECISION_NAMES[dtype or torch.float32]
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 convolutions and matrix products in hardware on this CPU
-    (AVX512-BF16, AMX or Arm's BF16 extension). Without it bf16 is emulated and slower than fp32."""
+    """Whether this CPU has bf16 arithmetic instructions (x86: AVX512-BF16 or AMX; Arm: the BF16
+    extension), which oneDNN's bf16 convolutions and matrix products then use. Without them oneDNN
+    still runs bf16 (on any AVX512 core) by converting to fp32, which is slower than fp32 itself,
+    so that case must read False."""
+    import platform
+
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+        if platform.machine().lower() in ("aarch64", "arm64"):
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # on Arm: the BF16 extension itself
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or a build without oneDNN
         return False
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype. ``auto`` means bf16 on a CUDA device (fp16 where bf16 is missing) and
     none on a CPU, so a CPU run stays in fp32 unless asked. On a CPU, ``bf16`` is honoured only
-    where the CPU computes bf16 natively (about 1.6x the fp32 training step on an AVX512-BF16
-    core), and ``fp16`` never: neither pays when emulated, so the run stays in fp32 instead."""
+    where the CPU has bf16 instructions (emulated bf16 is slower than fp32), and ``fp16`` never:
+    CPU autocast in fp16 has no loss scaling here and is untested, so the run stays in fp32."""
     if setting == "off":
         return None
     if device.type == "cpu":

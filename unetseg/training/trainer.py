@@ -38,7 +38,7 @@ from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
 from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
-from unetseg.runtime import AMP_NAMES, amp_dtype, autocast, rng_state, seed_everything, set_rng_state, set_threads
+from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
@@ -149,6 +149,7 @@ class Trainer:
             "best": {"value": self.best_value, "epoch": self.best_epoch},
             "rng": rng_state(),  # the same on every rank: all start from one seed and draw alike
             "world_size": self.dist.world,
+            "precision": precision_name(self.amp),  # what train.amp became on this machine
         }
 
     def _restore(self) -> int:
@@ -165,6 +166,8 @@ class Trainer:
         )
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
+        if state.get("precision", precision_name(self.amp)) != precision_name(self.amp):  # same train.amp, another machine
+            changed.append(f"precision {state['precision']} -> {precision_name(self.amp)}")
         if changed:
             self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
         self.model.load_state_dict(state.get("trained_model", state["model"]))
@@ -284,9 +287,10 @@ class Trainer:
         self.best_epoch = 0
         start_epoch = self._restore() if self.resume else 0
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
-        precision = f" under {AMP_NAMES[self.amp]} autocast" if self.amp else ""
-        if self.amp is None and cfg.train.amp in ("bf16", "fp16"):
-            precision = f" in fp32 (train.amp: {cfg.train.amp} is not computed natively on this {self.device.type})"
+        precision = f" under {precision_name(self.amp)} autocast" if self.amp is not None else ""
+        if self.amp is None and self.device.type == "cpu" and cfg.train.amp in ("bf16", "fp16"):
+            why = "this CPU has no bf16 instructions" if cfg.train.amp == "bf16" else "fp16 is not used on a CPU"
+            precision = f" in fp32 (train.amp: {cfg.train.amp}, but {why})"
         self.log(
             f"training {count_parameters(self.model):,} parameters on {self.device}{precision} "
             f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
