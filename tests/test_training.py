@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import platform
 from pathlib import Path
 
 import cv2
@@ -652,8 +653,6 @@ def test_cpu_autocast_dtype(monkeypatch, setting, native, expected):
 def test_cpu_bf16_detection(monkeypatch, machine, avx512_bf16, amx, expected):
     """An AVX512 core without AVX512-BF16 (Skylake to Ice Lake Xeons) runs oneDNN's bf16 by
     conversion, slower than fp32: only the bf16 instructions themselves (or AMX) count."""
-    import platform
-
     monkeypatch.setattr(platform, "machine", lambda: machine)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -661,8 +660,6 @@ def test_cpu_bf16_detection(monkeypatch, machine, avx512_bf16, amx, expected):
 
 
 def test_cpu_bf16_detection_without_the_probe_says_no(monkeypatch):
-    import platform
-
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch
     assert runtime.cpu_has_native_bf16() is False

@@ -1,7 +1,8 @@
 """Whole-image prediction: padding or MONAI sliding windows, test-time augmentation,
 ensembles, and writing masks (and overlays) for a folder. Validation, ``evaluate`` and
 ``predict`` all go through :class:`Predictor`, so the numbers a run reports are the ones its
-predictions have. A 3D volume is predicted slice by slice and written back as one volume.
+predictions have (up to rounding where training validates under bf16 autocast and ``evaluate``
+runs in fp32). A 3D volume is predicted slice by slice and written back as one volume.
 """
 
 from __future__ import annotations

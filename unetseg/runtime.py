@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from contextlib import AbstractContextManager, nullcontext
 
@@ -31,7 +32,7 @@ PRECISION_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16
 
 def precision_name(dtype: torch.dtype | None) -> str:
     """The name of the dtype a step computes in: an autocast dtype, or fp32 without autocast."""
-    return PRECISION_NAMES[dtype or torch.float32]
+    return PRECISION_NAMES[torch.float32 if dtype is None else dtype]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -39,8 +40,6 @@ def cpu_has_native_bf16() -> bool:
     extension), which oneDNN's bf16 convolutions and matrix products then use. Without them oneDNN
     still runs bf16 (on any AVX512 core) by converting to fp32, which is slower than fp32 itself,
     so that case must read False."""
-    import platform
-
     try:
         if platform.machine().lower() in ("aarch64", "arm64"):
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # on Arm: the BF16 extension itself
