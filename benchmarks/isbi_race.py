@@ -88,8 +88,10 @@ def entrant_config(base: dict[str, Any], entrant: str, seed: int, budget: float,
         cfg["model"] = PEERS[entrant.removesuffix(ISSUE)]
     if entrant.endswith(ISSUE):
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k in LOOP_KEYS}
-        for section, values in ISSUE_RECIPE.items():
-            cfg.setdefault(section, {}).update(yaml.safe_load(yaml.safe_dump(values)))
+        recipe = yaml.safe_load(yaml.safe_dump(ISSUE_RECIPE))
+        cfg["augment"] = recipe.pop("augment")  # whole: an augmentation the config gains later stays out
+        for section, values in recipe.items():
+            cfg.setdefault(section, {}).update(values)
     cfg["name"] = f"{entrant}_seed{seed}"
     cfg["seed"] = seed
     cfg["output_dir"] = str(out)

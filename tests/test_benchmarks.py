@@ -97,6 +97,7 @@ def test_race_runs_entrants_under_one_config_end_to_end(tiny_cfg_dict, tmp_path,
 def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp_path):
     base = yaml.safe_load(yaml.safe_dump(tiny_cfg_dict, sort_keys=False))
     base["augment"]["elastic"] = {"p": 0.5}
+    base["augment"]["affine"] = {"p": 0.5}
     base["train"].update(
         lr=0.02, scheduler="cosine", loss={"name": "dice_ce", "border_weight": {"sigma": 3}}, ema=0.99, grad_clip=1.0
     )
@@ -108,6 +109,7 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
     assert own["train"]["lr"] == 0.02 and own["augment"]["elastic"]["p"] == 0.5 and own["inference"]["tta"] == "d4"
     assert issue["train"]["lr"] == 1e-3 and issue["train"]["scheduler"] == "none"
     assert issue["train"]["loss"] == {"name": "dice_ce"} and issue["augment"]["elastic"]["p"] == 0.0
+    assert own["augment"]["affine"] == {"p": 0.5} and "affine" not in issue["augment"]
     assert issue["augment"]["crop_size"] == 256 and issue["train"]["batch_size"] == 4 and issue["inference"]["tta"] == "none"
     assert own["train"]["ema"] == 0.99 and "ema" not in issue["train"] and "grad_clip" not in issue["train"]
     assert "amp" not in issue["train"]  # the issue's figures are fp32; the config's amp is unetseg's recipe

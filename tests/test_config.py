@@ -86,6 +86,13 @@ def test_out_of_range_value_names_the_key(tiny_cfg_dict):
     assert "model.depth" in _error(tree)
 
 
+@pytest.mark.parametrize("scale", [[1.4, 0.7], [0.0, 1.0]])
+def test_affine_scale_range_checked(tiny_cfg_dict, scale):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["augment"]["affine"] = {"p": 0.5, "scale": scale}
+    assert "augment.affine" in _error(tree) and "0 < low <= high" in _error(tree)
+
+
 def test_missing_required_section():
     msg = _error({"model": {"depth": 3}})
     assert "data: required key is missing" in msg

@@ -491,3 +491,56 @@ def test_find_images_single_file_and_folder(tmp_path):
     samples = find_images(tmp_path / "in")
     assert [s.name for s in samples] == ["a", "b"]
     assert all(s.mask is None for s in samples)
+
+
+def _stripes(size: int = 96) -> np.ndarray:
+    """Vertical stripes 6 px wide: every column is constant until something rotates them."""
+    return ((np.arange(size) // 6) % 2).astype(np.int64)[None, :].repeat(size, axis=0)
+
+
+def _axis_aligned(mask: np.ndarray) -> bool:
+    return bool((mask == mask[:1]).all() or (mask == mask[:, :1]).all())
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_affine_rotates_off_the_grid_and_moves_mask_and_weight_alike(p):
+    mask = _stripes()
+    image = mask.astype(np.float32)[..., None]
+    transform = build_train_transform(AugmentConfig(crop_size=40, affine={"p": p}), seed=3)
+    outs = [transform(image=image, mask=mask, weight=mask.astype(np.float32)) for _ in range(12)]
+    for out in outs:
+        assert out["image"].shape == (40, 40, 1) and out["mask"].shape == (40, 40)
+        assert np.array_equal(out["weight"], out["mask"].astype(np.float32))  # nearest, like the mask
+        assert set(np.unique(out["mask"])) <= {0, 1}
+        assert (np.abs(out["image"][..., 0] - out["mask"]) < 0.5).mean() > 0.9  # linear image, nearest mask
+    tilted = [not _axis_aligned(out["mask"]) for out in outs]
+    assert sum(tilted) >= 9 if p else not any(tilted)  # flips and rot90 keep the stripes on the grid
+
+
+def test_affine_scale_zooms():
+    mask = _stripes(192)
+    zoom = build_train_transform(
+        AugmentConfig(crop_size=48, hflip=0, vflip=0, rot90=0, affine={"p": 1.0, "rotate": 0, "scale": (2.0, 2.0)})
+    )
+    out = zoom(image=mask.astype(np.float32)[..., None], mask=mask)
+    assert _axis_aligned(out["mask"])
+    row = out["mask"][0]
+    runs = np.diff(np.flatnonzero(np.diff(row)))
+    assert len(runs) >= 2 and set(runs) <= {11, 12, 13} and abs(runs.mean() - 12) < 0.5  # 6 px stripes, twice the size
+
+
+def test_affine_zoom_is_one_factor_for_both_axes():
+    """A square stays a square (of another size): nnU-Net's zoom, not a random stretch."""
+    square = np.zeros((160, 160), np.int64)
+    square[60:100, 60:100] = 1
+    zoom = build_train_transform(
+        AugmentConfig(crop_size=None, hflip=0, vflip=0, rot90=0, affine={"p": 1.0, "rotate": 0, "scale": (0.5, 2.0)}),
+        seed=1,
+    )
+    sides = set()
+    for _ in range(8):
+        rows, cols = np.nonzero(zoom(image=square.astype(np.float32)[..., None], mask=square)["mask"])
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert abs(height - width) <= 1
+        sides.add(int(height))
+    assert max(sides) - min(sides) > 10  # and the factor does vary

@@ -33,6 +33,7 @@ from unetseg.config.loading import (
 )
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, ModelConfig, SmpUnetConfig, UNetConfig
 from unetseg.config.schema import (
+    AffineConfig,
     AugmentConfig,
     BorderWeightConfig,
     Config,
@@ -49,6 +50,6 @@ __all__ = [
     "BLOCK_TYPES", "RESIDUAL_BLOCKS", "SKIP_MODES", "ActType", "BlockType", "ConfigError", "NormType", "SkipMode",
     "Strict", "apply_overrides", "config_from_dict", "dump_config", "format_validation_error", "load_config", "normalised_config",
     "set_dotted", "MonaiBasicUNetConfig", "MonaiUNetConfig", "ModelConfig", "SmpUnetConfig", "UNetConfig",
-    "AugmentConfig", "BorderWeightConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
+    "AffineConfig", "AugmentConfig", "BorderWeightConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
     "SplitConfig", "TrainConfig",
 ]

@@ -103,6 +103,23 @@ class ElasticConfig(Strict):
     sigma: float = Field(25.0, gt=0.0, description="smoothness of the displacement field in pixels")
 
 
+class AffineConfig(Strict):
+    """Random rotation and zoom (nnU-Net's spatial augmentation). It warps the whole image
+    before the crop, so a crop shows the corners a rotation leaves outside the image only at
+    the image's border, and there filled by reflection."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    rotate: float = Field(180.0, ge=0.0, le=180.0, description="degrees: the angle is drawn from [-rotate, rotate]")
+    scale: tuple[float, float] = Field((0.7, 1.4), description="zoom factor range (nnU-Net: 0.7-1.4)")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> "AffineConfig":
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise ValueError(f"scale must be a range 0 < low <= high, got {list(self.scale)}")
+        return self
+
+
 class AugmentConfig(Strict):
     """Training augmentation (albumentations); validation and inference use none."""
 
@@ -111,6 +128,7 @@ class AugmentConfig(Strict):
     vflip: float = Field(0.5, ge=0.0, le=1.0)
     rot90: float = Field(0.5, ge=0.0, le=1.0)
     elastic: ElasticConfig = ElasticConfig()
+    affine: AffineConfig = AffineConfig()
     brightness_contrast: float = Field(0.0, ge=0.0, le=1.0, description="probability")
     brightness_limit: float = Field(0.2, ge=0.0)
     contrast_limit: float = Field(0.2, ge=0.0)

@@ -13,9 +13,25 @@ from unetseg.config import AugmentConfig
 
 
 def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
-    """Flips, 90-degree rotations, elastic deformation (U-Net paper), brightness/contrast and
-    a random crop (padded by reflection when the image is smaller than the crop)."""
+    """Rotation and scaling, a random crop (padded by reflection when the image is smaller than
+    the crop), flips, 90-degree rotations, elastic deformation (U-Net paper), brightness/contrast.
+
+    The crop comes after the affine step and before the rest, so the costly steps that follow
+    it see only the crop's pixels.
+    """
     steps: list[A.BasicTransform] = []
+    if cfg.affine.p > 0:
+        steps.append(
+            A.Affine(
+                rotate=(-cfg.affine.rotate, cfg.affine.rotate),
+                scale=cfg.affine.scale,
+                keep_ratio=True,  # one zoom factor for both axes, not a random stretch
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=cfg.affine.p,
+            )
+        )
     if cfg.crop_size is not None:
         steps.append(
             A.RandomCrop(cfg.crop_size, cfg.crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101)
