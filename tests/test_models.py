@@ -514,3 +514,40 @@ def test_stem_config_rules():
         UNetConfig(encoder="smp:resnet18", stem_stride=2)
     with pytest.raises(ValueError, match="stem_stride must be"):
         UNet(1, 1, stem_stride=8)
+
+
+# --------------------------------------------------------------------------- deep supervision
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"encoder": "residual", "stem_stride": 4, "head": "shuffle", "refine_width": 4}])
+def test_deep_supervision_outputs_full_size_logits_and_a_plain_call_only_the_main_ones(kwargs):
+    net = tiny_unet(deep_supervision=2, **kwargs).eval()
+    x = torch.randn(2, 1, 37, 51)
+    outs = net(x, deep_supervision=True)
+    assert len(outs) == 3 and all(o.shape == (2, 2, 37, 51) for o in outs)
+    assert torch.equal(net(x), outs[0])
+    assert not torch.allclose(outs[1], outs[2])  # two different levels, two different heads
+    assert [h.in_channels for h in net.aux_heads] == net.decoder.widths[1:3]
+
+
+def test_deep_supervision_heads_train_only_the_levels_they_read():
+    """An auxiliary head's loss reaches its own decoder level and everything below it, but not
+    the finer levels above (whose outputs it never sees)."""
+    net = tiny_unet(deep_supervision=2)
+    _, aux1, aux2 = net(torch.randn(2, 1, 32, 32), deep_supervision=True)
+    aux2.square().mean().backward()
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    assert grads["aux_heads.1.weight"].abs().sum() > 0 and grads["aux_heads.0.weight"] is None
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("decoder.blocks.2."))
+    assert all(g is None for n, g in grads.items() if n.startswith(("decoder.blocks.1.", "decoder.blocks.0.", "head")))
+
+
+def test_deep_supervision_rules():
+    assert UNetConfig(depth=5, deep_supervision=3).deep_supervision == 3
+    with pytest.raises(ValueError, match="at most 3, got 4"):
+        UNetConfig(depth=5, deep_supervision=4)
+    with pytest.raises(ValueError, match="deep_supervision must be 0..2"):
+        UNet(1, 1, depth=4, deep_supervision=3)
+    with pytest.raises(ValueError, match="no deep-supervision heads"):
+        tiny_unet()(torch.randn(1, 1, 16, 16), deep_supervision=True)
+    assert len(tiny_unet().aux_heads) == 0 and not any("aux" in k for k in tiny_unet().state_dict())

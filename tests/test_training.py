@@ -25,7 +25,7 @@ from unetseg.metrics import overlap_metrics
 from unetseg.models import UNet
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.logger import MetricsLogger
-from unetseg.training.losses import build_loss
+from unetseg.training.losses import build_loss, deep_supervision_loss, deep_supervision_weights
 from unetseg.training.averaging import WeightAverage, ema_decay
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 
@@ -625,6 +625,53 @@ def test_trainer_with_ema_validates_and_saves_the_average(tiny_cfg_dict):
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes)
     metrics, _ = evaluate(predictor, SegmentationDataset(val, cfg.data), cfg.eval.regions)
     assert float(_rows(out / "metrics.csv")[-1]["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
+
+
+def test_deep_supervision_weights_halve_and_sum_to_one():
+    assert deep_supervision_weights(1) == [1.0]
+    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+
+
+def test_deep_supervision_loss_is_the_weighted_sum_of_the_outputs_losses():
+    torch.manual_seed(0)
+    base = build_loss(LossConfig(name="dice_ce", border_weight={"w0": 10, "sigma": 5}), 1)
+    logits = [torch.randn(2, 1, 16, 16) for _ in range(3)]
+    target, weight = (torch.rand(2, 16, 16) > 0.5).long(), 1 + torch.rand(2, 16, 16)
+    expected = sum(w * base(l, target, weight) for w, l in zip([4 / 7, 2 / 7, 1 / 7], logits))
+    assert deep_supervision_loss(base, 3)(logits, target, weight) == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="expects 3 logit maps, got 2"):
+        deep_supervision_loss(base, 3)(logits[:2], target, weight)
+
+
+def test_trainer_with_deep_supervision_trains_the_heads_and_predicts_plain_logits(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["model"]["deep_supervision"] = 1
+    initial = []
+
+    class Watching(Trainer):
+        def _build_model(self) -> None:
+            super()._build_model()
+            initial.append(self.model.aux_heads[0].weight.detach().clone())
+
+    _fit(tree, trainer_cls=Watching)
+    head = initial[0]
+    out = Path(tree["output_dir"])
+    model, _, _ = load_model(out / "checkpoints" / "last.pt")
+    assert not torch.equal(model.aux_heads[0].weight, head)  # the auxiliary loss reached its head
+    assert model.eval()(torch.rand(1, 1, 40, 40)).shape == (1, 1, 40, 40)
+    assert float(_rows(out / "metrics.csv")[-1]["val_dice"]) >= 0
+
+
+def test_resume_with_another_architecture_is_a_clear_error(tiny_cfg_dict):
+    tree = copy.deepcopy(tiny_cfg_dict)
+    _fit(tree)
+    last = Path(tree["output_dir"]) / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+    tree["model"]["deep_supervision"] = 1
+    tree["train"]["epochs"] = 3
+    with pytest.raises(TrainingError, match=r"cannot resume .*last\.pt.*model\.deep_supervision changed"):
+        _fit(tree, resume=True)
+    assert last.read_bytes() == saved  # nothing already written is lost
 
 
 def test_ema_is_validated():

@@ -57,6 +57,10 @@ class UNetConfig(Strict):
         0, ge=0, description="with stem_stride > 1: width of a full-resolution stage after the head that also sees "
         "the image (a skip from the input); 0 = the head returns the logits"
     )
+    deep_supervision: int = Field(
+        0, ge=0, description="decoder levels below level 0 with an auxiliary logit head in training (nnU-Net); "
+        "0 = off, at most depth - 2"
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> "UNetConfig":
@@ -77,6 +81,11 @@ class UNetConfig(Strict):
             )
         if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
             raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
+        if self.deep_supervision > self.depth - 2:
+            raise ValueError(
+                f"deep_supervision heads sit on decoder levels 1..{self.depth - 2} for depth {self.depth}, "
+                f"so it can be at most {self.depth - 2}, got {self.deep_supervision}"
+            )
         if self.refine_width and self.stem_stride == 1:
             raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
         if self.stem_stride > 1 and self.encoder.startswith("smp:"):

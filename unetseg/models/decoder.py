@@ -92,11 +92,20 @@ class UNetDecoder(nn.Module):
             looks_linear_(self)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.levels(features, 1)[0]
+
+    def levels(self, features: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+        """The outputs of decoder levels ``0..count-1``, level 0 (the finest) first: deep
+        supervision reads the coarser ones. Only those are kept, so a plain forward frees each
+        level's output once the next level has used it."""
         x = features[-1]
+        outputs: list[torch.Tensor] = []
         for level in reversed(range(len(self.blocks))):
             skip = features[level]
             x = self.ups[level](x)
             if x.shape[-2:] != skip.shape[-2:]:  # encoders with uneven strides (some smp ones)
                 x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = self.blocks[level](self.skips[level](x, skip if self.skips[level].uses_skip else None))
-        return x
+            if level < count:
+                outputs.append(x)
+        return outputs[::-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unetseg.models.blocks import BlockOptions
@@ -102,6 +103,11 @@ class UNet(nn.Module):
             output channel per class.
         refine_width: with ``stem_stride`` > 1, 0 (the head returns the logits) or the width
             of a :class:`FullResolutionRefinement` after the head.
+        deep_supervision: how many decoder levels below level 0 also get a 1x1 logit head
+            (nnU-Net; Lee et al. 2015, "Deeply-Supervised Nets"). Their logits, upsampled
+            bilinearly to full resolution, are returned beside the main ones when ``forward``
+            is called with ``deep_supervision=True`` (training); a plain call returns the main
+            logits only, so inference, export and the analyses never see them.
         init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
             et al. 2017): the network starts as a linear map (exactly, with
             ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
@@ -139,6 +145,7 @@ class UNet(nn.Module):
         stem_stride: int = 1,
         head: str = "transpose",
         refine_width: int = 0,
+        deep_supervision: int = 0,
     ) -> None:
         super().__init__()
         check_init(init, act)
@@ -169,6 +176,11 @@ class UNet(nn.Module):
         self.head = _head(self.decoder.out_channels, refine_width or out_channels, stem_stride, head)
         reads_crelu(self.head[0] if isinstance(self.head, nn.Sequential) else self.head, self.decoder.crelu_output)
         self.refine = FullResolutionRefinement(refine_width, in_channels // stem_stride**2, out_channels, act) if refine_width else None
+        if not 0 <= deep_supervision <= depth - 2:
+            raise ValueError(f"deep_supervision must be 0..{depth - 2} (decoder levels below level 0), got {deep_supervision}")
+        self.aux_heads = nn.ModuleList(
+            nn.Conv2d(self.decoder.widths[level], out_channels, 1) for level in range(1, deep_supervision + 1)
+        )
         if init == "looks_linear":
             looks_linear_(self.head)
             if self.refine is not None:
@@ -179,10 +191,18 @@ class UNet(nn.Module):
     def skip_modes(self) -> list[str]:
         return [merge.mode for merge in self.decoder.skips]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, deep_supervision: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``(B, out_channels, H, W)``; with ``deep_supervision=True``, a list of them:
+        the main logits first, then one per auxiliary head from decoder level 1 down."""
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        out = self.head(self.decoder(self.encoder(self.stem(x))))
+        if deep_supervision and not self.aux_heads:
+            raise ValueError("this UNet has no deep-supervision heads: build it with deep_supervision >= 1")
+        levels = self.decoder.levels(self.encoder(self.stem(x)), 1 + len(self.aux_heads) if deep_supervision else 1)
+        out = self.head(levels[0])
         if self.refine is not None:
             out = self.refine(out, x)
-        return out[..., :h, :w]
+        if not deep_supervision:
+            return out[..., :h, :w]
+        aux = [F.interpolate(head(levels[i + 1]), size=x.shape[-2:], mode="bilinear") for i, head in enumerate(self.aux_heads)]
+        return [logits[..., :h, :w] for logits in (out, *aux)]

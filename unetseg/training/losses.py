@@ -11,11 +11,15 @@ Dice term stays unweighted, as it already balances the classes.
 The clDice term (Shit et al. 2021, MONAI's ``SoftclDiceLoss``) scores the overlap of soft
 skeletons rather than of pixels: a one-pixel gap in a membrane costs little Dice but merges two
 cells, and clDice charges it the whole skeleton segment it cuts.
+
+With deep supervision the model returns several logit maps, all at full resolution (the
+auxiliary ones upsampled inside the model), so each is scored by the same loss against the
+same target and border weights; :func:`deep_supervision_loss` weighs them.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +45,27 @@ def build_loss(cfg: LossConfig, out_channels: int) -> LossFn:
         return base(logits, target, weight) + cfg.lambda_cldice * cldice(logits.float(), _onehot(target, out_channels))
 
     return with_cldice
+
+
+def deep_supervision_weights(outputs: int) -> list[float]:
+    """Each coarser output counts half the one above it (nnU-Net's halving; nnU-Net also gives
+    its coarsest output no weight, here every head counts), normalised to sum to 1, so the main
+    output keeps the largest share and the total stays on the loss's scale."""
+    raw = [0.5**i for i in range(outputs)]
+    return [w / sum(raw) for w in raw]
+
+
+def deep_supervision_loss(loss: LossFn, outputs: int) -> Callable[..., torch.Tensor]:
+    """``loss`` applied to each of ``outputs`` logit maps (main first), weighted as above."""
+    weights = deep_supervision_weights(outputs)
+
+    def supervised(logits: list[torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(logits, (list, tuple)) or len(logits) != outputs:
+            got = len(logits) if isinstance(logits, (list, tuple)) else "one tensor"
+            raise ValueError(f"deep supervision expects {outputs} logit maps, got {got}")
+        return sum(w * loss(out, target, weight) for w, out in zip(weights, logits))  # type: ignore[return-value]
+
+    return supervised
 
 
 def _onehot(target: torch.Tensor, out_channels: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
-from unetseg.training.losses import build_loss
+from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
 
@@ -123,6 +123,10 @@ class Trainer:
             LevelProbe(self.model, gradients=cfg.train.level_stats) if LevelProbe.wanted(self.model, cfg.train.level_stats) else None
         )
         self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
+        aux_heads = getattr(cfg.model, "deep_supervision", 0)
+        self.forward_kwargs = {"deep_supervision": True} if aux_heads else {}
+        if aux_heads:
+            self.loss_fn = deep_supervision_loss(self.loss_fn, 1 + aux_heads)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
         self.clock = BudgetClock(cfg.train.max_time_s) if cfg.train.max_time_s else None
@@ -170,7 +174,15 @@ class Trainer:
             changed.append(f"precision {state['precision']} -> {precision_name(self.amp)}")
         if changed:
             self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
-        self.model.load_state_dict(state.get("trained_model", state["model"]))
+        try:
+            self.model.load_state_dict(state.get("trained_model", state["model"]))
+        except RuntimeError as err:  # another architecture: depth, widths, deep_supervision heads, ...
+            model_keys = ", ".join(key for key in changed if key.startswith("model.")) or "the model section"
+            raise TrainingError(
+                f"cannot resume {self.last_path}: its weights do not fit the model this config builds "
+                f"({model_keys} changed); start a new run or restore the old settings. "
+                f"{str(err).splitlines()[0]}"
+            ) from None
         if self.average is not None:  # a run that had no average starts one from its weights
             self.average.restore(state["model"], state.get("ema", {"updates": 0}))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -215,7 +227,7 @@ class Trainer:
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):
-                loss = self.loss_fn(self.step_model(x), y, weight)
+                loss = self.loss_fn(self.step_model(x, **self.forward_kwargs), y, weight)
             value = self.dist.mean(loss.detach())  # over the ranks: non-finite anywhere stops all
             if not torch.isfinite(value):
                 raise TrainingError(
