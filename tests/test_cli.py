@@ -131,9 +131,13 @@ def test_unknown_smp_encoder_is_reported_without_traceback(tiny_cfg_file):
     assert_clean_failure(result, "unknown smp encoder 'resnt18'", "resnet18")
 
 
-@pytest.mark.parametrize("device,message", [("gpu0", "not a device name"), ("cuda:99", "device 'cuda:99'")])
+@pytest.mark.parametrize(
+    "device,message",
+    [("gpu0", "not a device name"), ("cuda:99", "device 'cuda:99'"), ("mps", "runs on cpu or cuda"), ("meta", "runs on cpu or cuda")],
+)
 def test_unusable_device_is_reported_without_traceback(tiny_cfg_dict, tiny_cfg_file, tmp_path, device, message):
-    """A device this machine lacks (no CUDA here, or a hundredth GPU on a GPU machine) is the config's fault."""
+    """A device this machine lacks (no CUDA here, or a hundredth GPU on a GPU machine), or a kind
+    unetseg does not support, is the config's fault."""
     assert_clean_failure(invoke("train", "--config", tiny_cfg_file, "--set", f"train.device={device}"), message)
     assert not Path(tiny_cfg_dict["output_dir"]).exists()
     image = tmp_path / "a.png"

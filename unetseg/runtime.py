@@ -20,6 +20,8 @@ def select_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device {name!r}: not a device name (auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):  # torch knows mps, xpu, meta, ...: untested here, so refused by name
+        raise ConfigError(f"device {name!r}: unetseg runs on cpu or cuda (auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
