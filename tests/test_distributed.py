@@ -78,10 +78,11 @@ def run_ranks(tmp_path: Path, fn, *args, timeout: float = 120) -> list[str]:
     """``fn(*args)`` in WORLD forked processes joined in one gloo group; each rank's outcome."""
     report = tmp_path / f"ranks_{_free_port()}"
     report.mkdir()
-    # Forking is fast (no second import of torch), but a process whose autograd has run on a GPU
-    # cannot fork (its device threads do not survive): spawn there, as on a GPU machine after the
-    # CUDA tests.
-    ctx = mp.get_context("spawn" if torch.cuda.is_initialized() else "fork")
+    # Forking is fast (no second import of torch), but where a GPU is visible the first backward
+    # pass, on any device, starts autograd's per-device threads, and a process that has them
+    # cannot fork: spawn there (seen on an H200 under pytest -n: an earlier CPU test's backward
+    # was enough).
+    ctx = mp.get_context("spawn" if torch.cuda.is_available() else "fork")
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, port, report, fn, args)) for r in range(WORLD)]
     for p in procs:
@@ -178,7 +179,7 @@ def test_rank_shards_cover_the_epoch_and_depend_only_on_seed_and_epoch(monkeypat
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m", "unetseg", *args]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

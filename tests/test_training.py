@@ -544,7 +544,7 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
 
     out = tmp_path / "killed"
     config = write_yaml(tmp_path / "killed.yaml", {**tree, "output_dir": str(out)})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "unetseg", "train", "--config", str(config)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = out / "metrics.csv"  # written just after checkpoints/last.pt
@@ -651,7 +651,7 @@ def test_trainer_with_deep_supervision_trains_the_heads_and_predicts_plain_logit
     class Watching(Trainer):
         def _build_model(self) -> None:
             super()._build_model()
-            initial.append(self.model.aux_heads[0].weight.detach().clone())
+            initial.append(self.model.aux_heads[0].weight.detach().cpu().clone())  # trained on a GPU where there is one
 
     _fit(tree, trainer_cls=Watching)
     head = initial[0]
@@ -749,7 +749,7 @@ def test_bf16_training_on_a_cpu(tiny_cfg_dict, monkeypatch):
 def test_half_precision_a_cpu_cannot_use_trains_in_fp32_and_says_so(tiny_cfg_dict, monkeypatch, amp, why):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     tree = copy.deepcopy(tiny_cfg_dict)
-    tree["train"].update(amp=amp, epochs=1)
+    tree["train"].update(amp=amp, epochs=1, device="cpu")  # `auto` would pick a GPU where there is one
     lines: list[str] = []
     trainer = Trainer(config_from_dict(tree), log=lines.append)
     trainer.fit()
@@ -761,7 +761,7 @@ def test_resume_on_a_cpu_of_another_precision_is_announced(tiny_cfg_dict, monkey
     """The same config resumed on a CPU without bf16 instructions computes in fp32: not a config
     change, but the run is no longer exactly reproducible, so it is said."""
     tree = copy.deepcopy(tiny_cfg_dict)
-    tree["train"].update(amp="bf16", epochs=1)
+    tree["train"].update(amp="bf16", epochs=1, device="cpu")
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     _fit(tree)
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
