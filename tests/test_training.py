@@ -460,6 +460,21 @@ def test_time_schedule_follows_the_budget_not_the_steps():
     assert lrs[5] == pytest.approx(0.01)  # budget spent: the floor, whatever the step count
 
 
+@pytest.mark.parametrize("schedule_by", ["steps", "time"])
+def test_cosine_anneals_to_min_lr_ratio(schedule_by):
+    """The floor is configurable and the cosine still starts at the peak above it."""
+    cfg = TrainConfig(lr=2.0, epochs=2, scheduler="cosine", min_lr_ratio=0.25, schedule_by=schedule_by, max_time_s=60)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    clock = FakeClock()
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5, clock=clock)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0)
+    for step in range(10):
+        clock.now = (step + 1) / 10
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)  # 2.0 * 0.25
+
+
 def test_time_schedule_needs_a_budget():
     with pytest.raises(ValueError, match="max_time_s"):
         TrainConfig(schedule_by="time")

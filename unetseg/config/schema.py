@@ -182,6 +182,10 @@ class TrainConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.99, ge=0.0, lt=1.0, description="SGD only")
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    min_lr_ratio: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="cosine only: the rate it anneals to, as a fraction of lr (timm's min_lr, relative)",
+    )
     warmup_epochs: int = Field(0, ge=0)
     schedule_by: Literal["steps", "time"] = Field(
         "steps", description="lay the cosine out over epochs x steps, or over max_time_s of wall clock"

@@ -58,7 +58,7 @@ def build_scheduler(
     if cfg.schedule_by == "time":
         if clock is None:
             raise ValueError("schedule_by 'time' needs the run's BudgetClock")
-        floor = 1e-2
+        floor = cfg.min_lr_ratio
 
         def factor(step: int) -> float:
             ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
@@ -69,7 +69,7 @@ def build_scheduler(
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if cfg.scheduler == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.lr * 1e-2)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.lr * cfg.min_lr_ratio)
     if not warmup:
         return cosine
     ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup)
