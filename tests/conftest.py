@@ -7,6 +7,7 @@ Everything here is sized for a 2-core CPU without a GPU: 64 px images, depth-3 U
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import cv2
@@ -91,6 +92,12 @@ def tiny_config(images: Path, masks: Path, out: Path) -> dict:
 def tiny_cfg_dict(pair_dirs, tmp_path: Path) -> dict:
     images, masks = pair_dirs
     return tiny_config(images, masks, tmp_path / "run")
+
+
+def repo_pythonpath() -> str:
+    """PYTHONPATH for a subprocess that runs this checkout's unetseg: the repo first, then
+    whatever the test process had (packages installed with --target, as on the GPU machine)."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def write_yaml(path: Path, tree: dict) -> Path:

@@ -25,7 +25,7 @@ from unetseg.checkpoint import load_checkpoint, load_model
 from unetseg.config import ConfigError, config_from_dict
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.distributed import Distributed, rank_seed
-from conftest import REPO, write_yaml
+from conftest import repo_pythonpath, write_yaml
 
 WORLD = 2
 
@@ -179,7 +179,7 @@ def test_rank_shards_cover_the_epoch_and_depend_only_on_seed_and_epoch(monkeypat
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=repo_pythonpath())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m", "unetseg", *args]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -547,13 +547,14 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
 
     from click.testing import CliRunner
 
-    from conftest import REPO, write_yaml
+    from conftest import repo_pythonpath, write_yaml
     from unetseg.cli import main
 
     tree = copy.deepcopy(tiny_cfg_dict)
     tree["model"]["dropout"] = 0.2
-    # On the CPU: a GPU's cuDNN autotuning picks kernels whose sums differ run to run (seen on
-    # an H200), so bit-equal weights there need train.deterministic, as the README says.
+    # On the CPU: on an H200 the resumed run's weights differed from the straight run's in the
+    # last bits (most likely cuDNN's autotuned kernels), so bit-equal weights there need
+    # train.deterministic, as the README says.
     tree["train"].update({"epochs": 6, "samples_per_epoch": 24, "device": "cpu"})
     straight = copy.deepcopy(tree)
     straight["output_dir"] = str(tmp_path / "straight")
@@ -561,7 +562,7 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
 
     out = tmp_path / "killed"
     config = write_yaml(tmp_path / "killed.yaml", {**tree, "output_dir": str(out)})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo_pythonpath()}
     proc = subprocess.Popen([sys.executable, "-m", "unetseg", "train", "--config", str(config)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = out / "metrics.csv"  # written just after checkpoints/last.pt
