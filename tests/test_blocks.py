@@ -19,8 +19,6 @@ from unetseg.models.blocks import (
     HIGHWAY_GATE_BIAS,
     RESIDUAL_TYPE,
     BlockOptions,
-    DenseBlock,
-    HighwayBlock,
     PreActBlock,
     ResidualBlock,
     make_stage,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -15,8 +14,6 @@ from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.models import UNet
 from unetseg.training import Trainer
-
-from conftest import write_yaml
 
 
 def test_deletable_blocks_are_those_that_keep_shape():

@@ -120,7 +120,7 @@ def test_broken_and_4d_volumes_name_the_file(tmp_path):
 
 
 def test_missing_nibabel_is_one_clear_error(tmp_path, monkeypatch):
-    path = save_nifti(tmp_path / "v.nii.gz", np.zeros((4, 4, 2), np.int16))
+    save_nifti(tmp_path / "v.nii.gz", np.zeros((4, 4, 2), np.int16))
     monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel now raises ImportError
     with pytest.raises(DataError, match=r"v\.nii\.gz: .*needs nibabel: pip install 'unetseg\[medical\]'"):
         find_pairs(tmp_path, tmp_path)
