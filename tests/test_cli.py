@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from click.testing import CliRunner
 
 from unetseg.cli import main
@@ -104,6 +105,33 @@ def test_train_predict_evaluate_end_to_end(trained, tmp_path):
 
     everything = invoke("evaluate", "--checkpoint", ckpt, "--split", "all", "--tta", "flips")
     assert everything.exit_code == 0 and "all split, 6 image(s)" in everything.output
+
+
+def test_threshold_option_sets_where_foreground_starts(trained, tmp_path):
+    """--threshold overrides the checkpoint's inference.threshold in predict and evaluate."""
+    ckpt = trained / "checkpoints" / "last.pt"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = (np.random.default_rng(3).random((40, 48)) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(inputs / "a.png"), image)
+    fractions = {}
+    for threshold in ("0.2", "0.8"):
+        out = tmp_path / f"t{threshold}"
+        result = invoke("predict", inputs, "--checkpoint", ckpt, "--out", out, "--prob", "--threshold", threshold)
+        assert result.exit_code == 0, result.output
+        prob = tifffile.imread(out / "a_prob.tif")
+        mask = read_raw(out / "a.png")
+        np.testing.assert_array_equal(mask == 255, prob > float(threshold))
+        fractions[threshold] = (mask == 255).mean()
+    assert fractions["0.2"] > fractions["0.8"]
+
+    scores = {}
+    for threshold in ("0.01", "0.99"):
+        ev = invoke("evaluate", "--checkpoint", ckpt, "--threshold", threshold, "--json", tmp_path / f"{threshold}.json")
+        assert ev.exit_code == 0, ev.output
+        scores[threshold] = json.loads((tmp_path / f"{threshold}.json").read_text())["mean"]["dice"]
+    assert scores["0.01"] != scores["0.99"]
+    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt, "--threshold", "1.5"), "--threshold")
 
 
 def test_evaluate_with_other_config(trained, tiny_cfg_file, tmp_path):

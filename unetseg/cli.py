@@ -73,14 +73,16 @@ def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resum
         )
 
 
-def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None, overlap: float | None):
+def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None,
+               overlap: float | None, threshold: float | None = None):
     from unetseg.checkpoint import load_model
     from unetseg.inference import Predictor
     from unetseg.runtime import select_device
 
     dev = _run(select_device, device)
     model, cfg, _ = _run(load_model, checkpoint, dev)
-    changes = {k: v for k, v in {"mode": mode, "tta": tta, "roi_size": roi_size, "overlap": overlap}.items() if v is not None}
+    options = {"mode": mode, "tta": tta, "roi_size": roi_size, "overlap": overlap, "threshold": threshold}
+    changes = {k: v for k, v in options.items() if v is not None}
     inference = cfg.inference.model_copy(update=changes)
     return Predictor(model, inference, cfg.data.num_classes, dev), cfg
 
@@ -98,6 +100,8 @@ def _inference_options(fn, ensemble: bool = False):
             click.option("--tta", type=click.Choice(TTA), help="Test-time augmentation (default: config)."),
             click.option("--roi-size", type=click.IntRange(16), help="Sliding-window size."),
             click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), help="Sliding-window overlap."),
+            click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                         help="Foreground probability above which a pixel is foreground (binary models; default: config)."),
             click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         ]
     ):
@@ -118,7 +122,7 @@ def _ensemble_options(fn):
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
-def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, device: str, out: Path, prob: bool,
+def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str, out: Path, prob: bool,
             overwrite: bool, overlay: bool, masks: Path | None) -> None:
     """Segment an image or every image in a folder (any size); masks keep the input names.
 
@@ -136,7 +140,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 
     if masks is not None and not overlay:
         raise click.UsageError("--masks is the ground truth for --overlay; add --overlay")
-    members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap)) for path in checkpoints]
+    members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
     samples = _run(find_images, inputs, cfg.data.slice_axis)
@@ -164,14 +168,15 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 @_inference_options
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Config whose data and split to use (default: the checkpoint's own).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of --config (its data and eval sections; inference is set by the options above).")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics (mean and per image) as JSON.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Evaluate on every pair of this folder and --masks instead (e.g. a test split).")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--detail", is_flag=True, help="Add boundary F1 (1, 2 px), HD95, clDice and skeleton recall.")
-def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config_path: Path | None,
+def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: str, config_path: Path | None,
              overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None,
              detail: bool) -> None:
     """Metrics of a checkpoint on the validation split (or another split) of its data,
@@ -181,7 +186,7 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, device: str, config
     from unetseg.data import SegmentationDataset, find_pairs, split_samples
     from unetseg.evaluation import evaluate as run_evaluation
 
-    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap)
+    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap, threshold)
     if config_path is not None:
         cfg = _run(load_config, config_path, list(overrides))
 
