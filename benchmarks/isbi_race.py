@@ -106,13 +106,16 @@ def compute_dtype(cfg_path: Path) -> torch.dtype:
     return torch.float32 if dtype is None else dtype
 
 
-def flops_per_image(cfg_path: Path, crop: int, batch: int) -> tuple[int, int]:
-    """(training-step FLOPs per image, parameters) of the entrant a config builds."""
+def flops_per_image(cfg_path: Path) -> tuple[int, int, int]:
+    """(training-step FLOPs per image, parameters, crop size) of the entrant a config builds,
+    at that entrant's own crop and batch: the issue's recipe trains on 256x256 crops whatever
+    the config's crop, and a crop's FLOPs grow with its area."""
     cfg = load_config(cfg_path)
+    crop, batch = cfg.augment.crop_size, cfg.train.batch_size
     model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
     x = torch.randn(batch, cfg.data.channels, crop, crop)
     y = (torch.rand(batch, crop, crop) > 0.5).float()
-    return step_flops(model, x, y, build_loss(cfg.train.loss, cfg.data.out_channels)) // batch, count_parameters(model)
+    return step_flops(model, x, y, build_loss(cfg.train.loss, cfg.data.out_channels)) // batch, count_parameters(model), crop
 
 
 def _cli(args: list[str], log_path: Path) -> None:
@@ -172,6 +175,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     reached = [r["time_to_dice"] for r in runs]
     out["time_to_dice"] = statistics.fmean(reached) if None not in reached else None
     out["precision"] = "/".join(sorted({r["precision"] for r in runs}))
+    out["crop"] = "/".join(str(c) for c in sorted({r["crop"] for r in runs}))
     for key in (*METRICS, *(f"{m}_tta" for m in METRICS), "img_per_s", "gflops_per_s", "peak_fraction", "own_peak_fraction"):
         values = [r[key] for r in runs]
         out[key] = statistics.fmean(values)
@@ -191,14 +195,14 @@ def markdown(result: dict[str, Any]) -> str:
         "Train on slices 0-24, score the final weights on the full slices 25-29; "
         "time to Dice: training seconds (validation included) until a periodic validation first reaches it.",
         "",
-        f"| model | params | seeds | precision | train img/s | GFLOP/s (% of peak) | s to Dice {result['dice_threshold']} "
+        f"| model | params | seeds | precision | crop | train img/s | GFLOP/s (% of peak) | s to Dice {result['dice_threshold']} "
         "| Dice | pixel error | adapted Rand error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result["summary"].items():
         lines.append(
             f"| {label(name)} | {result['params'][name] / 1e6:.2f} M | {', '.join(map(str, s['seeds']))} | {s['precision']} "
-            f"| {_fmt(s, 'img_per_s', 1)} | {s['gflops_per_s']:.0f} ({_peak_cell(s)}) "
+            f"| {s['crop']}² | {_fmt(s, 'img_per_s', 1)} | {s['gflops_per_s']:.0f} ({_peak_cell(s)}) "
             f"| {'not reached' if s['time_to_dice'] is None else format(s['time_to_dice'], '.0f')} "
             f"| {_fmt(s, 'dice')} | {_fmt(s, 'pixel_error')} | {_fmt(s, 'rand_error')} |"
         )
@@ -282,7 +286,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown entrant(s) {', '.join(unknown)}; choose from unetseg, {', '.join(PEERS)} (each with or without '{ISSUE}')")
     main_entrants = ("unetseg", "monai_unet", "monai_unet" + ISSUE)
     seeds = {e: [int(s) for s in (args.seeds if e in main_entrants else args.peer_seeds).split(",")] for e in entrants}
-    crop, batch = base["augment"]["crop_size"], base["train"]["batch_size"]
     peaks = {"fp32": matmul_peak(torch.device("cpu"))}
     print(f"fp32 matmul peak on {args.threads} threads: {peaks['fp32'] / 1e9:.1f} GFLOP/s", flush=True)
 
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir.parent / f"{entrant}_seed{seed}.yaml"
         cfg_path.write_text(yaml.safe_dump(entrant_config(base, entrant, seed, args.budget, args.threads, run_dir), sort_keys=False))
-        per_image, params[entrant] = flops_per_image(cfg_path, crop, batch)
+        per_image, params[entrant], crop = flops_per_image(cfg_path)
         dtype = compute_dtype(cfg_path)
         precision = precision_name(dtype)
         if precision not in peaks:
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{precision} matmul peak: {peaks[precision] / 1e9:.1f} GFLOP/s", flush=True)
         print(f"{label(entrant)}, seed {seed}: {params[entrant] / 1e6:.2f} M parameters, training {args.budget:.0f} s ...", flush=True)
         result = run_entrant(cfg_path, run_dir, run_dir.parent / f"{entrant}_seed{seed}.log")
-        result.update(entrant=entrant, seed=seed, flops_per_image=per_image, precision=precision)
+        result.update(entrant=entrant, seed=seed, flops_per_image=per_image, precision=precision, crop=crop)
         result["time_to_dice"] = time_to_dice(result["dice_curve"], args.dice_threshold)
         result["gflops_per_s"] = per_image * result["img_per_s"] / 1e9
         result["peak_fraction"] = per_image * result["img_per_s"] / peaks["fp32"]

@@ -122,6 +122,19 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
     assert "issue's recipe" in isbi_race.label("monai_unet_issue") and "unetseg's recipe" in isbi_race.label("monai_unet")
 
 
+def test_race_counts_each_entrants_flops_at_its_own_crop(tiny_cfg_dict, tmp_path):
+    """A config that trains on 384x384 crops must not count the issue recipe's 256x256 crops as 384."""
+    base = yaml.safe_load(yaml.safe_dump(tiny_cfg_dict, sort_keys=False))
+    base["augment"]["crop_size"] = 384
+    paths = {}
+    for entrant in ("monai_unet", "monai_unet_issue"):
+        paths[entrant] = write_yaml(tmp_path / f"{entrant}.yaml", isbi_race.entrant_config(base, entrant, 0, 30, 2, tmp_path))
+    own_flops, own_params, own_crop = isbi_race.flops_per_image(paths["monai_unet"])
+    issue_flops, issue_params, issue_crop = isbi_race.flops_per_image(paths["monai_unet_issue"])
+    assert (own_crop, issue_crop) == (384, 256) and own_params == issue_params
+    assert own_flops / issue_flops == pytest.approx((384 / 256) ** 2, rel=0.02)
+
+
 def test_race_rejects_unknown_entrant(tmp_path):
     with pytest.raises(SystemExit):
         isbi_race.main(["--entrants", "unetseg,deeplab", "--out", str(tmp_path)])
@@ -137,7 +150,7 @@ def test_race_judges_a_bf16_entrant_against_both_peaks(tiny_cfg_dict, tmp_path, 
     peaks = {torch.float32: 100e9, torch.bfloat16: 250e9}
     measured: list[torch.dtype] = []
     monkeypatch.setattr(isbi_race, "matmul_peak", lambda device, dtype=torch.float32: measured.append(dtype) or peaks[dtype])
-    monkeypatch.setattr(isbi_race, "flops_per_image", lambda *_: (int(2e9), 1000))
+    monkeypatch.setattr(isbi_race, "flops_per_image", lambda *_: (int(2e9), 1000, 256))
     fake = {**{m: 0.5 for m in isbi_race.METRICS}, **{f"{m}_tta": 0.5 for m in isbi_race.METRICS}}
     monkeypatch.setattr(isbi_race, "run_entrant", lambda *_: {**fake, "img_per_s": 60.0, "epochs": 1, "dice_curve": []})
     result = isbi_race.main(["--config", str(base), "--seeds", "0", "--entrants", "unetseg,monai_unet_issue", "--out", str(tmp_path / "race")])
@@ -148,6 +161,6 @@ def test_race_judges_a_bf16_entrant_against_both_peaks(tiny_cfg_dict, tmp_path, 
     assert ours["peak_fraction"] == pytest.approx(1.2) and ours["own_peak_fraction"] == pytest.approx(0.48)  # 120 GFLOP/s
     assert peer["own_peak_fraction"] == peer["peak_fraction"]
     table = (tmp_path / "race" / "race.md").read_text()
-    assert "| bf16 | 60.0 | 120 (120% of fp32, 48% of bf16) |" in table and "| fp32 | 60.0 | 120 (120%) |" in table
+    assert "| bf16 | 256² | 60.0 | 120 (120% of fp32, 48% of bf16) |" in table and "| fp32 | 256² | 60.0 | 120 (120%) |" in table
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert isbi_race.compute_dtype(base) == torch.float32  # what such a CPU would really run
