@@ -198,9 +198,10 @@ def test_resume_with_changed_settings_is_announced(tiny_cfg_dict):
     tree["train"]["epochs"] = 1
     _fit(tree)
     tree["train"]["epochs"] = 2
+    tree["seed"] = 7
     messages = []
     Trainer(config_from_dict(tree), resume=True, log=messages.append).fit()
-    assert any("changed settings train.epochs" in m for m in messages)
+    assert any("changed settings train.epochs, seed" in m for m in messages)
     assert load_checkpoint(Path(tree["output_dir"]) / "checkpoints" / "last.pt")["epoch"] == 2
 
 
@@ -690,6 +691,8 @@ def test_resume_with_another_architecture_is_a_clear_error(tiny_cfg_dict):
     with pytest.raises(TrainingError, match=r"cannot resume .*last\.pt.*model\.deep_supervision changed"):
         _fit(tree, resume=True)
     assert last.read_bytes() == saved  # nothing already written is lost
+    run_config = yaml.safe_load((last.parents[1] / "config.yaml").read_text())
+    assert run_config["model"]["deep_supervision"] == 0  # the refused config did not replace the run's
 
 
 def test_ema_is_validated():

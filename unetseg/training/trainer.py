@@ -76,11 +76,20 @@ class Trainer:
             return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.cfg), sort_keys=False))
         except OSError as err:
             raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
         for stale in self.last_path.parent.glob(".*.tmp"):  # a save cut short by a kill
             stale.unlink()
+
+    def _write_config(self) -> None:
+        """``config.yaml`` as run; written only once a resume has been accepted, so that a refused
+        ``--resume`` leaves the run's config as it was."""
+        if not self.dist.main:
+            return
+        try:
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.cfg), sort_keys=False))
+        except OSError as err:
+            raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
 
     def _build_data(self) -> None:
         data, train = self.cfg.data, self.cfg.train
@@ -168,6 +177,8 @@ class Trainer:
             for key in current[section]
             if saved.get(section, {}).get(key) != current[section][key]
         )
+        # Top-level settings too (the seed above all); the output folder may have been moved.
+        changed += [key for key in ("name", "seed") if saved.get(key) != current[key]]
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
         if state.get("precision", precision_name(self.amp)) != precision_name(self.amp):  # same train.amp, another machine
@@ -298,6 +309,7 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch = 0
         start_epoch = self._restore() if self.resume else 0
+        self._write_config()
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         precision = f" under {precision_name(self.amp)} autocast" if self.amp is not None else ""
         if self.amp is None and self.device.type == "cpu" and cfg.train.amp in ("bf16", "fp16"):
