@@ -14,7 +14,7 @@ from torch import nn
 
 from unetseg.config import InferenceConfig
 from unetseg.data import find_images
-from unetseg.data.io import read_raw
+from unetseg.data.io import DataError, read_raw
 from unetseg.inference import Predictor, predict_samples, tta_transforms
 
 
@@ -233,6 +233,25 @@ def test_predict_samples_refuses_to_overwrite(tmp_path):
     report = _run(folder, out, overwrite=True)
     assert marker.read_bytes() == before
     assert len(report.failed) == 1
+
+
+def test_predict_samples_refuses_two_inputs_for_one_output(tmp_path):
+    folder = _inputs(tmp_path / "in")
+    assert cv2.imwrite(str(folder / "odd.bmp"), np.zeros((8, 8), np.uint8))  # its mask would be odd.png too
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"odd\.(bmp|png) and .*odd\.(bmp|png) would both be written as odd\.png"):
+        _run(folder, out)
+    assert not out.exists()  # refused before anything was written
+
+
+def test_predict_samples_reports_an_output_it_cannot_write(tmp_path):
+    folder = _inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    (out / "odd.png").mkdir(parents=True)  # a folder where odd's mask goes
+    report = _run(folder, out, overwrite=True)
+    assert sorted(name for name, _ in report.failed) == ["broken", "odd"]
+    assert "odd.png" in dict(report.failed)["odd"]
+    assert sorted(p.name for p in report.written) == ["photo.png", "t16.tif"]  # the rest still written
 
 
 def test_predict_samples_probabilities_and_label_map(tmp_path):

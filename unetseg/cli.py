@@ -136,6 +136,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 
     from unetseg.data import attach_masks, find_images
     from unetseg.data.intensity import Normalization
+    from unetseg.data.io import DataError
     from unetseg.inference import ensemble_of, predict_samples
 
     if masks is not None and not overlay:
@@ -157,6 +158,8 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     except OSError as err:  # masks already there (no errno), or --out not writable: under a file, read-only, full
         why = str(err) if err.errno is None else f"cannot write to output directory {out}: {err.strerror}"
         raise click.ClickException(why) from None
+    except DataError as err:  # two inputs planned onto one output
+        raise click.ClickException(str(err)) from None
     click.echo(f"wrote {report.masks} mask(s) to {out}")
     for name, why in report.failed:
         click.echo(f"failed: {name}: {why}", err=True)

@@ -229,9 +229,13 @@ class _Run:
         except DataError as err:
             self.report.failed.append((sample.name, str(err)))
             return
-        write_mask(paths[0], classes, self.label_map)
-        if self.with_probs:
-            write_array(paths[1], _foreground(probs, self.predictor.num_classes))
+        try:
+            write_mask(paths[0], classes, self.label_map)
+            if self.with_probs:
+                write_array(paths[1], _foreground(probs, self.predictor.num_classes))
+        except DataError as err:  # an output that cannot be written (a folder in its place, a full disk)
+            self.report.failed.append((sample.name, str(err)))
+            return
         self.report.masks += 1
         self.report.written.extend(paths[: 1 + self.with_probs])
 
@@ -280,10 +284,18 @@ def predict_samples(
     The slices of a volume (consecutive samples with an ``axis``) make one output volume with
     the input's affine and header; a slice that cannot be read fails the whole volume.
     """
+    sources: dict[Path, Path] = {}  # output -> the input it is planned for
+    for sample in samples:
+        for path in output_paths(sample, out_dir, with_probs, overlay):
+            source = sources.setdefault(path, sample.image)
+            if source != sample.image:  # e.g. cell.png and cell.jpg both make cell.png
+                raise DataError(
+                    f"{source} and {sample.image} would both be written as {path.name}; "
+                    "rename one of them or predict them into separate folders"
+                )
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        outputs = dict.fromkeys(p for s in samples for p in output_paths(s, out_dir, with_probs, overlay))
-        clashes = [p for p in outputs if p.exists()]
+        clashes = [p for p in sources if p.exists()]
         if clashes:
             raise FileExistsError(
                 f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "
