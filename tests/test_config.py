@@ -192,6 +192,18 @@ def test_invalid_yaml_is_config_error(tmp_path):
         load_config(path)
 
 
+def test_binary_file_is_config_error(tmp_path):
+    path = tmp_path / "c_bin.yaml"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match=r"c_bin\.yaml is not a UTF-8 text file"):
+        load_config(path)
+
+
+def test_override_that_is_not_yaml_names_its_key(tiny_cfg_file):
+    with pytest.raises(ConfigError, match=r"--set train\.epochs: '\[1' is not a valid YAML value"):
+        load_config(tiny_cfg_file, ["train.epochs=[1"])
+
+
 def test_non_mapping_top_level_is_config_error(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")

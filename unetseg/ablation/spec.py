@@ -12,10 +12,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unetseg.config import Config, ConfigError, Strict, UNetConfig, config_from_dict, format_validation_error, set_dotted
+from unetseg.config import Config, ConfigError, Strict, UNetConfig, config_from_dict, format_validation_error, read_yaml, set_dotted
 
 
 class Variant(Strict):
@@ -104,12 +103,7 @@ def _short(key: str, value: Any) -> str:
 
 def load_spec(path: Path, quick: bool = False) -> AblationSpec:
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read ablation config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    tree = read_yaml(path, "ablation config")
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     try:
@@ -134,10 +128,7 @@ def fold_ids(spec: AblationSpec) -> list[int | None]:
 
 def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | None = None) -> Config:
     """The full training config of one (variant, seed) run."""
-    try:
-        tree = yaml.safe_load(Path(spec.base).read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"ablation base config {spec.base}: {err.strerror}") from None
+    tree = read_yaml(Path(spec.base), "ablation base config")
     fixed = {
         "seed": seed,
         "name": variant.name,

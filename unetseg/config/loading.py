@@ -34,8 +34,25 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid YAML value ({err.problem})") from None
+        set_dotted(tree, key.strip(), value)
     return tree
+
+
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """The YAML document at ``path``; an unreadable, non-UTF-8 or malformed file is one
+    ConfigError naming it."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a UTF-8 text file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
 
 
 def _known_keys(model: type[BaseModel] | None) -> list[str]:
@@ -96,14 +113,7 @@ def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply ``--set`` overrides, validate."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    try:
-        tree = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    tree = read_yaml(path)
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     apply_overrides(tree, overrides or [])
