@@ -162,8 +162,18 @@ def test_weights_not_matching_config(tmp_path, tiny_cfg_dict):
     _, state = _model_state(tiny_cfg_dict)
     state["config"]["model"]["base_width"] = 8
     save_checkpoint(tmp_path / "w.pt", state)
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="do not fit") as err:
         load_model(tmp_path / "w.pt")
+    assert "\n" not in str(err.value) and "more)" in str(err.value)  # one line, not torch's list of every tensor
+
+
+@pytest.mark.parametrize("key", ["config", "model"])
+def test_tampered_sections_are_a_checkpoint_error(tmp_path, tiny_cfg_dict, key):
+    _, state = _model_state(tiny_cfg_dict)
+    state[key] = "oops"
+    save_checkpoint(tmp_path / "t.pt", state)
+    with pytest.raises(CheckpointError, match=r"t\.pt: (embedded config unusable|no model weights)"):
+        load_model(tmp_path / "t.pt")
 
 
 def test_unusable_embedded_config(tmp_path, tiny_cfg_dict):

@@ -64,9 +64,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def checkpoint_config(state: dict[str, Any], source: str) -> Config:
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{source}: embedded config unusable: missing or not a mapping of sections")
     try:
         return config_from_dict(state["config"], f"{source} (embedded config)")
-    except (KeyError, ConfigError) as err:
+    except ConfigError as err:
         raise CheckpointError(f"{source}: embedded config unusable: {err}") from None
 
 
@@ -75,8 +77,12 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, str(path))
     model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: no model weights (missing or not a state dict)")
     try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {err}") from None
+    except RuntimeError as err:  # torch lists every mismatched tensor; the first says enough
+        lines = str(err).strip().splitlines()
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {' '.join(line.strip() for line in lines[:2])}{more}") from None
     return model.to(device).eval(), cfg, state
