@@ -84,3 +84,23 @@ def test_onnx_export_without_onnx_says_what_to_install(tiny_cfg_dict, tmp_path, 
     result = invoke("export", "--checkpoint", ckpt, "--format", "onnx", "--out", tmp_path / "m.onnx")
     assert_clean_failure(result, "needs the 'onnx' package", "unetseg[export]")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_failed_export_keeps_the_file_it_would_overwrite(tiny_cfg_dict, tmp_path, monkeypatch):
+    import unetseg.export as export
+
+    ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
+    out = tmp_path / "m.ts"
+    out.write_bytes(b"the user's earlier export")
+    monkeypatch.setattr(export, "run_exported", lambda path, fmt, x: np.full((2, 1, *x.shape[2:]), 1e3, np.float32))
+    result = invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", out, "--overwrite")
+    assert_clean_failure(result, "m.ts: the exported model differs from PyTorch")
+    assert out.read_bytes() == b"the user's earlier export"
+    assert not list(tmp_path.glob(".*partial*"))  # no partial file left behind
+
+
+def test_export_under_a_file_is_one_message(tiny_cfg_dict, tmp_path):
+    ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
+    (tmp_path / "outfile").write_text("")
+    result = invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", tmp_path / "outfile" / "m.ts")
+    assert_clean_failure(result, "cannot write", "outfile")

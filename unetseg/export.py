@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,24 +136,45 @@ def export_model(
     model = model.to("cpu").eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, cfg.data.channels, *size, generator=generator)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot write {path}: {err.strerror}") from None
+    # Written beside --out and moved over it only once checked, so a failed export or check
+    # never replaces the file already there (--overwrite) with a broken one.
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        check_size, diff = _write_checked(model, cfg, example, partial, path, fmt, multiple, generator)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return ExportResult(path, check_size, diff)
+
+
+def _write_checked(
+    model: nn.Module, cfg: Config, example: torch.Tensor, path: Path, target: Path, fmt: str, multiple: int,
+    generator: torch.Generator,
+) -> tuple[tuple[int, int], float | None]:
+    """Export to ``path`` (on its way to ``target``) and compare it with PyTorch at another, odd
+    size: (that size, the largest difference, None where the runtime is missing)."""
     exporter = _export_onnx if fmt == "onnx" else _export_torchscript
     with torch.no_grad():
         exporter(model, example, path, metadata(cfg))
-    check_size = (size[0] + 13 if multiple == 1 else size[0] + multiple // 2 + 3, size[1] + 2 * multiple + 1)
+    h, w = example.shape[-2:]
+    check_size = (h + 13 if multiple == 1 else h + multiple // 2 + 3, w + 2 * multiple + 1)
     check = torch.rand(2, cfg.data.channels, *check_size, generator=generator)
     with torch.inference_mode():
         expected = model(check).numpy()
     got = run_exported(path, fmt, check.numpy())
     if got is None:
-        return ExportResult(path, check_size, None)
+        return check_size, None
     diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not diff <= TOLERANCE * max(1.0, float(np.abs(expected).max())):
         raise ExportError(
-            f"{path}: the exported model differs from PyTorch at {check_size[0]}x{check_size[1]} "
+            f"{target}: the exported model differs from PyTorch at {check_size[0]}x{check_size[1]} "
             f"(output {got.shape} vs {expected.shape}, max |diff| {diff:.3g}); please report this model config"
         )
-    return ExportResult(path, check_size, diff)
+    return check_size, diff
 
 
 def describe(result: ExportResult, fmt: str) -> str:
