@@ -236,6 +236,19 @@ def test_unwritable_predict_output_is_one_clear_error(trained, tmp_path):
     assert_clean_failure(file_as_out, "is a file")
 
 
+def test_unwritable_report_outputs_are_one_clear_error(trained, tmp_path, isbi):
+    """--json and report folders under a file or in a read-only place: one message, no traceback."""
+    ckpt = trained / "checkpoints" / "best.pt"
+    for out in _unwritable_dirs(tmp_path):
+        for args in (["evaluate", "--checkpoint", ckpt, "--json", out / "m.json"],
+                     ["info", ckpt, "--json", out / "i.json"],
+                     ["data", "check", isbi / "train", "--brief", "--json", out / "c.json"],
+                     ["analyze-skips", "--checkpoint", ckpt, "--out", out / "skips"]):
+            result = invoke(*args)
+            assert_clean_failure(result, "cannot write to output directory", str(out))
+            assert result.output.count("Error") == 1, args
+
+
 def test_checkpoint_write_failure_is_a_training_error(tiny_cfg_file, tmp_path, monkeypatch):
     import unetseg.training.trainer as trainer_module
 

@@ -33,6 +33,28 @@ def _run(fn, *args, **kwargs):
         raise click.ClickException(str(err)) from None
 
 
+def _output_dir(path: Path) -> Path:
+    """Create an output folder before any work, so that a path under a file or in a read-only
+    place is one message up front rather than a traceback after the work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"cannot write to output directory {path}: {err.strerror}") from None
+    return path
+
+
+def _write_json(path: Path, payload: object) -> None:
+    """What ``--json`` writes; NaN metrics become null, so the file is valid JSON."""
+    from unetseg.report import json_safe
+
+    _output_dir(path.parent)
+    try:
+        path.write_text(json.dumps(json_safe(payload), indent=2))
+    except OSError as err:
+        raise click.ClickException(f"cannot write {path}: {err.strerror}") from None
+    click.echo(f"wrote {path}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="unetseg")
 def main() -> None:
@@ -189,6 +211,8 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
     from unetseg.data import SegmentationDataset, find_pairs, split_samples
     from unetseg.evaluation import evaluate as run_evaluation
 
+    if json_path is not None:
+        _output_dir(json_path.parent)  # before the evaluation, not after it
     predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap, threshold)
     if config_path is not None:
         cfg = _run(load_config, config_path, list(overrides))
@@ -212,9 +236,7 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
     for key, value in mean.items():
         click.echo(f"  {key:<{width}}  {value:.4f}")
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows}, indent=2))
-        click.echo(f"wrote {json_path}")
+        _write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows})
 
 
 @main.command()
@@ -239,7 +261,7 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         # Runs are addressed through the spec file; write the adjusted one beside the runs.
         import yaml
 
-        output_dir.mkdir(parents=True, exist_ok=True)
+        _output_dir(output_dir)
         tree = yaml.safe_load(config_path.read_text())
         tree["output_dir"] = str(output_dir)
         tree["base"] = str(spec.base)
@@ -265,6 +287,7 @@ def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, dev
     from unetseg.ablation.skip_analysis import analyze_skips
 
     cfg = _run(load_config, config_path) if config_path else None
+    _output_dir(out)
     try:
         paths = _run(analyze_skips, checkpoint, out, cfg, device)
     except ValueError as err:

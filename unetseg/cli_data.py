@@ -3,7 +3,6 @@ group by :mod:`unetseg.cli`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -53,7 +52,7 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
     mask/, labels/, label/ or gt/); without --config, masks are read with the default label
     map (0 = background, any other value = foreground).
     """
-    from unetseg.cli import _run
+    from unetseg.cli import _output_dir, _run, _write_json
     from unetseg.config import DataConfig, load_config
     from unetseg.data.check import check_dataset
 
@@ -66,14 +65,12 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
         if folder is not None:
             images, masks = _subfolder(folder, IMAGE_DIRS, "image"), _subfolder(folder, MASK_DIRS, "mask")
         data = DataConfig(images=images, masks=masks)
+    if json_path is not None:
+        _output_dir(json_path.parent)  # before the check, which reads every file
     report = check_dataset(data)
     click.echo(report.format(per_image=not brief))
     if json_path is not None:
-        from unetseg.report import json_safe
-
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(json_safe(report.to_dict()), indent=2))
-        click.echo(f"wrote {json_path}")
+        _write_json(json_path, report.to_dict())
     if report.fatal:
         sys.exit(1)
 

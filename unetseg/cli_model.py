@@ -4,7 +4,6 @@ inside the commands so ``--help`` stays fast."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -20,18 +19,14 @@ CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
     """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
     from unetseg.checkpoint import load_model
-    from unetseg.cli import _run
+    from unetseg.cli import _run, _write_json
     from unetseg.model_info import format_info, model_info
 
     model, cfg, state = _run(load_model, checkpoint, "cpu")
     summary = model_info(model, cfg, state, size)
     click.echo(format_info(summary))
     if json_path is not None:
-        from unetseg.report import json_safe  # NaN metrics become null: valid JSON
-
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(json_safe({"checkpoint": str(checkpoint), **summary}), indent=2))
-        click.echo(f"wrote {json_path}")
+        _write_json(json_path, {"checkpoint": str(checkpoint), **summary})
 
 
 @click.command("export")
