@@ -139,6 +139,11 @@ def test_evaluate_with_other_config(trained, tiny_cfg_file, tmp_path):
                 "--set", "data.split.fold=0", "--json", tmp_path / "m.json")
     assert ev.exit_code == 0, ev.output
     assert [r["name"] for r in json.loads((tmp_path / "m.json").read_text())["images"]] == ["img_0", "img_1"]
+    ckpt = trained / "checkpoints" / "last.pt"
+    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt, "--config", tiny_cfg_file, "--set", "data.channels=3"),
+                         "does not describe the data", "data.channels 3 vs 1")
+    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt, "--set", "data.split.fold=0"),
+                         "give --config too")  # an override with nothing to override is not silently dropped
 
 
 def test_unknown_config_key_is_reported_without_traceback(tiny_cfg_dict, tmp_path):

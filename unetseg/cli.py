@@ -210,12 +210,21 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
 
     from unetseg.data import SegmentationDataset, find_pairs, split_samples
     from unetseg.evaluation import evaluate as run_evaluation
+    from unetseg.inference import INPUT_KEYS, data_differences
 
+    if overrides and config_path is None:
+        raise click.UsageError("--set changes --config's data and eval sections; give --config too")
     if json_path is not None:
         _output_dir(json_path.parent)  # before the evaluation, not after it
     predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap, threshold)
     if config_path is not None:
-        cfg = _run(load_config, config_path, list(overrides))
+        model_data, cfg = cfg.data, _run(load_config, config_path, list(overrides))
+        diffs = data_differences(model_data, cfg.data, tuple(k for k in INPUT_KEYS if k != "slice_axis"))
+        if diffs:
+            raise click.ClickException(
+                f"{config_path} does not describe the data {checkpoint} was trained on: data.{'; data.'.join(diffs)} "
+                "(channels, classes, label map and normalisation must match the model's)"
+            )
 
     if (images is None) != (masks is None):
         raise click.UsageError("--images and --masks go together")

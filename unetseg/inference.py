@@ -134,6 +134,16 @@ class Ensemble:
         return self.members[0].classes(probs)
 
 
+# What a model's input and classes mean: models, or a model and a dataset, that differ in
+# one of these cannot share an input tensor or a mask.
+INPUT_KEYS = ("num_classes", "channels", "normalize", "percentile", "window", "slice_axis", "label_map")
+
+
+def data_differences(data: DataConfig, other: DataConfig, keys: tuple[str, ...] = INPUT_KEYS) -> list[str]:
+    """``"key other-value vs data-value"`` for each of ``keys`` where the two data sections differ."""
+    return [f"{k} {getattr(other, k)} vs {getattr(data, k)}" for k in keys if getattr(other, k) != getattr(data, k)]
+
+
 def ensemble_of(members: list[tuple[Path, Predictor, DataConfig]]) -> Predictor | Ensemble:
     """One predictor, or the average of several whose inputs and classes mean the same.
 
@@ -142,8 +152,7 @@ def ensemble_of(members: list[tuple[Path, Predictor, DataConfig]]) -> Predictor 
     """
     first_path, first, data = members[0]
     for path, _, other in members[1:]:
-        keys = ("num_classes", "channels", "normalize", "percentile", "window", "slice_axis", "label_map")
-        diffs = [f"{k} {getattr(other, k)} vs {getattr(data, k)}" for k in keys if getattr(other, k) != getattr(data, k)]
+        diffs = data_differences(data, other)
         if diffs:
             raise CheckpointError(
                 f"{path}: cannot be averaged with {first_path}: data.{'; data.'.join(diffs)} "
