@@ -241,3 +241,17 @@ def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / name)
     assert isinstance(cfg, Config)
     assert cfg.data.label_map == {0: 1, 255: 0}
+
+
+def test_config_changes_names_nested_keys(tiny_cfg_dict):
+    from unetseg.config import config_changes, dump_config
+
+    cfg = config_from_dict(tiny_cfg_dict)
+    stored = dump_config(cfg)
+    assert config_changes(stored, cfg) == []
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["train"]["loss"] = {"lambda_dice": 2.0}
+    tree["data"]["label_map"] = {0: 0, 255: 1, 128: 1}
+    tree["seed"] = 5
+    tree["output_dir"] = "moved/elsewhere"
+    assert config_changes(stored, config_from_dict(tree)) == ["data.label_map", "seed", "train.loss.lambda_dice"]

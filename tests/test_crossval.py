@@ -62,6 +62,16 @@ def test_three_folds_from_one_command_then_resume_reuses_finished_folds(tiny_cfg
     assert (out / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns == finished
     assert json.loads((out / "cv_summary.json").read_text())["per_fold"][:2] == folds[:2]
 
+    # Finished folds trained under other settings are not passed off as folds of this run.
+    summary_text = (out / "cv_summary.json").read_text()
+    two_folds = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 2, "--resume")
+    assert_clean_failure(two_folds, "fold 0 in", "finished under other settings (data.split.folds)")
+    other_lr = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.lr=0.5")
+    assert_clean_failure(other_lr, "(train.lr)")
+    assert (out / "cv_summary.json").read_text() == summary_text
+    faster = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.threads=1")
+    assert faster.exit_code == 0, faster.output  # how fast a run goes is not a change of what it learned
+
 
 def test_an_interrupted_fold_is_resumed(tiny_cfg_dict, tiny_cfg_file, tmp_path):
     out = tmp_path / "cv"

@@ -24,6 +24,7 @@ from unetseg.config.base import (
 )
 from unetseg.config.loading import (
     apply_overrides,
+    config_changes,
     config_from_dict,
     dump_config,
     format_validation_error,
@@ -49,7 +50,7 @@ from unetseg.config.schema import (
 
 __all__ = [
     "BLOCK_TYPES", "RESIDUAL_BLOCKS", "SKIP_MODES", "ActType", "BlockType", "ConfigError", "NormType", "SkipMode",
-    "Strict", "apply_overrides", "config_from_dict", "dump_config", "format_validation_error", "load_config", "normalised_config", "read_yaml",
+    "Strict", "apply_overrides", "config_changes", "config_from_dict", "dump_config", "format_validation_error", "load_config", "normalised_config", "read_yaml",
     "set_dotted", "MonaiBasicUNetConfig", "MonaiUNetConfig", "ModelConfig", "SmpUnetConfig", "UNetConfig",
     "AffineConfig", "AugmentConfig", "BorderWeightConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
     "SplitConfig", "TrainConfig",

@@ -132,3 +132,23 @@ def normalised_config(stored: dict[str, Any] | None) -> dict[str, Any] | None:
         return dump_config(config_from_dict(stored)) if stored else None
     except ConfigError:
         return stored
+
+
+def config_changes(stored: dict[str, Any] | None, cfg: Config) -> list[str]:
+    """Dotted keys (``train.loss.lambda_dice``, ``seed``) where ``cfg`` differs from a run's
+    stored config, read with today's schema. The output folder is left out: a run may have
+    been moved."""
+    saved, current = _dotted(normalised_config(stored) or {}), _dotted(dump_config(cfg))
+    return sorted(key for key in current.keys() | saved.keys() if key != "output_dir" and saved.get(key) != current.get(key))
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Sections and sub-sections flattened to dotted keys; a mapping whose keys are not names
+    (``label_map``: pixel values) is a value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) and k.isidentifier() for k in value):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -19,12 +19,15 @@ from typing import Any, Callable
 import numpy as np
 
 from unetseg.checkpoint import load_checkpoint
-from unetseg.config import Config, SplitConfig
+from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data import find_pairs, split_samples
 from unetseg.table import format_table
 from unetseg.training.trainer import Trainer, TrainingError
 
 SUMMARY = "cv_summary.json"
+# Settings that change how fast a run goes, not what it learns: a finished fold may be reused under others.
+RUNTIME_KEYS = frozenset({"train.device", "train.threads", "train.num_workers", "train.progress", "train.compile",
+                          "train.channels_last"})
 
 
 def fold_config(cfg: Config, folds: int, fold: int) -> Config:
@@ -91,6 +94,13 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
     for fold, (fold_cfg, last) in enumerate(zip(configs, lasts)):
         state = load_checkpoint(last) if resume and last.is_file() else None
         if state is not None and is_finished(state, fold_cfg):
+            changed = [key for key in config_changes(state.get("config"), fold_cfg) if key not in RUNTIME_KEYS]
+            if changed:
+                raise TrainingError(
+                    f"fold {fold} in {fold_cfg.output_dir} finished under other settings ({', '.join(changed)}), "
+                    "so its scores would not belong to this cross-validation; restore them, or choose another "
+                    "output directory (--out)"
+                )
             log(f"fold {fold}/{folds}: finished before, reused ({fold_cfg.output_dir})")
             records.append(_fold_record(fold, fold_cfg, list(state["history"]), state["best"]["epoch"]))
             continue

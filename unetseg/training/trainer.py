@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetseg.checkpoint import load_checkpoint, save_checkpoint
-from unetseg.config import Config, ConfigError, dump_config, normalised_config
+from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
 from unetseg.data.weights import border_weights
 from unetseg.evaluation import evaluate
@@ -168,17 +168,7 @@ class Trainer:
     def _restore(self) -> int:
         # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest to the model's device.
         state = load_checkpoint(self.last_path)
-        saved = normalised_config(state["config"])  # keys added to the schema since are not changes
-        current = dump_config(self.cfg)
-        changed = sorted(
-            f"{section}.{key}"
-            for section in current
-            if isinstance(current[section], dict)
-            for key in current[section]
-            if saved.get(section, {}).get(key) != current[section][key]
-        )
-        # Top-level settings too (the seed above all); the output folder may have been moved.
-        changed += [key for key in ("name", "seed") if saved.get(key) != current[key]]
+        changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
         if state.get("precision", precision_name(self.amp)) != precision_name(self.amp):  # same train.amp, another machine
