@@ -82,7 +82,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:  # torch lists every mismatched tensor; the first says enough
-        lines = str(err).strip().splitlines()
+        lines = [line.strip() for line in str(err).strip().splitlines()]
         more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
-        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {' '.join(line.strip() for line in lines[:2])}{more}") from None
+        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {' '.join(lines[:2])}{more}") from None
     return model.to(device).eval(), cfg, state

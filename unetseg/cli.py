@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from unetseg.config import ConfigError, load_config
+from unetseg.config import ConfigError, load_config, read_yaml
 
 INFERENCE_MODES = ["auto", "whole", "sliding"]
 TTA = ["none", "flips", "d4"]
@@ -271,7 +271,7 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         import yaml
 
         _output_dir(output_dir)
-        tree = yaml.safe_load(config_path.read_text())
+        tree = read_yaml(config_path, "ablation config")
         tree["output_dir"] = str(output_dir)
         tree["base"] = str(spec.base)
         spec_path = output_dir / "ablation.yaml"

@@ -29,8 +29,8 @@ from unetseg.config.loading import (
     dump_config,
     format_validation_error,
     load_config,
-    read_yaml,
     normalised_config,
+    read_yaml,
     set_dotted,
 )
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, ModelConfig, SmpUnetConfig, UNetConfig
