@@ -277,7 +277,7 @@ def test_training_without_crop_needs_same_sizes(tmp_path):
         cv2.imwrite(str(masks / f"{i}.png"), np.zeros((h, w), np.uint8))
     tree = tiny_config(images, masks, tmp_path / "run")
     tree["augment"]["crop_size"] = None
-    with pytest.raises(TrainingError, match="differ in size"):
+    with pytest.raises(TrainingError, match=r"differ in size \(\S+\.png is 32x32, \S+1\.png is 32x40, WxH\)"):
         _fit(tree)
 
 

@@ -111,9 +111,15 @@ class Trainer:
                 if ds.weights is not None and mask is not None:
                     ds.weight_map(i, mask)
         if self.cfg.augment.crop_size is None and train.batch_size > 1:
-            sizes = {ds_img.shape[:2] for ds_img, _ in (self.train_ds.load(i) for i in range(len(train_pairs)))}
+            sizes: dict[tuple[int, ...], Path] = {}
+            for i in range(len(train_pairs)):
+                sizes.setdefault(self.train_ds.load(i)[0].shape[:2], self.train_ds.samples[i].image)
             if len(sizes) > 1:
-                raise TrainingError("training images differ in size: set augment.crop_size or train.batch_size: 1")
+                (first, a), (second, b) = list(sizes.items())[:2]
+                raise TrainingError(
+                    f"training images differ in size ({a} is {first[1]}x{first[0]}, {b} is {second[1]}x{second[0]}, WxH): "
+                    "set augment.crop_size or train.batch_size: 1"
+                )
 
     def _build_model(self) -> None:
         cfg = self.cfg
