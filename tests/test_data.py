@@ -121,6 +121,9 @@ def test_missing_folder_is_data_error(tmp_path):
         find_pairs(tmp_path / "nope", tmp_path / "nope2")
     with pytest.raises(DataError, match="nope"):
         find_images(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DataError, match=r"notes\.txt: a file, not a folder"):
+        find_pairs(tmp_path / "notes.txt", tmp_path)
 
 
 def test_empty_dataset_is_data_error(tmp_path):

@@ -52,7 +52,7 @@ def list_image_files(folder: Path) -> list[Path]:
     sorted; a missing or empty folder is an error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
+        raise DataError(f"{folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}")
     files = [
         p for p in folder.iterdir()
         if (p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or volumes.is_nifti(p))) or volumes.is_dicom_series(p)
