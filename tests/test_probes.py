@@ -25,10 +25,11 @@ def test_probe_measures_every_level_and_resets():
         probe.after_step()
     stats = probe.epoch_stats()
     assert stats["grad_enc0"] > 0 and stats["update_enc2"] > 0
-    assert stats["gate0"] == pytest.approx(float(torch.sigmoid(net.decoder.skips[0].gate).mean()))
-    assert "gate1" not in stats
+    assert stats["gate0"] == pytest.approx(float(net.decoder.skips[0].gate_values().mean()))
+    assert stats["gate_min0"] == pytest.approx(float(net.decoder.skips[0].gate_values().min()))
+    assert "gate1" not in stats and "gate_min1" not in stats
     assert stats["grad_enc0"] == pytest.approx(sum(norms) / 2)
-    assert set(probe.epoch_stats()) == {"gate0"}  # sums were reset
+    assert set(probe.epoch_stats()) == {"gate0", "gate_min0"}  # sums were reset
 
 
 def test_trainer_logs_level_stats_and_gates(tiny_cfg_dict):
@@ -45,7 +46,7 @@ def test_trainer_logs_level_stats_and_gates(tiny_cfg_dict):
     assert len(rows) == 2
     for row in rows:
         assert float(row["grad_enc0"]) > 0 and float(row["update_dec0"]) > 0
-        assert 0 < float(row["gate0"]) < 1 and "gate1" not in row
+        assert 0 < float(row["gate0"]) < 2 and "gate1" not in row
     # Gates move with training: the logged value follows the model's gate.
     assert rows[0]["gate0"] != rows[1]["gate0"]
 

@@ -241,7 +241,7 @@ def _gate_table(grouped: dict[str, list[dict[str, Any]]]) -> Table | None:
         return None
     width = max(len(r) for r in rows) - 1
     return Table(["variant"] + [f"level {lv}" for lv in range(width)], [r + [float("nan")] * (width + 1 - len(r)) for r in rows],
-                 "Mean gate value of each gated skip after training (mean over seeds); gates start at 0.98.")
+                 "Mean gate value of each gated skip after training (mean over seeds); gates start at 1 (range 0 to 2).")
 
 
 def thin_structure_window(target: np.ndarray, size: int) -> tuple[int, int]:

@@ -8,8 +8,10 @@ the encoder feature of the same resolution and returns what the level's conv blo
 - ``add``: ``up + proj(skip)`` with a 1x1 projection only when the widths differ
   (as in LinkNet / FCN-style summation); the block sees ``up`` channels.
 - ``none``: the encoder feature is ignored; the block sees ``up`` channels.
-- ``gated``: ``cat([up, sigmoid(g) * skip])`` with a learnable gate ``g`` per channel that
-  starts open (sigmoid(4) = 0.98); the trained gates show which levels the network keeps.
+- ``gated``: ``cat([up, 2 sigmoid(10 g) * skip])`` with a learnable ``g`` per channel that
+  starts at 0: the gate is 1 (the level starts as plain ``concat``) where the sigmoid is
+  steepest, and can close (towards 0) or amplify (towards 2). The trained gates show which
+  levels the network keeps; see ``GATE_SLOPE`` for why the 10.
 - ``attention``: ``cat([up, alpha * skip])`` with the additive attention gate of Oktay et al.
   2018 ("Attention U-Net"): ``alpha = sigmoid(psi(relu(W_x skip + W_g up)))``, one weight per
   pixel, gated by the decoder's own (upsampled, coarser) signal.
@@ -31,7 +33,15 @@ from torch import nn
 
 from unetseg.config import SKIP_MODES
 
-GATE_INIT = 4.0  # sigmoid(4) ~ 0.98: gates start open, training decides what to close
+# Gate = GATE_SCALE * sigmoid(GATE_SLOPE * g), g starting at 0: open (gate 1) at the sigmoid's
+# steepest point. The earlier sigmoid(4) = 0.98 start sat in the flat tail and gates never moved.
+# The slope matters under Adam, which moves every parameter by about lr per step whatever its
+# gradient: a unit-slope logit needs ~1/lr steps to cross the sigmoid, while the convolution
+# reading the skip can silence it sooner through its many weights. With slope 10 a gate on a
+# noise-only skip closes within ~100 steps (tests/test_skips.py); so does a 10x learning rate on
+# the gates, which this is, without a parameter group of its own.
+GATE_SCALE = 2.0
+GATE_SLOPE = 10.0
 KNOCKOUTS = (None, "zero", "mean")
 
 
@@ -65,7 +75,7 @@ class SkipMerge(nn.Module):
         self.proj: nn.Module | None = None
         if mode == "add" and skip_channels != up_channels:
             self.proj = nn.Conv2d(skip_channels, up_channels, kernel_size=1, bias=False)
-        self.gate = nn.Parameter(torch.full((skip_channels,), GATE_INIT)) if mode == "gated" else None
+        self.gate_logit = nn.Parameter(torch.zeros(skip_channels)) if mode == "gated" else None
         self.attention = AttentionGate(up_channels, skip_channels) if mode == "attention" else None
         self.out_channels = up_channels if mode in ("add", "none") else up_channels + skip_channels
 
@@ -73,9 +83,23 @@ class SkipMerge(nn.Module):
     def uses_skip(self) -> bool:
         return self.mode != "none"
 
+    def gate(self) -> torch.Tensor:
+        """The per-channel multiplier in (0, GATE_SCALE) of a ``gated`` skip."""
+        assert self.gate_logit is not None
+        return GATE_SCALE * torch.sigmoid(GATE_SLOPE * self.gate_logit)
+
     def gate_values(self) -> torch.Tensor | None:
-        """The per-channel gate in (0, 1) of a ``gated`` skip (None for other modes)."""
-        return None if self.gate is None else torch.sigmoid(self.gate.detach())
+        """The per-channel gate of a ``gated`` skip, detached (None for other modes)."""
+        return None if self.gate_logit is None else self.gate().detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the reparametrisation hold ``gate`` (gate = sigmoid(gate));
+        # convert it to the logit giving the same multiplier, so they predict as before.
+        old = state_dict.pop(prefix + "gate", None)
+        if old is not None and self.gate_logit is not None:
+            value = torch.sigmoid(old.float()) / GATE_SCALE
+            state_dict[prefix + "gate_logit"] = (torch.logit(value) / GATE_SLOPE).to(old.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _knocked_out(self, skip: torch.Tensor) -> torch.Tensor:
         if self.knockout == "zero":
@@ -94,8 +118,8 @@ class SkipMerge(nn.Module):
         skip = self._knocked_out(skip)
         if self.mode == "add":
             return up + (self.proj(skip) if self.proj is not None else skip)
-        if self.gate is not None:
-            skip = skip * torch.sigmoid(self.gate).view(1, -1, 1, 1)
+        if self.gate_logit is not None:
+            skip = skip * self.gate().view(1, -1, 1, 1)
         elif self.attention is not None:
             skip = skip * self.attention(up, skip)
         return torch.cat([up, skip], dim=1)

@@ -60,7 +60,7 @@ class LevelProbe:
     @staticmethod
     def wanted(model: nn.Module, level_stats: bool) -> bool:
         skips = getattr(getattr(model, "decoder", None), "skips", [])
-        return level_stats or any(getattr(m, "gate", None) is not None for m in skips)
+        return level_stats or any(getattr(m, "gate_logit", None) is not None for m in skips)
 
     def epoch_stats(self) -> dict[str, float]:
         stats = {k: v / max(self._steps, 1) for k, v in self._sums.items()}
@@ -68,5 +68,6 @@ class LevelProbe:
             gate = merge.gate_values() if hasattr(merge, "gate_values") else None
             if gate is not None:
                 stats[f"gate{i}"] = float(gate.mean())
+                stats[f"gate_min{i}"] = float(gate.min())
         self._sums, self._steps = {}, 0
         return stats
