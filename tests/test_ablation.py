@@ -58,7 +58,9 @@ def test_variant_config_applies_overrides_and_one_budget(ablation_file, tmp_path
     assert [c.model.skip_modes() for c in cfgs] == [["concat", "concat"], ["none", "none"]]
     for cfg in cfgs:
         assert (cfg.seed, cfg.train.epochs, cfg.train.samples_per_epoch, cfg.train.max_time_s) == (1, 1, 4, None)
-        assert Path(cfg.output_dir) == tmp_path / "abl" / "runs" / cfg.name / "seed1"
+        assert Path(cfg.output_dir).parent == tmp_path / "abl" / "runs" / cfg.name
+        assert Path(cfg.output_dir).name.startswith("seed1-")
+        assert (cfg.train.schedule_by, cfg.train.max_time_s) == ("steps", None)  # counted in steps on any machine
 
 
 @pytest.mark.parametrize(
@@ -140,18 +142,66 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
     assert second.output.count("reused") == 4
 
 
+def test_report_only_rebuilds_the_report_from_stored_results_alone(ablation_file, tmp_path):
+    """Checkpoints are a cache: with them gone, the stored results rebuild the same numbers;
+    a run whose result is missing is listed, and the report says it is partial."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["ablate", "--config", str(ablation_file)]).exit_code == 0
+    out = tmp_path / "abl"
+    before = json.loads((out / "report.json").read_text())
+    shutil.rmtree(out / "runs")
+    rebuilt = runner.invoke(main, ["ablate", "--config", str(ablation_file), "--report-only"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    after = json.loads((out / "report.json").read_text())
+    assert after["summary"] == before["summary"] and after["comparison"] == before["comparison"]
+    assert not (out / "runs").exists()  # nothing was trained
+
+    shutil.rmtree(out / "results" / "none" / "seed1")
+    partial = runner.invoke(main, ["ablate", "--config", str(ablation_file), "--report-only"])
+    assert partial.exit_code == 0, partial.output
+    assert "missing: none seed 1: not run" in partial.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["missing"] == ["none seed 1: not run"] and data["summary"]["none"]["seeds"] == [0]
+    assert "PARTIAL: 1 of the grid's runs" in (out / "report.md").read_text()
+
+
+def test_report_only_without_results_is_one_clear_error(ablation_file):
+    result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file), "--report-only"])
+    assert result.exit_code != 0 and "no finished runs" in result.output and "Traceback" not in result.output
+
+
+def test_finished_run_is_reused_across_invocations_and_a_changed_config_retrained(ablation_file, tmp_path):
+    from unetseg.ablation.runner import Job, run_job
+
+    job = Job(str(ablation_file), False, "concat", 0, "cpu", 1)
+    run_job(job, log=lambda m: None)
+    logs: list[str] = []
+    run_job(Job(str(ablation_file), False, "concat", 0, "cpu", 2), log=logs.append)  # other threads: same run
+    assert logs == ["[concat seed 0] finished before, reused"]
+
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree["set"] = {"train.lr": 0.005}
+    write_yaml(ablation_file, tree)
+    logs = []
+    result = run_job(job, log=logs.append)
+    assert "stored result is out of date (train.lr); training again" in logs[0]
+    assert result["config"]["train"]["lr"] == 0.005
+    assert len(list((tmp_path / "abl" / "runs" / "concat").iterdir())) == 2  # the old checkpoints are kept apart
+
+
 def test_interrupted_run_is_resumed(ablation_file, tmp_path):
     spec = load_spec(ablation_file)
     from unetseg.ablation.runner import Job, run_job
 
     job = Job(str(ablation_file), False, "concat", 0, "cpu", 1)
     run_job(job, log=lambda m: None)
-    run_path = tmp_path / "abl" / "runs" / "concat" / "seed0"
-    (run_path / "result.json").unlink()  # as if killed after training, before measuring
+    stored = tmp_path / "abl" / "results" / "concat" / "seed0"
+    (stored / "result.json").unlink()  # as if killed after training, before measuring
     logs: list[str] = []
     result = run_job(job, log=logs.append)
     assert any("resuming" in line for line in logs)
-    assert result["variant"] == "concat" and (run_path / "result.json").is_file()
+    assert result["variant"] == "concat" and (stored / "result.json").is_file()
+    assert sorted(p.name for p in (stored / "pred").iterdir()) == ["img_4.png", "img_5.png"]
     assert spec.budget.epochs == len(result["history"])
 
 
@@ -202,7 +252,7 @@ def test_changed_report_settings_measure_again_without_retraining(ablation_file,
 
     job = Job(str(ablation_file), False, "none", 0, "cpu", 1)
     first = run_job(job, log=lambda m: None)
-    ckpt = tmp_path / "abl" / "runs" / "none" / "seed0" / "checkpoints" / "last.pt"
+    ckpt = next((tmp_path / "abl" / "runs" / "none").glob("seed0-*")) / "checkpoints" / "last.pt"
     stamp = ckpt.stat().st_mtime_ns
     tree = yaml.safe_load(ablation_file.read_text())
     tree["report"]["corruptions"] = {"contrast": [0, 0.5]}
@@ -221,7 +271,7 @@ def test_cross_validated_ablation_pools_every_image_once(ablation_file, tmp_path
     spec = load_spec(ablation_file)
     cfg = variant_config(spec, spec.expand()[0], 0, 2)
     assert (cfg.data.split.mode, cfg.data.split.folds, cfg.data.split.fold) == ("block", 3, 2)
-    assert Path(cfg.output_dir).name == "fold2"
+    assert Path(cfg.output_dir).name.startswith("seed0_fold2-")
     result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "abl" / "report.json").read_text())
@@ -248,4 +298,50 @@ def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
     gate_part = md[md.index("Mean gate value of each gated skip"):]
     gate_row = next(line for line in gate_part.splitlines() if line.startswith("| gated |"))
     values = [float(v) for v in gate_row.strip("|").split("|")[1:]]
-    assert len(values) == 2 and all(0 < v < 1 for v in values)
+    assert len(values) == 2 and all(0 < v < 2 for v in values)  # gates start at 1 and have moved
+    assert values != [1.0, 1.0]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("ablation_*.yaml")))
+def test_shipped_ablation_specs_resolve_every_variant(name):
+    spec = load_spec(REPO / "configs" / name)
+    for variant in spec.expand():
+        cfg = variant_config(spec, variant, spec.seeds[0])
+        assert cfg.train.schedule_by == "steps" and cfg.train.max_time_s is None
+
+
+def test_operating_point_ablation_trains_the_shipped_model_and_recipe():
+    """The reference of the ISBI ablation is isbi_cpu as users train it, budget aside; each
+    other variant changes only the long skips or the encoder."""
+    from unetseg.config import config_changes, load_config
+
+    spec = load_spec(REPO / "configs" / "ablation_isbi.yaml")
+    shipped = load_config(REPO / "configs" / "isbi_cpu.yaml")
+    reference = variant_config(spec, next(v for v in spec.expand() if v.name == spec.reference_name), 0)
+    budget = {"name", "train.epochs", "train.max_time_s", "train.schedule_by", "train.progress"}
+    assert set(config_changes(dump(shipped), reference)) <= budget
+    assert reference.train.epochs * reference.train.samples_per_epoch >= 12_000
+    for variant in spec.expand():
+        changed = set(config_changes(dump(reference), variant_config(spec, variant, 0))) - {"name"}
+        assert changed <= {"model.skips", "model.encoder"}, (variant.name, changed)
+    assert len(spec.expand()) == 7 and spec.seeds == [0, 1, 2]
+
+
+def dump(cfg):
+    from unetseg.config import dump_config
+
+    return dump_config(cfg)
+
+
+def test_operating_point_ablation_quick_runs_end_to_end(tmp_path):
+    result = CliRunner().invoke(
+        main, ["ablate", "--config", str(REPO / "configs" / "ablation_isbi.yaml"), "--quick", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert list(data["summary"]) == ["concat", "add", "none", "gated", "shallow-only", "deep-only", "plain-concat"]
+    assert data["summary"]["shallow-only"]["skips"] == ["concat", "concat", "none", "none"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(data["summary"])

@@ -208,3 +208,21 @@ def test_object_f1_hand_computed():
     assert object_f1(true, true) == 1.0
     assert object_f1(np.zeros_like(true), np.zeros_like(true)) == 1.0
     assert object_f1(np.zeros_like(true), true) == 0.0
+
+
+def test_object_errors_count_merges_and_splits_by_hand():
+    from unetseg.metrics import object_errors
+
+    truth = np.zeros((10, 20), dtype=np.int64)
+    truth[1:4, 1:4] = 1  # two touching-in-prediction objects ...
+    truth[1:4, 5:8] = 2
+    truth[6:9, 1:13] = 3  # ... and one long object predicted in two halves
+    truth[6:9, 15:18] = 4  # and one predicted exactly
+    pred = np.zeros_like(truth)
+    pred[1:4, 1:8] = 1  # merges objects 1 and 2
+    pred[6:9, 1:7] = 2
+    pred[6:9, 8:13] = 3  # 2 and 3 split object 3
+    pred[6:9, 15:18] = 4
+    assert object_errors(pred, truth) == {"merges": 1.0, "splits": 1.0}
+    assert object_errors(truth, truth) == {"merges": 0.0, "splits": 0.0}
+    assert object_errors(np.zeros_like(truth), truth) == {"merges": 0.0, "splits": 0.0}

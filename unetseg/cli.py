@@ -253,13 +253,17 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
 @click.option("--quick", is_flag=True, help="Tiny budget and one seed: a smoke test of the whole pipeline.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Runs trained in parallel processes.")
 @click.option("--devices", help="Comma-separated devices assigned round-robin to runs, e.g. cuda:0,cuda:1.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
-def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None) -> None:
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoints, results and report (overrides output_dir and results_dir).")
+@click.option("--report-only", is_flag=True, help="Rebuild the report from the stored results alone: no training; "
+              "runs not finished yet are listed in it.")
+def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None, report_only: bool) -> None:
     """Train every skip variant under one budget and write report.html/.md/.json.
 
-    Finished runs are reused and interrupted ones resumed when the command is run again.
+    Finished runs (their results in results_dir) are reused while their config is unchanged,
+    and interrupted ones resumed, when the command is run again.
     """
-    from unetseg.ablation import build_report, load_spec, run_ablation
+    from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
 
     spec = _run(load_spec, config_path, quick)
     output_dir = out or spec.output_dir
@@ -272,16 +276,25 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 
         _output_dir(output_dir)
         tree = read_yaml(config_path, "ablation config")
-        tree["output_dir"] = str(output_dir)
-        tree["base"] = str(spec.base)
+        tree.update(output_dir=str(output_dir), results_dir=str(output_dir), base=str(spec.base))
         spec_path = output_dir / "ablation.yaml"
         spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    device_list = devices.split(",") if devices else None
-    try:
-        spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
-    except RuntimeError as err:
-        raise click.ClickException(str(err)) from None
-    paths = build_report(spec, results, Path(spec.output_dir))
+    missing: list[str] = []
+    if report_only:
+        spec = _run(load_spec, spec_path, quick)
+        results, missing = _run(stored_results, spec)
+        if not results:
+            raise click.ClickException(f"no finished runs in {spec.report_dir / 'results'}: run the ablation first")
+        for line in missing:
+            click.echo(f"missing: {line}", err=True)
+    else:
+        device_list = devices.split(",") if devices else None
+        try:
+            spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+        except RuntimeError as err:
+            raise click.ClickException(str(err)) from None
+    _output_dir(spec.report_dir)
+    paths = build_report(spec, results, spec.report_dir, missing)
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 
 

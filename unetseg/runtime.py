@@ -112,3 +112,20 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         # A run saved on more GPUs than this machine has resumes with the states of the ones here.
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][: torch.cuda.device_count()]])
+
+
+def describe_hardware() -> str:
+    """The device and thread count results were measured with, for reports."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({_cpu_model()})"
+    return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -21,7 +21,7 @@ from unetseg.checkpoint import load_model
 from unetseg.config import Config
 from unetseg.data import SegmentationDataset, find_pairs, split_samples, write_array
 from unetseg.inference import Predictor
-from unetseg.metrics import mean_metrics, segmentation_metrics
+from unetseg.metrics import mean_metrics, object_errors, regions_of, segmentation_metrics
 from unetseg.models import count_parameters
 from unetseg.runtime import select_device
 
@@ -44,8 +44,9 @@ class Measured:
 def measure(
     predictor: Predictor, dataset: SegmentationDataset, regions: str, report: ReportSpec, pred_dir: Path | None = None
 ) -> Measured:
-    """Overlap, region, boundary and thin-structure metrics of every image, plus the pixel error
-    rate within ``NEAR_BOUNDARY_PX`` of a true boundary (``error_near_boundary``)."""
+    """Overlap, region (with split and merge counts), boundary and thin-structure metrics of
+    every image, plus the pixel error rate within ``NEAR_BOUNDARY_PX`` of a true boundary
+    (``error_near_boundary``)."""
     rows, curves = [], []
     for index in range(len(dataset.samples)):
         item = dataset[index]
@@ -53,6 +54,8 @@ def measure(
         target = item["mask"].numpy()
         scores = segmentation_metrics(pred, target, predictor.num_classes, regions)
         scores.update(detail_metrics(pred, target, report.tolerances))
+        if regions != "none":
+            scores.update(object_errors(regions_of(pred, regions), regions_of(target, regions)))
         near, _ = error_by_distance(pred, target, [0.0, NEAR_BOUNDARY_PX, float("inf")])
         scores["error_near_boundary"] = float(near[0])
         rows.append({"name": item["name"], **scores})
@@ -86,14 +89,15 @@ def corruption_sweep(predictor: Predictor, dataset: SegmentationDataset, report:
     return sweep
 
 
-def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu") -> dict[str, Any]:
+def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_dir: Path | None = None) -> dict[str, Any]:
     """Metrics of the run's final weights (not the best epoch: every variant gets the same
-    budget, and picking epochs on the validation images would favour noisy variants)."""
+    budget, and picking epochs on the validation images would favour noisy variants), with the
+    predicted masks written to ``pred_dir``."""
     dev = select_device(device)
     model, cfg, state = load_model(checkpoint, dev)
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
     dataset = validation_set(cfg)
-    result = measure(predictor, dataset, cfg.eval.regions, report, Path(checkpoint).parent.parent / "val_pred")
+    result = measure(predictor, dataset, cfg.eval.regions, report, pred_dir)
     return {
         "corruption": corruption_sweep(predictor, dataset, report),
         "variant": cfg.name,

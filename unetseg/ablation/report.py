@@ -3,18 +3,16 @@ the true boundary, training curves and the same zoomed crop predicted by every v
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
 from unetseg.ablation.analysis import validation_set
 from unetseg.ablation.depth import degradation, pm
-from unetseg.ablation.spec import AblationSpec, fold_ids, run_dir, variant_config
+from unetseg.ablation.spec import AblationSpec, fold_ids, result_dir, variant_config
 from unetseg.metrics import mean_metrics
 from unetseg.model_info import count_flops
 from unetseg.models import build_model
@@ -36,10 +34,11 @@ METRICS = [
 
 
 def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs per variant, in the spec's order; variants with none are left out."""
     grouped: dict[str, list[dict[str, Any]]] = {v.name: [] for v in spec.expand()}
     for result in results:
         grouped[result["variant"]].append(result)
-    return grouped
+    return {name: runs for name, runs in grouped.items() if runs}
 
 
 SKIP_LETTERS = {"concat": "c", "add": "a", "none": "n", "gated": "g", "attention": "t"}
@@ -107,18 +106,23 @@ def score_grid(runs: list[dict[str, Any]], metric: str) -> np.ndarray:
 def paired_comparison(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per variant and metric: mean paired difference to the reference, its bootstrap 95% CI,
     and the Wilcoxon signed-rank p-value over (seed, image) pairs."""
-    ref_runs = grouped[spec.reference_name]
+    ref_runs = grouped.get(spec.reference_name, [])
     out: dict[str, dict[str, Any]] = {}
-    for name, runs in grouped.items():
-        if name == spec.reference_name:
+    for name, all_runs in grouped.items():
+        if name == spec.reference_name or not ref_runs:
+            continue
+        seeds = {r["seed"] for r in all_runs} & {r["seed"] for r in ref_runs}  # pairs need both sides
+        runs = [r for r in all_runs if r["seed"] in seeds]
+        ref = [r for r in ref_runs if r["seed"] in seeds]
+        if not runs:
             continue
         out[name] = {}
         for metric in COMPARED:
             if metric not in runs[0]["mean"]:
                 continue
-            mine, ref = score_grid(runs, metric), score_grid(ref_runs, metric)
-            diff, p, n = paired_test(mine, ref)
-            lo, hi = bootstrap_ci(mine - ref) if n else (float("nan"), float("nan"))
+            mine, theirs = score_grid(runs, metric), score_grid(ref, metric)
+            diff, p, n = paired_test(mine, theirs)
+            lo, hi = bootstrap_ci(mine - theirs) if n else (float("nan"), float("nan"))
             out[name][metric] = {"diff": diff, "ci": [lo, hi], "p": p, "pairs": n}
     return out
 
@@ -270,7 +274,8 @@ def _crops_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) 
     window = (slice(y, y + size), slice(x, x + size))
     panels = [("image", image[..., 0][window], "gray"), ("truth", target[window], "gray_r")]
     for name in grouped:
-        pred_path = run_dir(spec, name, spec.seeds[0], fold) / "val_pred" / f"{names[index]}.png"
+        seed = min(r["seed"] for r in grouped[name])
+        pred_path = result_dir(spec, name, seed, fold) / "pred" / f"{names[index]}.png"
         pred = read_mask(pred_path, {v: v for v in range(256)})[window]
         truth = target[window]
         error = np.zeros(pred.shape + (3,))
@@ -290,9 +295,9 @@ def _crops_figure(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) 
     return fig, names[index], (y, x)
 
 
-def hardware() -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+def hardware(results: list[dict[str, Any]]) -> str:
+    """Where the runs were measured, as each result recorded it."""
+    return "; ".join(sorted({r.get("hardware", "not recorded") for r in results}))
 
 
 def pool_folds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -332,7 +337,9 @@ def _fold_table(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) ->
                  f"Per contiguous-block fold (mean over seeds); the tables above pool the {len(folds)} folds' validation images.")
 
 
-def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path, missing: list[str] | None = None) -> dict[str, Path]:
+    """The report from the finished runs alone; ``missing`` lists runs the grid still lacks
+    (the report then says it is partial and which runs it lacks)."""
     if spec.folds:
         results = pool_folds(results)
     grouped = _by_variant(spec, results)
@@ -343,7 +350,8 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
             f"{len(grouped)} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
             f"{spec.budget.samples_per_epoch} random crops (identical budget, split, seeds and data order), "
             f"measured with its final weights on the validation images. Base config: {spec.base}. "
-            f"Hardware: {hardware()}."
+            f"Hardware: {hardware(results)}."
+            + (f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})." if missing else "")
         ),
     )
     comparison = paired_comparison(spec, grouped)
@@ -393,7 +401,8 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
     report.section("Training curves").blocks.append(
         FigureBlock("training_curves", _training_figure(grouped), "Training loss per epoch, mean over seeds.")
     )
-    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(),
+    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(results),
+            "missing": missing or [],
             "reference": spec.reference_name, "summary": summary, "comparison": comparison,
             "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
     return write_report(report, out_dir, data)

@@ -1,8 +1,10 @@
 """Train and measure every (variant, seed) of an ablation, reusing finished runs.
 
-Each run lives in ``<output_dir>/runs/<variant>/seed<k>/``; ``result.json`` there marks it
-finished. Re-running the ablation skips finished runs and resumes interrupted ones from their
-``last.pt``, so a killed ablation loses at most one epoch of one run. Runs can be spread
+A finished run is its ``<results_dir>/results/<variant>/seed<k>/result.json`` (with the
+validation predictions beside it), which stores the resolved config it was trained under. A
+later invocation, on this machine or another, reuses it when the config is still the same,
+and trains again when it changed; interrupted runs resume from the ``last.pt`` in their keyed
+checkpoint folder, so a killed ablation loses at most one epoch of one run. Runs can be spread
 over processes (``workers``) and devices (``devices``, round-robin).
 """
 
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unetseg.ablation.analysis import analyse_run
-from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, run_dir, variant_config
-from unetseg.config import dump_config, normalised_config
+from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
+from unetseg.config import dump_config
 from unetseg.report import json_safe
-from unetseg.runtime import select_device
+from unetseg.runtime import describe_hardware, select_device
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,20 @@ class Job:
     fold: int | None = None
 
 
+def _tag(job: Job) -> str:
+    return f"{job.variant} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "")
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A stored result, or None when there is none (or it was cut short while being written)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+
+
 def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and return its measured result."""
     from unetseg.training import Trainer
@@ -45,34 +61,53 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg.train.device = job.device
     if job.threads:
         cfg.train.threads = job.threads
-    out = run_dir(spec, variant.name, job.seed, job.fold)
-    tag = f"{variant.name} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "")
-    result_path = out / "result.json"
+    store = result_dir(spec, variant.name, job.seed, job.fold)
+    result_path = store / "result.json"
+    checkpoint = Path(cfg.output_dir) / "checkpoints" / "last.pt"
     measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
-    previous = json.loads(result_path.read_text()) if result_path.is_file() else None
-    if previous is not None and normalised_config(previous.get("config")) != identity:
-        raise RuntimeError(
-            f"{out} holds a finished run with another config; remove it or change the ablation output_dir"
-        )
-    if previous is not None and previous.get("measured_with") == measured_with:
-        log(f"[{tag}] finished before, reused")
+    previous = read_result(result_path)
+    changed = training_changes(previous.get("config"), cfg) if previous is not None else []
+    if previous is not None and not changed and previous.get("measured_with") == measured_with:
+        log(f"[{_tag(job)}] finished before, reused")
         return previous
-    if previous is None:
-        resume = (out / "checkpoints" / "last.pt").is_file()
-        log(f"[{tag}] {'resuming' if resume else 'training'} on {job.device}")
-        Trainer(cfg, resume=resume, log=lambda msg: None).fit()
+    if previous is not None and not changed and checkpoint.is_file():
+        log(f"[{_tag(job)}] trained before; measuring again with the new report settings")
     else:
-        log(f"[{tag}] trained before; measuring again with the new report settings")
-    result = analyse_run(out / "checkpoints" / "last.pt", spec.report, job.device)
-    result["fold"] = job.fold
-    result["config"] = identity
-    result["measured_with"] = measured_with
+        if previous is not None:
+            why = ", ".join(changed) if changed else "report settings changed and its checkpoint is not here"
+            log(f"[{_tag(job)}] stored result is out of date ({why}); training again")
+        resume = checkpoint.is_file()
+        log(f"[{_tag(job)}] {'resuming' if resume else 'training'} on {job.device} -> {cfg.output_dir}")
+        Trainer(cfg, resume=resume, log=lambda msg: None).fit()
+    result = analyse_run(checkpoint, spec.report, job.device, pred_dir=store / "pred")
+    result.update(fold=job.fold, config=identity, measured_with=measured_with, hardware=describe_hardware())
+    store.mkdir(parents=True, exist_ok=True)
     tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(json_safe(result)))
+    tmp.write_text(json.dumps(json_safe(result), indent=1))
     os.replace(tmp, result_path)
     mean = result["mean"]
-    log(f"[{tag}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
+    log(f"[{_tag(job)}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
     return result
+
+
+def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished runs of the spec's grid from its results folder alone (no checkpoints, no
+    training), and the runs that are missing or out of date."""
+    results, missing = [], []
+    for variant in spec.expand():
+        for seed in spec.seeds:
+            for fold in fold_ids(spec):
+                tag = _tag(Job("", False, variant.name, seed, "", None, fold))
+                stored = read_result(result_dir(spec, variant.name, seed, fold) / "result.json")
+                if stored is None:
+                    missing.append(f"{tag}: not run")
+                    continue
+                changed = training_changes(stored.get("config"), variant_config(spec, variant, seed, fold))
+                if changed:
+                    missing.append(f"{tag}: trained under another config ({', '.join(changed[:4])})")
+                else:
+                    results.append(stored)
+    return results, missing
 
 
 def run_ablation(
@@ -103,9 +138,9 @@ def run_ablation(
             try:
                 results[job] = future.result()
             except Exception as err:  # keep the other runs going; report every failure at the end
-                failed.append(f"{job.variant} seed {job.seed}: {err}")
+                failed.append(f"{_tag(job)}: {err}")
                 continue
-            log(f"[{job.variant} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "") + "] done")
+            log(f"[{_tag(job)}] done")
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
     return spec, [results[job] for job in jobs]

@@ -2,19 +2,42 @@
 
 Variants are dotted overrides of the base config (the same ``key=value`` language as
 ``unetseg train --set``), given as a cross-product ``grid`` and/or an explicit ``variants``
-list. Every variant trains under the *same* budget (epochs x samples per epoch), the same
-seeds, the same split and the same data order, so their differences are the skips'.
+list. Every variant trains under the *same* budget (epochs x samples per epoch, with the
+learning-rate schedule laid out over those steps, never over wall-clock time), the same seeds,
+the same split and the same data order, so their differences are the skips' and runs measured
+on different machines or in different numbers of workers are comparable.
+
+Two folders: ``output_dir`` holds the checkpoints (large, a cache), ``results_dir`` what each
+finished run measured and the report (small, kept with the project). A run's checkpoint folder
+is named by a hash of its resolved config, so a changed config never resumes a stale run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unetseg.config import Config, ConfigError, Strict, UNetConfig, config_from_dict, format_validation_error, read_yaml, set_dotted
+from unetseg.config import (
+    Config,
+    ConfigError,
+    Strict,
+    UNetConfig,
+    config_changes,
+    config_from_dict,
+    format_validation_error,
+    read_yaml,
+    set_dotted,
+)
+
+# Where and how a run trains, not what it is: they may differ between the machines and
+# invocations that complete one grid.
+RUNTIME_KEYS = frozenset({"output_dir", "train.device", "train.threads", "train.num_workers", "train.progress",
+                          "train.compile", "train.channels_last"})
 
 
 class Variant(Strict):
@@ -40,7 +63,11 @@ class ReportSpec(Strict):
 class AblationSpec(Strict):
     name: str = "ablation"
     base: Path = Field(description="training config the variants modify (path, relative to this file)")
-    output_dir: Path = Path("runs/ablation")
+    output_dir: Path = Field(Path("runs/ablation"), description="checkpoints of every run (a cache; not kept with the results)")
+    results_dir: Path | None = Field(
+        None, description="each finished run's measured results (results/<variant>/seed<k>/) and the report; "
+        "enough to rebuild the report without checkpoints (default: output_dir)"
+    )
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     budget: Budget
     reference: str | None = Field(None, description="variant the others are compared with (default: the first)")
@@ -95,6 +122,10 @@ class AblationSpec(Strict):
     def reference_name(self) -> str:
         return self.reference or self.expand()[0].name
 
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.results_dir or self.output_dir)
+
 
 def _short(key: str, value: Any) -> str:
     text = "-".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -117,9 +148,38 @@ def load_spec(path: Path, quick: bool = False) -> AblationSpec:
     return spec
 
 
-def run_dir(spec: AblationSpec, variant: str, seed: int, fold: int | None = None) -> Path:
-    base = Path(spec.output_dir) / "runs" / variant / f"seed{seed}"
-    return base if fold is None else base / f"fold{fold}"
+def _run_name(seed: int, fold: int | None) -> str:
+    return f"seed{seed}" if fold is None else f"seed{seed}_fold{fold}"
+
+
+def run_dir(spec: AblationSpec, variant: str, seed: int, fold: int | None, key: str) -> Path:
+    """Checkpoint folder of one run: ``<output_dir>/runs/<variant>/seed<k>[_fold<f>]-<key>``."""
+    return Path(spec.output_dir) / "runs" / variant / f"{_run_name(seed, fold)}-{key}"
+
+
+def result_dir(spec: AblationSpec, variant: str, seed: int, fold: int | None = None) -> Path:
+    """What one finished run measured: ``result.json`` and ``pred/<image>.png``."""
+    return spec.report_dir / "results" / variant / _run_name(seed, fold)
+
+
+def run_key(cfg: Config) -> str:
+    """A short hash of what the run is: the resolved config without the runtime keys, with
+    values left at their defaults dropped (so a key added to the schema later keeps the hash)."""
+    tree = cfg.model_dump(mode="json", exclude_defaults=True)
+    tree.pop("output_dir", None)
+    for dotted in RUNTIME_KEYS:
+        section, _, key = dotted.partition(".")
+        if key:
+            tree.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def training_changes(stored: dict[str, Any] | None, cfg: Config) -> list[str]:
+    """Dotted keys where a finished run's stored config differs from ``cfg`` in what was trained
+    (the runtime keys and the output folder aside); an empty list means the same run."""
+    if not stored:
+        return ["(no config stored)"]
+    return [key for key in config_changes(stored, cfg) if key not in RUNTIME_KEYS]
 
 
 def fold_ids(spec: AblationSpec) -> list[int | None]:
@@ -127,15 +187,15 @@ def fold_ids(spec: AblationSpec) -> list[int | None]:
 
 
 def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | None = None) -> Config:
-    """The full training config of one (variant, seed) run."""
+    """The full training config of one (variant, seed) run, writing to its keyed run folder."""
     tree = read_yaml(Path(spec.base), "ablation base config")
     fixed = {
         "seed": seed,
         "name": variant.name,
-        "output_dir": str(run_dir(spec, variant.name, seed, fold)),
         "train.epochs": spec.budget.epochs,
         "train.samples_per_epoch": spec.budget.samples_per_epoch,
         "train.max_time_s": None,  # the budget is counted in samples, identical for every variant
+        "train.schedule_by": "steps",  # and so is the schedule, on any machine
         "train.progress": False,
     }
     if fold is not None:
@@ -147,6 +207,7 @@ def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | 
         reference = next(v for v in spec.expand() if v.name == spec.reference_name)
         target = parameter_count(variant_config(spec, reference, seed))
         cfg.model = match_decoder_width(cfg.model, target, spec.match_tolerance, cfg.data.channels, cfg.data.out_channels)
+    cfg.output_dir = run_dir(spec, variant.name, seed, fold, run_key(cfg))
     return cfg
 
 
