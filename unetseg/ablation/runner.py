@@ -118,7 +118,8 @@ def run_ablation(
     spec = load_spec(spec_path, quick)
     devices = devices or ["auto"]
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    runs = [(v, s, f) for v in spec.expand() for s in spec.seeds for f in fold_ids(spec)]
+    # Seed by seed: a grid cut short has every variant at the first seeds, not some variants at all.
+    runs = [(v, s, f) for s in spec.seeds for v in spec.expand() for f in fold_ids(spec)]
     jobs = [
         Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads, fold)
         for i, (variant, seed, fold) in enumerate(runs)
@@ -127,8 +128,11 @@ def run_ablation(
         variant_config(spec, variant, spec.seeds[0])
     for device in set(devices):
         select_device(device)
+    order = {name: i for i, name in enumerate(v.name for v in spec.expand())}
+    jobs_in_report_order = sorted(jobs, key=lambda j: (order[j.variant], j.seed, j.fold or 0))
     if workers <= 1:
-        return spec, [run_job(job, log) for job in jobs]
+        done = {job: run_job(job, log) for job in jobs}
+        return spec, [done[job] for job in jobs_in_report_order]
     results: dict[Job, dict[str, Any]] = {}
     failed: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -143,4 +147,4 @@ def run_ablation(
             log(f"[{_tag(job)}] done")
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
-    return spec, [results[job] for job in jobs]
+    return spec, [results[job] for job in jobs_in_report_order]
