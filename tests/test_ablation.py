@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from unetseg.ablation.report import thin_structure_window
+from unetseg.ablation.figures import disagreement, thin_structure_window
 from unetseg.ablation.spec import AblationSpec, load_spec, variant_config
 from unetseg.cli import main
 from unetseg.config import ConfigError
@@ -98,6 +98,22 @@ def test_unusable_device_fails_before_training(ablation_file):
     assert not (Path(yaml.safe_load(ablation_file.read_text())["output_dir"]) / "runs").exists()
 
 
+def test_disagreement_counts_pairs_of_variants_that_differ():
+    preds = [np.array([[1, 0, 1, 1]]), np.array([[1, 0, 0, 1]]), np.array([[1, 1, 0, 0]])]
+    # foreground votes 3, 1, 1, 2 of 3 variants: pairs that differ 0, 2, 2, 2
+    assert disagreement(preds).tolist() == [[0, 2, 2, 2]]
+
+
+def test_claim_verdicts_follow_the_confidence_interval():
+    from unetseg.ablation.claims import verdict
+
+    assert verdict({"ci": [0.01, 0.03]}, 1) == "agree"
+    assert verdict({"ci": [0.01, 0.03]}, -1) == "disagree"
+    assert verdict({"ci": [-0.03, -0.01]}, -1) == "agree"
+    assert verdict({"ci": [-0.01, 0.02]}, 1) == "not resolved"
+    assert verdict(None, 1) == "not resolved"
+
+
 def test_thin_structure_window_finds_the_thin_lines():
     target = np.zeros((100, 100), dtype=np.int64)
     target[60:90, 10:40] = 1  # a solid blob: a short skeleton
@@ -129,7 +145,14 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
     assert comparison["ci"][0] <= comparison["diff"] <= comparison["ci"][1]
     assert 0.0 <= comparison["p"] <= 1.0
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    # crops where the variants disagree and in the thinnest structure, distance, corruption, loss and validation curves
+    assert page.count("data:image/png;base64,") == 6 and "<table>" in page
+    ci = summary["concat"]["ci"]["dice"]
+    assert ci[0] <= summary["concat"]["mean"]["dice"] <= ci[1]
+    claims = {c["source"]: c for c in data["claims"]}
+    detail = claims["Ronneberger et al. 2015; Drozdzal et al. 2016"]
+    assert detail["verdict"] in ("agree", "disagree", "not resolved") and "concat − none, bf1_1px" in detail["evidence"]
+    assert "What this says about published claims" in (out / "report.md").read_text()
     sweep = data["runs"][0]["corruption"]
     assert set(sweep) == {"noise", "blur"} and sweep["noise"]["strength"] == [0, 0.3]
     clean = data["runs"][0]["mean"]["dice"]
@@ -294,12 +317,17 @@ def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
     out = tmp_path / "abl"
     assert (out / "figures" / "gradients.png").is_file()
     md = (out / "report.md").read_text()
-    assert "Mean gate value of each gated skip" in md
-    gate_part = md[md.index("Mean gate value of each gated skip"):]
+    assert "Gate value of each gated skip after training" in md
+    gate_part = md[md.index("Gate value of each gated skip"):]
     gate_row = next(line for line in gate_part.splitlines() if line.startswith("| gated |"))
-    values = [float(v) for v in gate_row.strip("|").split("|")[1:]]
+    cells = [c.strip() for c in gate_row.strip("|").split("|")[1:]]
+    values = [float(c.split(" (min ")[0]) for c in cells]
     assert len(values) == 2 and all(0 < v < 2 for v in values)  # gates start at 1 and have moved
     assert values != [1.0, 1.0]
+    assert "gated: no level's gates closed" in md or "gated: the gates closed" in md
+    assert (out / "figures" / "gates.png").is_file()
+    traces = json.loads((out / "report.json").read_text())["runs"][1]["history"]
+    assert all("gate0" in row and "gate_min1" in row for row in traces)  # the trace of every epoch is stored
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,6 +8,8 @@ on the paired (seed, image) differences, which needs no normality assumption.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import wilcoxon
 
@@ -19,8 +21,12 @@ def bootstrap_ci(scores: np.ndarray, n_boot: int = 2000, level: float = 0.95, se
     n_seeds, n_images = scores.shape
     seed_idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     image_idx = rng.integers(0, n_images, size=(n_boot, n_images))
-    means = np.array([np.nanmean(scores[s][:, i]) for s, i in zip(seed_idx, image_idx)])
+    with warnings.catch_warnings():  # a resample of only undefined cells (NaN) is simply left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.array([np.nanmean(scores[s][:, i]) for s, i in zip(seed_idx, image_idx)])
     alpha = (1 - level) / 2
+    if not np.isfinite(means).any():
+        return float("nan"), float("nan")
     lo, hi = np.nanquantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
