@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -210,6 +211,39 @@ def test_finished_run_is_reused_across_invocations_and_a_changed_config_retraine
     assert "stored result is out of date (train.lr); training again" in logs[0]
     assert result["config"]["train"]["lr"] == 0.005
     assert len(list((tmp_path / "abl" / "runs" / "concat").iterdir())) == 2  # the old checkpoints are kept apart
+
+
+def test_submitit_local_executor_runs_the_grid_and_reuses_it(ablation_file, tmp_path):
+    """--executor local: each run is a submitit subprocess (their logs under output_dir/submitit);
+    the results are the same files the pool executor writes, so a rerun reuses them."""
+    tree = yaml.safe_load(ablation_file.read_text())
+    tree["seeds"] = [0]
+    write_yaml(ablation_file, tree)
+    runner = CliRunner()
+    first = runner.invoke(main, ["ablate", "--config", str(ablation_file), "--executor", "local", "--workers", "2"])
+    assert first.exit_code == 0, first.output
+    assert first.output.count("(local job ") == 2
+    out = tmp_path / "abl"
+    assert len(list((out / "submitit").glob("*_log.out"))) == 2  # one log per job
+    assert (out / "results" / "none" / "seed0" / "result.json").is_file()
+    again = runner.invoke(main, ["ablate", "--config", str(ablation_file)])
+    assert again.exit_code == 0 and again.output.count("reused") == 2, again.output
+
+
+def test_slurm_executor_options_reach_submitit(tmp_path, monkeypatch):
+    """Without a cluster here (a stub srun stands in for one), the SLURM path is checked up to
+    submission: the CLI's options become the parameters of the sbatch script submitit writes."""
+    from unetseg.ablation.runner import SlurmOptions, _submitit_executor
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (stub / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub}:{os.environ['PATH']}")
+    executor = _submitit_executor("slurm", tmp_path / "logs", 3, SlurmOptions("gpu", 90, 1, 8, {"account": "lab"}))
+    params = executor._executor.parameters
+    assert (params["partition"], params["time"], params["gpus_per_node"], params["cpus_per_task"]) == ("gpu", 90, 1, 8)
+    assert params["account"] == "lab" and params["array_parallelism"] == 3
 
 
 def test_interrupted_run_is_resumed(ablation_file, tmp_path):

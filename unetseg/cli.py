@@ -257,13 +257,22 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
               help="Folder for checkpoints, results and report (overrides output_dir and results_dir).")
 @click.option("--report-only", is_flag=True, help="Rebuild the report from the stored results alone: no training; "
               "runs not finished yet are listed in it.")
-def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None, report_only: bool) -> None:
+@click.option("--executor", type=click.Choice(["pool", "local", "slurm"]), default="pool", show_default=True,
+              help="pool: processes of this command; local: submitit subprocesses; slurm: a SLURM array job "
+              "(--workers: runs at once).")
+@click.option("--slurm-partition", help="SLURM partition of each run.")
+@click.option("--slurm-time", type=click.IntRange(1), default=60, show_default=True, help="Minutes each run may take.")
+@click.option("--slurm-gpus", type=click.IntRange(0), default=0, show_default=True, help="GPUs per run.")
+@click.option("--slurm-cpus", type=click.IntRange(1), default=2, show_default=True, help="CPU cores per run.")
+def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None, report_only: bool,
+           executor: str, slurm_partition: str | None, slurm_time: int, slurm_gpus: int, slurm_cpus: int) -> None:
     """Train every skip variant under one budget and write report.html/.md/.json.
 
     Finished runs (their results in results_dir) are reused while their config is unchanged,
     and interrupted ones resumed, when the command is run again.
     """
     from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
+    from unetseg.ablation.runner import SlurmOptions
 
     spec = _run(load_spec, config_path, quick)
     output_dir = out or spec.output_dir
@@ -290,7 +299,8 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     else:
         device_list = devices.split(",") if devices else None
         try:
-            spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+            slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
+            spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo, executor, slurm)
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
     _output_dir(spec.report_dir)

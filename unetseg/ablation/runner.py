@@ -4,23 +4,29 @@ A finished run is its ``<results_dir>/results/<variant>/seed<k>/result.json`` (w
 validation predictions beside it), which stores the resolved config it was trained under. A
 later invocation, on this machine or another, reuses it when the config is still the same,
 and trains again when it changed; interrupted runs resume from the ``last.pt`` in their keyed
-checkpoint folder, so a killed ablation loses at most one epoch of one run. Runs can be spread
-over processes (``workers``) and devices (``devices``, round-robin).
+checkpoint folder, so a killed ablation loses at most one epoch of one run.
+
+Where runs execute: in this process or a pool of ``workers`` processes (``executor="pool"``,
+``devices`` assigned round-robin), or through submitit (``"local"``: subprocesses on this
+machine, at most ``workers`` at once; ``"slurm"``: one array job on a SLURM cluster, at most
+``workers`` tasks at once). Every executor calls the same :func:`run_job`, so a grid can be
+begun on a laptop and finished on a cluster that shares the results folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
 from unetseg.ablation.analysis import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
-from unetseg.config import dump_config
+from unetseg.config import ConfigError, dump_config
 from unetseg.report import json_safe
 from unetseg.runtime import describe_hardware, select_device
 
@@ -110,14 +116,84 @@ def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]
     return results, missing
 
 
+EXECUTORS = ("pool", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each run asks of a SLURM cluster (submitit's parameters of the same meaning)."""
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus_per_task: int = 0
+    cpus_per_task: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)  # further slurm_* parameters, e.g. {"account": "lab"}
+
+
+def _submitit_executor(kind: str, folder: Path, workers: int, slurm: SlurmOptions | None):
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(f"executor {kind!r} needs submitit: pip install 'unetseg[cluster]'") from None
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind)
+    options = slurm or SlurmOptions()
+    executor.update_parameters(timeout_min=options.time_min, name="unetseg-ablate")
+    if kind == "slurm":
+        executor.update_parameters(
+            slurm_partition=options.partition, slurm_array_parallelism=workers, gpus_per_node=options.gpus_per_task,
+            cpus_per_task=options.cpus_per_task, **{f"slurm_{k}": v for k, v in options.extra.items()},
+        )
+    return executor
+
+
+def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm: SlurmOptions | None,
+                  log: Callable[[str], None]) -> tuple[dict[Job, dict[str, Any]], list[str]]:
+    """Each job through submitit; local jobs are started ``workers`` at a time (submitit's local
+    executor would start them all at once), SLURM ones as one array that the scheduler throttles."""
+    executor = _submitit_executor(kind, folder, workers, slurm)
+    results: dict[Job, dict[str, Any]] = {}
+    failed: list[str] = []
+    pending, running = list(jobs), []
+
+    def collect(job: Job, handle) -> None:
+        try:
+            results[job] = handle.result()
+            log(f"[{_tag(job)}] done ({kind} job {handle.job_id})")
+        except Exception as err:  # keep the other runs going; report every failure at the end
+            failed.append(f"{_tag(job)}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r} "
+                          f"(log: {folder / f'{handle.job_id}_0_log.err'})")
+
+    if kind == "slurm":
+        with executor.batch():
+            handles = [executor.submit(run_job, job) for job in jobs]
+        log(f"submitted {len(handles)} run(s) to SLURM as array {handles[0].job_id.split('_')[0] if handles else '-'}")
+        for job, handle in zip(jobs, handles):
+            collect(job, handle)
+        return results, failed
+    while pending or running:
+        while pending and len(running) < workers:
+            job = pending.pop(0)
+            running.append((job, executor.submit(run_job, job)))
+        finished = [(job, handle) for job, handle in running if handle.done()]
+        for job, handle in finished:
+            running.remove((job, handle))
+            collect(job, handle)
+        if not finished:
+            time.sleep(0.5)
+    return results, failed
+
+
 def run_ablation(
     spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, executor: str = "pool", slurm: SlurmOptions | None = None,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
     """Every run of the ablation, in variant, seed, fold order."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     spec = load_spec(spec_path, quick)
     devices = devices or ["auto"]
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    parallel = workers > 1 or executor == "local"
+    threads = max(1, (os.cpu_count() or 1) // workers) if parallel and executor != "slurm" else None
     # Seed by seed: a grid cut short has every variant at the first seeds, not some variants at all.
     runs = [(v, s, f) for s in spec.seeds for v in spec.expand() for f in fold_ids(spec)]
     jobs = [
@@ -126,13 +202,23 @@ def run_ablation(
     ]
     for variant in spec.expand():  # fail on a bad variant or device before hours of training
         variant_config(spec, variant, spec.seeds[0])
-    for device in set(devices):
+    for device in set(devices) if executor != "slurm" else ():  # a cluster's nodes have their own devices
         select_device(device)
     order = {name: i for i, name in enumerate(v.name for v in spec.expand())}
     jobs_in_report_order = sorted(jobs, key=lambda j: (order[j.variant], j.seed, j.fold or 0))
-    if workers <= 1:
+    if executor != "pool":
+        results, failed = _run_submitit(executor, jobs, workers, Path(spec.output_dir) / "submitit", slurm, log)
+    elif workers <= 1:
         done = {job: run_job(job, log) for job in jobs}
         return spec, [done[job] for job in jobs_in_report_order]
+    else:
+        results, failed = _run_pool(jobs, workers, log)
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
+    return spec, [results[job] for job in jobs_in_report_order]
+
+
+def _run_pool(jobs: list[Job], workers: int, log: Callable[[str], None]) -> tuple[dict[Job, dict[str, Any]], list[str]]:
     results: dict[Job, dict[str, Any]] = {}
     failed: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -145,6 +231,4 @@ def run_ablation(
                 failed.append(f"{_tag(job)}: {err}")
                 continue
             log(f"[{_tag(job)}] done")
-    if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
-    return spec, [results[job] for job in jobs_in_report_order]
+    return results, failed
