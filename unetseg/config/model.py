@@ -20,7 +20,7 @@ class UNetConfig(Strict):
     first.
     """
 
-    arch: Literal["unet"] = "unet"
+    arch: Literal["unet"] = Field("unet", description="which network the model section builds")
     depth: int = Field(5, ge=2, le=8, description="number of resolution levels, bottleneck included")
     base_width: int = Field(64, ge=1, description="channels of level 0")
     width_growth: float = Field(2.0, gt=0, description="width of level i = base_width * width_growth**i")
@@ -28,13 +28,17 @@ class UNetConfig(Strict):
     encoder: str = Field("plain", description="plain | residual | preact | highway | dense | smp:<encoder name>")
     encoder_weights: str | None = Field(None, description="pretrained weights of an smp: encoder (e.g. imagenet)")
     blocks_per_level: int = Field(1, ge=1, le=16, description="encoder blocks stacked at each level")
-    decoder_block: BlockType = "plain"
+    decoder_block: BlockType = Field("plain", description="decoder block type (any encoder block type)")
     decoder_widths: list[int] | None = Field(None, description="decoder width per level 0..depth-2")
-    skips: SkipMode | list[SkipMode] = "concat"
-    norm: NormType = "batch"
-    act: ActType = "relu"
-    downsample: Literal["maxpool", "conv"] = "maxpool"
-    upsample: Literal["transpose", "bilinear", "nearest"] = "transpose"
+    skips: SkipMode | list[SkipMode] = Field(
+        "concat", description="long skip merge, one mode or one per level, level 0 (full resolution) first"
+    )
+    norm: NormType = Field("batch", description="normalisation layer")
+    act: ActType = Field("relu", description="activation; crelu doubles the channels (widths must then be even)")
+    downsample: Literal["maxpool", "conv"] = Field("maxpool", description="maxpool (U-Net) or a stride-2 first convolution")
+    upsample: Literal["transpose", "bilinear", "nearest"] = Field(
+        "transpose", description="2x2 up-convolution, or bilinear / nearest up-sampling + 1x1 conv"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout2d at the end of the contracting path")
     shortcut: Literal["projection", "zero_pad"] = Field(
         "projection", description="encoder shortcut where the width changes: 1x1 projection (B) or zero padding (A)"
@@ -104,11 +108,11 @@ class UNetConfig(Strict):
 class SmpUnetConfig(Strict):
     """Reference model: ``segmentation_models_pytorch.Unet``."""
 
-    arch: Literal["smp_unet"]
-    encoder: str = "resnet34"
-    encoder_depth: int = Field(5, ge=3, le=5)
-    encoder_weights: str | None = None
-    decoder_channels: list[int] = [256, 128, 64, 32, 16]
+    arch: Literal["smp_unet"] = Field(description="which network the model section builds")
+    encoder: str = Field("resnet34", description="any segmentation-models-pytorch encoder name")
+    encoder_depth: int = Field(5, ge=3, le=5, description="encoder stages")
+    encoder_weights: str | None = Field(None, description="pretrained encoder weights (e.g. imagenet); null = random")
+    decoder_channels: list[int] = Field([256, 128, 64, 32, 16], description="decoder widths, one per encoder stage")
 
     @model_validator(mode="after")
     def _check(self) -> "SmpUnetConfig":
@@ -120,19 +124,21 @@ class SmpUnetConfig(Strict):
 class MonaiBasicUNetConfig(Strict):
     """Reference model: MONAI ``BasicUNet`` (2D)."""
 
-    arch: Literal["monai_basicunet"]
-    features: list[int] = Field([32, 32, 64, 128, 256, 32], min_length=6, max_length=6)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    arch: Literal["monai_basicunet"] = Field(description="which network the model section builds")
+    features: list[int] = Field(
+        [32, 32, 64, 128, 256, 32], min_length=6, max_length=6, description="widths of the 5 levels and the last decoder block"
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
 
 
 class MonaiUNetConfig(Strict):
     """Reference model: MONAI ``UNet`` (2D, residual units, strided convolutions)."""
 
-    arch: Literal["monai_unet"]
-    channels: list[int] = [16, 32, 64, 128, 256]
-    strides: list[int] = [2, 2, 2, 2]
-    num_res_units: int = Field(2, ge=0)
-    norm: Literal["batch", "instance"] = "instance"
+    arch: Literal["monai_unet"] = Field(description="which network the model section builds")
+    channels: list[int] = Field([16, 32, 64, 128, 256], description="width of each level")
+    strides: list[int] = Field([2, 2, 2, 2], description="down-sampling stride between levels (one fewer than channels)")
+    num_res_units: int = Field(2, ge=0, description="residual units per level")
+    norm: Literal["batch", "instance"] = Field("instance", description="normalisation layer")
 
     @model_validator(mode="after")
     def _check(self) -> "MonaiUNetConfig":

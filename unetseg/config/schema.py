@@ -22,12 +22,12 @@ class SplitConfig(Strict):
     from ``val_images``/``val_masks``.
     """
 
-    mode: Literal["block", "names", "folders"] = "block"
-    folds: int = Field(5, ge=2)
-    fold: int = -1
-    val_names: list[str] = []
-    val_images: Path | None = None
-    val_masks: Path | None = None
+    mode: Literal["block", "names", "folders"] = Field("block", description="how validation pairs are chosen (above)")
+    folds: int = Field(5, ge=2, description="block: number of contiguous blocks")
+    fold: int = Field(-1, description="block: the block that validates; -1 = the last")
+    val_names: list[str] = Field([], description="names: stems of the validation pairs")
+    val_images: Path | None = Field(None, description="folders: validation images")
+    val_masks: Path | None = Field(None, description="folders: validation masks")
 
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
@@ -46,14 +46,19 @@ class DataConfig(Strict):
     Relative paths are taken from the directory the command runs in.
     """
 
-    images: Path
-    masks: Path
+    images: Path = Field(
+        description="folder of images; a 3D volume (NIfTI, or a DICOM series as a sub-folder) gives one sample per slice"
+    )
+    masks: Path = Field(
+        description="folder of masks, paired with the images by name (masks may carry _mask/_label... suffixes)"
+    )
     channels: Literal[1, 3] = Field(1, description="images are converted to this many channels")
     label_map: dict[int, int] | None = Field(
         None, description="raw mask value -> class index; default: 0 -> 0, any other value -> 1"
     )
     normalize: Literal["dtype", "minmax", "zscore", "percentile", "window"] = Field(
-        "dtype", description="percentile: clip + z-score (MR); window: fixed CT window to [0, 1]; volumes: whole-volume statistics"
+        "dtype", description="dtype: divide by the dtype's range; minmax; zscore; percentile: clip + z-score (MR); "
+        "window: fixed CT window to [0, 1]; volumes: whole-volume statistics"
     )
     percentile: tuple[float, float] = Field((0.5, 99.5), description="normalize 'percentile': lower and upper clip percentiles")
     window: tuple[float, float] | None = Field(None, description="normalize 'window': [center, width], e.g. [40, 400] (CT soft tissue)")
@@ -98,7 +103,7 @@ class DataConfig(Strict):
 class ElasticConfig(Strict):
     """Elastic deformation as in the U-Net paper (smooth random displacement field)."""
 
-    p: float = Field(0.0, ge=0.0, le=1.0)
+    p: float = Field(0.0, ge=0.0, le=1.0, description="probability per crop (after the crop)")
     alpha: float = Field(1000.0, ge=0.0, description="displacement scale (1000 with sigma 25: about 3-7 px)")
     sigma: float = Field(25.0, gt=0.0, description="smoothness of the displacement field in pixels")
 
@@ -108,7 +113,7 @@ class AffineConfig(Strict):
     before the crop, so a crop shows the corners a rotation leaves outside the image only at
     the image's border, and there filled by reflection."""
 
-    p: float = Field(0.0, ge=0.0, le=1.0)
+    p: float = Field(0.0, ge=0.0, le=1.0, description="probability per image (about 3 ms per 512x512 slice)")
     rotate: float = Field(180.0, ge=0.0, le=180.0, description="degrees: the angle is drawn from [-rotate, rotate]")
     scale: tuple[float, float] = Field((0.7, 1.4), description="zoom factor range (nnU-Net: 0.7-1.4)")
 
@@ -124,14 +129,14 @@ class AugmentConfig(Strict):
     """Training augmentation (albumentations); validation and inference use none."""
 
     crop_size: int | None = Field(256, ge=8, description="random square crop; None = whole image")
-    hflip: float = Field(0.5, ge=0.0, le=1.0)
-    vflip: float = Field(0.5, ge=0.0, le=1.0)
-    rot90: float = Field(0.5, ge=0.0, le=1.0)
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    vflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a vertical flip")
+    rot90: float = Field(0.5, ge=0.0, le=1.0, description="probability of a random multiple of 90 degrees")
     elastic: ElasticConfig = ElasticConfig()
     affine: AffineConfig = AffineConfig()
-    brightness_contrast: float = Field(0.0, ge=0.0, le=1.0, description="probability")
-    brightness_limit: float = Field(0.2, ge=0.0)
-    contrast_limit: float = Field(0.2, ge=0.0)
+    brightness_contrast: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random brightness and contrast change")
+    brightness_limit: float = Field(0.2, ge=0.0, description="largest brightness change (albumentations' RandomBrightnessContrast)")
+    contrast_limit: float = Field(0.2, ge=0.0, description="largest contrast change (albumentations' RandomBrightnessContrast)")
 
 
 # --------------------------------------------------------------------------- training
@@ -140,7 +145,7 @@ class AugmentConfig(Strict):
 class BorderWeightConfig(Strict):
     """U-Net border weights (Ronneberger et al. 2015, eq. 2) for the CE term of the loss."""
 
-    w0: float = Field(10.0, gt=0.0, description="peak extra weight on a thin wall between two objects")
+    w0: float = Field(10.0, gt=0.0, description="peak extra weight on a thin wall between two objects (which counts up to 1 + w0 times)")
     sigma: float = Field(5.0, gt=0.0, description="pixels: how fast the extra weight decays with the wall's width")
     objects: Literal["background", "foreground"] = Field(
         "foreground",
@@ -152,18 +157,22 @@ class BorderWeightConfig(Strict):
 class LossConfig(Strict):
     """MONAI Dice-family losses or plain cross-entropy; sigmoid for binary, softmax otherwise."""
 
-    name: Literal["dice", "dice_ce", "dice_focal", "bce", "ce"] = "dice_ce"
-    lambda_dice: float = Field(1.0, ge=0.0)
+    name: Literal["dice", "dice_ce", "dice_focal", "bce", "ce"] = Field(
+        "dice_ce", description="dice, dice_ce, dice_focal: MONAI's; bce, ce: cross-entropy alone"
+    )
+    lambda_dice: float = Field(1.0, ge=0.0, description="weight of the Dice term")
     lambda_ce: float = Field(1.0, ge=0.0, description="weight of the CE / focal term")
     batch_dice: bool = Field(
         False, description="one Dice over the whole batch (nnU-Net's batch Dice) instead of the mean of per-image Dice"
     )
     lambda_cldice: float = Field(
-        0.0, ge=0.0, description="weight of a soft clDice term (topology: penalises breaks in thin structures)"
+        0.0, ge=0.0, description="weight of MONAI's soft clDice term (topology: penalises breaks in thin structures); "
+        "about 100 ms per 4x256^2 batch on 2 CPU cores, so meant for a GPU"
     )
     cldice_iters: int = Field(3, ge=1, le=50, description="soft-skeleton iterations: half the thickest structure, in pixels")
     border_weight: BorderWeightConfig | None = Field(
-        None, description="weight the CE term's pixels by their closeness to two objects (thin borders count more)"
+        None, description="weight the CE term's pixels by their closeness to two objects (thin borders count more); "
+        "computed once per training mask and augmented with it; null = off"
     )
 
     @model_validator(mode="after")
@@ -174,44 +183,54 @@ class LossConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(50, ge=1)
+    """The training loop: optimiser, schedule, loss, precision, budget and logging."""
+
+    epochs: int = Field(50, ge=1, description="epochs to train (max_time_s may end the run earlier)")
     samples_per_epoch: int | None = Field(None, ge=1, description="random crops per epoch; default: one per image")
-    batch_size: int = Field(4, ge=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(4, ge=1, description="crops per step (per process under DDP)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with Nesterov momentum; both with fused kernels")
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0.0, description="weight decay of the weight tensors (norms and biases get none)")
     momentum: float = Field(0.99, ge=0.0, lt=1.0, description="SGD only")
-    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    scheduler: Literal["cosine", "plateau", "none"] = Field(
+        "cosine", description="cosine: per step, after warmup_epochs of linear warm-up; plateau: halve lr once the "
+        "monitor has not improved for 5 validations; none: constant after the warm-up"
+    )
     min_lr_ratio: float = Field(
         0.01, ge=0.0, le=1.0,
         description="cosine only: the rate it anneals to, as a fraction of lr (timm's min_lr, relative)",
     )
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, description="epochs of linear warm-up of the learning rate")
     schedule_by: Literal["steps", "time"] = Field(
-        "steps", description="lay the cosine out over epochs x steps, or over max_time_s of wall clock"
+        "steps", description="lay the cosine out over epochs x steps, or over max_time_s of wall clock (time: a "
+        "budgeted run ends annealed on any machine, at the price of step-exact reproducibility)"
     )
     loss: LossConfig = LossConfig()
-    grad_clip: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the gradient norm to this value; null = off")
     ema: float | None = Field(
         None, gt=0.0, lt=1.0,
-        description="decay of an exponential moving average of the weights (e.g. 0.998), which validation, "
-        "checkpoints and inference then use; None = off",
+        description="decay of an exponential moving average of the weights (e.g. 0.998), with a warm-up so the "
+        "first steps do not linger; validation, checkpoints and so predict, evaluate and export use the average, "
+        "the trained weights stay in the checkpoint for --resume; null = off",
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto",
-        description="auto: bf16 on CUDA, off on CPU; bf16 on a CPU: used where the CPU has native bf16 "
-        "instructions (AVX512-BF16, AMX), else fp32; fp16 on a CPU: fp32",
+        description="auto: bf16 on CUDA (fp16 with loss scaling where the GPU lacks bf16), fp32 on a CPU; off: fp32; "
+        "bf16 on a CPU: used where the CPU has native bf16 instructions (AVX512-BF16, AMX), else fp32, as the "
+        "run's 'training ...' line says; fp16 on a CPU: fp32",
     )
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: bool = Field(False, description="channels-last memory format for the model and its inputs")
+    compile: bool = Field(False, description="torch.compile the training step")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: torch's choice")
-    num_workers: int = Field(0, ge=0)
-    val_every: int = Field(1, ge=1)
-    monitor: Literal["dice", "iou", "pixel_error", "rand_error", "vi"] = "dice"
+    num_workers: int = Field(0, ge=0, description="data-loading worker processes; 0 = load in the training process")
+    val_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
+    monitor: Literal["dice", "iou", "pixel_error", "rand_error", "vi"] = Field(
+        "dice", description="validation metric that picks best.pt (and drives the plateau scheduler)"
+    )
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall-clock budget")
-    deterministic: bool = False
-    progress: bool = True
+    deterministic: bool = Field(False, description="deterministic algorithms, no cuDNN autotuning")
+    progress: bool = Field(True, description="show a progress bar")
     level_stats: bool = Field(
         False, description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)"
     )
@@ -229,26 +248,33 @@ class InferenceConfig(Strict):
     mode: Literal["auto", "whole", "sliding"] = Field(
         "auto", description="auto: whole image if it fits in roi_size**2 pixels, else sliding window"
     )
-    roi_size: int = Field(512, ge=16)
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    sw_batch_size: int = Field(4, ge=1)
-    blend: Literal["gaussian", "constant"] = "gaussian"
-    tta: Literal["none", "flips", "d4"] = "none"
+    roi_size: int = Field(512, ge=16, description="side of the sliding window (MONAI's sliding-window inference)")
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
+    sw_batch_size: int = Field(4, ge=1, description="windows per forward pass")
+    blend: Literal["gaussian", "constant"] = Field("gaussian", description="how overlapping windows are blended")
+    tta: Literal["none", "flips", "d4"] = Field("none", description="test-time augmentation (predict --tta)")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary tasks only")
 
 
 class EvalConfig(Strict):
+    """Region measures of validation and ``evaluate``."""
+
     regions: Literal["none", "background", "foreground"] = Field(
         "none",
         description="connected components of which class define the regions for Rand error / VI "
-        "(ISBI: 'background', the cell interiors between membranes)",
+        "(ISBI: 'background', the cell interiors between membranes; 'foreground' for blobs such as nuclei; "
+        "none: no region measures)",
     )
 
 
 class Config(Strict):
-    name: str = "run"
-    seed: int = 0
-    output_dir: Path = Path("runs/run")
+    """One run: the data, the model and how to train, predict with and evaluate it."""
+
+    name: str = Field("run", description="name of the run")
+    seed: int = Field(0, description="seed of the weights' initialisation, the data order and the augmentation")
+    output_dir: Path = Field(
+        Path("runs/run"), description="where train writes config.yaml, metrics.csv and checkpoints/ (train --out overrides it)"
+    )
     data: DataConfig
     model: ModelConfig = UNetConfig()
     augment: AugmentConfig = AugmentConfig()
