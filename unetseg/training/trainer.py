@@ -41,14 +41,12 @@ from unetseg.models import build_model, count_parameters
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.distributed import Distributed, rank_seed
+from unetseg.training.errors import TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, an existing run in the way, ...)."""
+from unetseg.training.runlock import RunLock
 
 
 class Trainer:
@@ -61,10 +59,12 @@ class Trainer:
         self.out_dir = Path(cfg.output_dir)
         self.last_path = self.out_dir / "checkpoints" / "last.pt"
         self.best_path = self.out_dir / "checkpoints" / "best.pt"
+        self.lock: RunLock | None = None  # held by rank 0 from set-up to the end of fit()
 
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_output(self) -> None:
+    def _check_output(self) -> None:
+        """A ``--resume`` needs a run to continue; a new run must not overwrite one."""
         if self.resume and not self.last_path.is_file():
             raise TrainingError(f"--resume: no checkpoint to resume at {self.last_path}")
         if not self.resume and self.last_path.exists():
@@ -72,12 +72,32 @@ class Trainer:
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another "
                 "output directory (--out) so nothing is overwritten"
             )
-        if not self.dist.main:
-            return
+
+    def _prepare_output(self) -> None:
+        self._check_output()
+        # Rank 0 alone writes the run, so it alone locks the folder; every rank hears the
+        # outcome, so a refused run stops all of them instead of leaving the others waiting.
+        refusal = None
+        if self.dist.main:
+            try:
+                self._lock_output()
+            except TrainingError as err:
+                refusal = str(err)
+        refusal = self.dist.broadcast(refusal)
+        if refusal is not None:
+            raise TrainingError(refusal)
+
+    def _lock_output(self) -> None:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
+        self.lock = RunLock(self.out_dir, self.log).acquire()
+        try:
+            self._check_output()  # again under the lock: a run that ended meanwhile may have written one
+        except TrainingError:
+            self.lock.release()
+            raise
         for stale in self.last_path.parent.glob(".*.tmp"):  # a save cut short by a kill
             stale.unlink()
 
@@ -292,6 +312,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self.lock is not None:
+                self.lock.release()
             self.dist.close()
 
     def _fit(self) -> dict[str, Any]:
