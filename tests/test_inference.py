@@ -292,3 +292,31 @@ def test_corrupt_tiff_is_reported_not_fatal(tmp_path):
     report = predict_samples(predictor(PixelModel()), samples, tmp_path / "out", 1, "dtype", None)
     assert [name for name, _ in report.failed] == ["bad"] and "bad.tif" in report.failed[0][1]
     assert (tmp_path / "out" / "good.png").is_file()
+
+
+# --------------------------------------------------------------------------- symbolic links in --out
+
+
+@pytest.mark.parametrize("dangling", [True, False])
+def test_predict_never_writes_through_a_link_in_out(tmp_path, dangling):
+    """A link where a mask goes is an existing output (refused without ``overwrite``, even
+    dangling), and with ``overwrite`` it is replaced by the mask: its target is never written."""
+    folder = _inputs(tmp_path / "in")
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    victim = outside / "victim.png"
+    if not dangling:
+        victim.write_bytes(b"the user's file")
+    (out / "odd.png").symlink_to(Path("..") / "outside" / "victim.png")
+    with pytest.raises(FileExistsError, match="odd.png"):
+        _run(folder, out)
+    assert victim.exists() == (not dangling)
+    report = _run(folder, out, overwrite=True)
+    assert "odd" not in dict(report.failed)
+    assert not (out / "odd.png").is_symlink() and read_raw(out / "odd.png").shape == (37, 50)
+    if dangling:
+        assert not victim.exists()
+    else:
+        assert victim.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in out.iterdir()) == ["odd.png", "photo.png", "t16.tif"]  # no temporary files left

@@ -7,6 +7,7 @@ runs in fp32). A 3D volume is predicted slice by slice and written back as one v
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -287,8 +288,10 @@ def predict_samples(
 ) -> PredictReport:
     """Predict every sample into ``out_dir``; unreadable inputs are reported, not fatal.
 
-    Existing outputs are never replaced unless ``overwrite`` is set: the check runs before
-    any work so a rerun cannot half-overwrite a folder. With ``overlay``, samples that carry
+    Existing outputs (symbolic links included, even dangling ones) are never replaced unless
+    ``overwrite`` is set: the check runs before any work so a rerun cannot half-overwrite a
+    folder. Every output is written by rename, so a link in ``out_dir`` is replaced by the
+    output, never written through (see :mod:`unetseg.atomic`). With ``overlay``, samples that carry
     a mask (see :func:`unetseg.data.attach_masks`) get an error overlay, the others contours.
     The slices of a volume (consecutive samples with an ``axis``) make one output volume with
     the input's affine and header; a slice that cannot be read fails the whole volume.
@@ -304,7 +307,7 @@ def predict_samples(
                 )
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        clashes = [p for p in sources if p.exists()]
+        clashes = [p for p in sources if os.path.lexists(p)]  # a link counts, dangling or not
         if clashes:
             raise FileExistsError(
                 f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "

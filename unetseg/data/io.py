@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from unetseg.atomic import replace_by_rename
 from unetseg.data import volumes
 from unetseg.data.errors import DataError  # defined apart so volumes.py can raise it; imported from here
 from unetseg.data.intensity import Normalization, Scaling
@@ -217,12 +218,17 @@ def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
-    """PNG for 8/16-bit integer images, TIFF otherwise (float probability maps)."""
+    """PNG for 8/16-bit integer images, TIFF otherwise (float probability maps); written by
+    rename (:mod:`unetseg.atomic`), so a link at ``path`` is replaced, never written through."""
     path = Path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            tifffile.imwrite(path, array)
-        elif not cv2.imwrite(str(path), array):
+            tifffile.imwrite(tmp, array)
+        elif not cv2.imwrite(str(tmp), array):
             raise OSError("OpenCV could not encode the file")
+
+    try:
+        replace_by_rename(path, write)
     except OSError as err:
         raise DataError(f"{path}: cannot write ({err})") from None

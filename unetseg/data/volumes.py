@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from unetseg.atomic import replace_by_rename
 from unetseg.data.errors import DataError
 from unetseg.data.intensity import Normalization, Scaling
 
@@ -203,6 +204,6 @@ def write_volume(path: Path, array: np.ndarray, like: Path) -> None:
     else:
         image = nibabel.Nifti1Image(array, load_volume(like).affine)
     try:
-        nibabel.save(image, str(path))
+        replace_by_rename(Path(path), lambda tmp: nibabel.save(image, str(tmp)))
     except OSError as err:
         raise DataError(f"{path}: cannot write ({err})") from None
