@@ -532,13 +532,75 @@ def test_isbi_cpu_config_learns_membranes(isbi, tmp_path):
     assert summary["best_dice"] == pytest.approx(max(first["val_dice"], last["val_dice"]), abs=1e-5)
 
 
-# --------------------------------------------------------------------------- kill -9
+# --------------------------------------------------------------------------- reproducibility, kill -9
 
 
-def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dict, tmp_path):
+def isbi_cpu_recipe(isbi: Path, root: Path, epochs: int) -> dict:
+    """configs/isbi_cpu.yaml on a tiny budget (six slices, one 8-crop step per epoch, 128 px
+    crops, a step-based schedule instead of the time budget, deterministic) and otherwise as
+    shipped: border-weighted Dice+CE, EMA, deep supervision, affine augmentation, instance norm,
+    bf16 autocast where the CPU has it."""
+    import shutil
+
+    from conftest import REPO
+    from unetseg.config import dump_config, load_config
+
+    for kind in ("image", "label"):
+        (root / kind).mkdir(parents=True)
+        for i in range(6):
+            shutil.copy(isbi / "train" / kind / f"{i}.png", root / kind / f"{i}.png")
+    overrides = [
+        f"data.images={root / 'image'}", f"data.masks={root / 'label'}", f"output_dir={root / 'run'}",
+        "train.max_time_s=null", "train.schedule_by=steps", f"train.epochs={epochs}", "train.samples_per_epoch=8",
+        "augment.crop_size=128", "train.deterministic=true", "train.threads=1", "train.progress=false",
+    ]
+    return dump_config(load_config(REPO / "configs" / "isbi_cpu.yaml", overrides))
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders ended with the same weights (and averaged weights) and metrics."""
+    sa, sb = load_checkpoint(a / "checkpoints" / "last.pt"), load_checkpoint(b / "checkpoints" / "last.pt")
+    assert sa["epoch"] == sb["epoch"]
+    for key in ("model", "trained_model"):
+        assert (key in sa) == (key in sb)
+        different = [k for k in sa.get(key, {}) if not torch.equal(sa[key][k], sb[key][k])]
+        assert not different, f"{key} weights differ: {different[:5]}"
+    rows_a, rows_b = _rows(a / "metrics.csv"), _rows(b / "metrics.csv")
+    assert [r["epoch"] for r in rows_b] == [str(e) for e in range(1, sa["epoch"] + 1)]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: v for k, v in ra.items() if k not in ("train_img_per_s", "elapsed_s")} == {
+            k: v for k, v in rb.items() if k not in ("train_img_per_s", "elapsed_s")
+        }
+
+
+def test_shipped_cpu_config_repeats_exactly(isbi, tmp_path):
+    """Issue #27: two runs of isbi_cpu.yaml's recipe with one seed differed (border weights
+    from a racing OpenCV transform). Same config, same seed: the same loss weights, the same
+    weights and metrics, bit for bit, with OpenCV free to use several threads."""
+    import hashlib
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        trainers = []
+        for name in ("a", "b"):
+            trainer = Trainer(config_from_dict(isbi_cpu_recipe(isbi, tmp_path / name, epochs=2)), log=quiet)
+            trainer.fit()
+            trainers.append(trainer)
+    finally:
+        cv2.setNumThreads(threads)
+    digests = [
+        [hashlib.sha256(w.tobytes()).hexdigest() for _, w in sorted(t.train_ds._weight_cache.items())] for t in trainers
+    ]
+    assert digests[0] == digests[1] and len(digests[0]) == 5  # computed once per training mask, identically
+    _assert_same_run(tmp_path / "a" / "run", tmp_path / "b" / "run")
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "isbi_cpu"])
+def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dict, tmp_path, request, recipe):
     """``unetseg train`` killed with SIGKILL somewhere after its first checkpoint (perhaps in the
     middle of a save), then ``--resume``d to the end: same weights and metrics as a run that
-    was never killed."""
+    was never killed; for a tiny config and for the shipped CPU config's recipe."""
     import os
     import random
     import signal
@@ -551,12 +613,17 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
     from conftest import repo_pythonpath, write_yaml
     from unetseg.cli import main
 
-    tree = copy.deepcopy(tiny_cfg_dict)
-    tree["model"]["dropout"] = 0.2
-    # On the CPU: on an H200 the resumed run's weights differed from the straight run's in the
-    # last bits (most likely cuDNN's autotuned kernels), so bit-equal weights there need
-    # train.deterministic, as the README says.
-    tree["train"].update({"epochs": 6, "samples_per_epoch": 24, "device": "cpu"})
+    if recipe == "tiny":
+        tree = copy.deepcopy(tiny_cfg_dict)
+        tree["model"]["dropout"] = 0.2
+        # On the CPU: on an H200 the resumed run's weights differed from the straight run's in the
+        # last bits (most likely cuDNN's autotuned kernels), so bit-equal weights there need
+        # train.deterministic, as the README says.
+        tree["train"].update({"epochs": 6, "samples_per_epoch": 24, "device": "cpu"})
+    else:
+        tree = isbi_cpu_recipe(request.getfixturevalue("isbi"), tmp_path / "data", epochs=4)
+        tree["train"]["device"] = "cpu"
+    epochs = tree["train"]["epochs"]
     straight = copy.deepcopy(tree)
     straight["output_dir"] = str(tmp_path / "straight")
     _fit(straight)
@@ -578,24 +645,15 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
     assert proc.wait() == -signal.SIGKILL
     proc.stderr.close()
     killed_at = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
-    assert 1 <= killed_at < 6
+    assert 1 <= killed_at < epochs
     stale = out / "checkpoints" / ".last.pt.abc123.tmp"  # what a kill inside save_checkpoint leaves
     stale.write_bytes(b"half a checkpoint")
 
     result = CliRunner().invoke(main, ["train", "--config", str(config), "--resume"])
     assert result.exit_code == 0, result.output
-    assert f"epochs {killed_at + 1}..6" in result.output
+    assert f"epochs {killed_at + 1}..{epochs}" in result.output
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    a, b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
-    assert a["epoch"] == b["epoch"] == 6
-    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
-    assert not different, f"weights differ after kill -9 and resume: {different[:5]}"
-    rows_a, rows_b = _rows(tmp_path / "straight" / "metrics.csv"), _rows(metrics)
-    assert [r["epoch"] for r in rows_b] == [str(e) for e in range(1, 7)]
-    for ra, rb in zip(rows_a, rows_b):
-        assert {k: v for k, v in ra.items() if k not in ("train_img_per_s", "elapsed_s")} == {
-            k: v for k, v in rb.items() if k not in ("train_img_per_s", "elapsed_s")
-        }
+    _assert_same_run(tmp_path / "straight", out)
 
 
 # --------------------------------------------------------------------------- weight averaging

@@ -58,6 +58,25 @@ def test_weights_of_an_isbi_label_are_high_on_thin_membranes(isbi):
     assert w[mask == 1].mean() > 2 * w[mask == 0].mean()  # membranes are where cells meet
 
 
+def test_weights_are_the_same_bytes_every_call(isbi):
+    """Issue #27: OpenCV's multithreaded distance transform gave differing last bits from call
+    to call, so two runs of isbi_cpu.yaml (border weights on) diverged."""
+    import hashlib
+
+    import cv2
+
+    from unetseg.data import read_mask
+
+    mask = read_mask(isbi / "train" / "label" / "0.png", {0: 1, 255: 0})
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(4)  # as on a many-core machine, where the old transform raced
+    try:
+        digests = {hashlib.sha256(border_weights(mask, 10, 5, "background").tobytes()).hexdigest() for _ in range(8)}
+    finally:
+        cv2.setNumThreads(threads)
+    assert len(digests) == 1
+
+
 def test_dataset_moves_the_weights_with_the_mask(pair_dirs):
     from unetseg.config import AugmentConfig
     from unetseg.data import build_train_transform
