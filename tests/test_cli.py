@@ -295,3 +295,32 @@ def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
     assert {row["name"] for row in data["images"]} == {"img_0", "img_1", "img_2"}
     half = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--images", str(images)])
     assert half.exit_code != 0 and "--images and --masks go together" in half.output
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused_by_predict_and_evaluate_and_flagged_by_info(
+    tiny_cfg_dict, tmp_path, bad
+):
+    """Issue #27: NaN weights made predict write all-foreground masks, evaluate print metrics
+    and info say nothing, all with exit code 0."""
+    import torch
+
+    from ckpt_helpers import write_checkpoint
+    from unetseg.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "diverged.pt", tiny_cfg_dict)
+    state = load_checkpoint(ckpt)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name].view(-1)[0] = bad
+    save_checkpoint(ckpt, {k: v for k, v in state.items() if k != "format"})
+    images = Path(tiny_cfg_dict["data"]["images"])
+    message = f"{ckpt}: the weights hold NaN or infinite values ({name}); "
+    result = invoke("predict", images, "--checkpoint", ckpt, "--out", tmp_path / "pred")
+    assert_clean_failure(result, message)
+    assert not (tmp_path / "pred").exists()
+    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt), message)
+    result = invoke("info", ckpt)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {message}" in result.output and "parameters:" in result.output
+    assert torch.isfinite(load_checkpoint(write_checkpoint(tmp_path / "fine.pt", tiny_cfg_dict))["model"][name]).all()
+    assert "warning" not in invoke("info", tmp_path / "fine.pt").output

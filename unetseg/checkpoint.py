@@ -60,13 +60,38 @@ def checkpoint_config(state: dict[str, Any], source: str) -> Config:
         raise CheckpointError(f"{source}: embedded config unusable: {err}") from None
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained as, in eval mode, with its weights."""
+def non_finite_tensors(weights: dict[str, Any]) -> list[str]:
+    """Names of the tensors in a state dict that hold NaN or infinity."""
+    return [
+        name for name, value in weights.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def non_finite_message(path: Path | str, names: list[str]) -> str:
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return (
+        f"{path}: the weights hold NaN or infinite values ({names[0]}{more}); a model saved after its "
+        "training diverged predicts garbage. Use an earlier checkpoint or train again"
+    )
+
+
+def load_model(path: Path, device: torch.device | str = "cpu",
+               allow_non_finite: bool = False) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, in eval mode, with its weights.
+
+    Weights with NaN or infinity are refused (predict would write all-foreground masks and
+    evaluate print metrics of them, with exit code 0) unless ``allow_non_finite``: ``info``
+    shows such a checkpoint and flags it.
+    """
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, str(path))
     model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
     if not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: no model weights (missing or not a state dict)")
+    broken = non_finite_tensors(state["model"])
+    if broken and not allow_non_finite:
+        raise CheckpointError(non_finite_message(path, broken))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:  # torch lists every mismatched tensor; the first says enough

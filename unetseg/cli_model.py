@@ -18,13 +18,15 @@ CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write everything as JSON.")
 def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
     """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
-    from unetseg.checkpoint import load_model
+    from unetseg.checkpoint import load_model, non_finite_message
     from unetseg.cli import _run, _write_json
     from unetseg.model_info import format_info, model_info
 
-    model, cfg, state = _run(load_model, checkpoint, "cpu")
+    model, cfg, state = _run(load_model, checkpoint, "cpu", allow_non_finite=True)
     summary = model_info(model, cfg, state, size)
     click.echo(format_info(summary))
+    if summary["non_finite_tensors"]:  # shown, so the run can be inspected, but flagged last, where it is read
+        click.echo(f"warning: {non_finite_message(checkpoint, summary['non_finite_tensors'])}", err=True)
     if json_path is not None:
         _write_json(json_path, {"checkpoint": str(checkpoint), **summary})
 

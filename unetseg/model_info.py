@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unetseg.checkpoint import non_finite_tensors
 from unetseg.config import Config, dump_config
 from unetseg.models import UNet, count_parameters
 from unetseg.table import format_table
@@ -68,6 +69,7 @@ def model_info(
         "levels": level_rows(model),
         "monitor": cfg.train.monitor,
         "metrics": training_rows(state),
+        "non_finite_tensors": non_finite_tensors(model.state_dict()),
     }
 
 
