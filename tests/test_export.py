@@ -60,7 +60,8 @@ def test_exported_model_matches_pytorch_on_isbi_at_any_size(fmt, model, isbi, ti
 def test_padding_is_branch_free_only_while_tracing():
     x = torch.rand(1, 1, 5, 7)
     assert pad_to_multiple(x, 4).shape == (1, 1, 8, 8)
-    assert pad_to_multiple(x, 8).shape == (1, 1, 8, 8)  # eager: too small to reflect, replicated
+    # eager: within one multiple each way, so two multiples (a 2x2 deepest level), replicated
+    assert pad_to_multiple(x, 8).shape == (1, 1, 16, 16)
     traced = torch.jit.trace(lambda t: pad_to_multiple(t, 4), torch.rand(1, 1, 8, 8), check_trace=False)
     assert traced(torch.rand(1, 1, 9, 13)).shape == (1, 1, 12, 16)  # traced at a multiple, still pads
 

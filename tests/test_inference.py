@@ -320,3 +320,25 @@ def test_predict_never_writes_through_a_link_in_out(tmp_path, dangling):
     else:
         assert victim.read_bytes() == b"the user's file"
     assert sorted(p.name for p in out.iterdir()) == ["odd.png", "photo.png", "t16.tif"]  # no temporary files left
+
+
+# --------------------------------------------------------------------------- any image size
+
+
+def test_tiny_images_do_not_crash_predict(tmp_path):
+    """Issue #27: 1x1 and 2x2 images stopped the folder with instance norm's 'Expected more
+    than 1 spatial element' (a model like isbi_cpu.yaml's: stem 4, instance norm)."""
+    from unetseg.models import UNet
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = [(1, 1), (2, 2), (1, 9), (3, 2), (64, 64), (65, 40)]
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        assert cv2.imwrite(str(folder / f"im{i}.png"), (rng.random((h, w)) * 255).astype(np.uint8))
+    torch.manual_seed(0)
+    model = UNet(1, 1, depth=3, base_width=4, norm="instance", stem_stride=4, head="shuffle")
+    report = predict_samples(predictor(model, mode="whole"), find_images(folder), tmp_path / "out", 1, "percentile", None)
+    assert not report.failed and report.masks == len(sizes)
+    for i, size in enumerate(sizes):
+        assert read_raw(tmp_path / "out" / f"im{i}.png").shape == size

@@ -80,9 +80,27 @@ def test_pad_to_multiple():
     y = pad_to_multiple(x, 4)
     assert y.shape == (1, 2, 8, 8)
     assert torch.equal(y[..., :5, :7], x)
-    assert pad_to_multiple(x[..., :4, :4], 4) is not None and pad_to_multiple(x[..., :4, :4], 4).shape == (1, 2, 4, 4)
+    assert pad_to_multiple(x[..., :4, :8], 4).shape == (1, 2, 4, 8)
+    # At most one multiple each way would leave one pixel at the deepest level: two multiples
+    # each way instead (issue #27: instance norm cannot normalise a single pixel).
+    assert pad_to_multiple(x[..., :4, :4], 4).shape == (1, 2, 8, 8)
     tiny = torch.randn(1, 1, 2, 3)  # smaller than the pad: replicate instead of reflect
-    assert pad_to_multiple(tiny, 8).shape == (1, 1, 8, 8)
+    assert pad_to_multiple(tiny, 8).shape == (1, 1, 16, 16)
+    assert pad_to_multiple(tiny, 1) is tiny
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (1, 7), (16, 16)])
+def test_tiny_inputs_run_in_eval_and_training(norm, size):
+    """A 1x1 or 2x2 image crashed predict ('Expected more than 1 spatial element'); a crop of
+    exactly the network's multiple crashed training with instance norm."""
+    net = UNet(1, 2, depth=3, base_width=4, norm=norm, stem_stride=4)  # multiple 16
+    x = torch.rand(2, 1, *size)
+    net.train()
+    assert net(x).shape == (2, 2, *size)
+    net.eval()
+    with torch.no_grad():
+        assert net(x[:1]).shape == (1, 2, *size)
 
 
 # --------------------------------------------------------------------------- gradients
