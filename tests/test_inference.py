@@ -325,6 +325,74 @@ def test_predict_never_writes_through_a_link_in_out(tmp_path, dangling):
 # --------------------------------------------------------------------------- any image size
 
 
+class ShapeRecorder(nn.Module):
+    """A model that records the largest input it was given."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.largest = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, x.shape[-2] * x.shape[-1])
+        return self.net(x)
+
+
+def _smooth_image(path: Path, h: int, w: int) -> None:
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3)
+    assert cv2.imwrite(str(path), np.round(255 * (image - image.min()) / np.ptp(image)).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode, atol", [("whole", 1e-5), ("sliding", 5e-3)])
+def test_large_image_is_predicted_tile_by_tile_as_if_whole(tmp_path, mode, atol):
+    """Issue #27: a huge image made torch allocate the whole output (and MONAI's sliding
+    window too). Above Tiling.max_pixels (lowered here so 600x600 takes the path) the model
+    never sees more than a tile with its margin, and the stitched masks and probabilities
+    equal the untiled ones (exactly for a whole-image pass, up to window blending otherwise)."""
+    from unetseg.models import UNet
+    from unetseg.tiling import Tiling
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _smooth_image(folder / "big.png", 600, 600)
+    torch.manual_seed(0)
+    model = ShapeRecorder(UNet(1, 1, depth=3, base_width=4))
+    run = {}
+    for name, tiling in (("untiled", Tiling()), ("tiled", Tiling(max_pixels=256 * 256, tile=256, halo=64))):
+        model.largest = 0
+        report = predict_samples(predictor(model, mode=mode, roi_size=128), find_images(folder), tmp_path / name, 1,
+                                 "dtype", None, with_probs=True, tiling=tiling)
+        assert not report.failed and report.masks == 1
+        run[name] = (read_raw(tmp_path / name / "big.png"), tifffile.imread(tmp_path / name / "big_prob.tif"), model.largest)
+    (mask, prob, _), (tiled_mask, tiled_prob, largest) = run["untiled"], run["tiled"]
+    assert largest <= (256 + 2 * 64) ** 2 and largest < 600 * 600
+    assert tiled_prob.shape == (600, 600) and tiled_prob.dtype == np.float32
+    np.testing.assert_allclose(tiled_prob, prob, atol=atol)
+    assert (tiled_mask != mask).mean() < 1e-3
+    if mode == "whole":
+        assert np.array_equal(tiled_mask, mask)
+    assert sorted(p.name for p in (tmp_path / "tiled").iterdir()) == ["big.png", "big_prob.tif"]  # no scratch left
+
+
+def test_one_image_failing_does_not_stop_the_folder(tmp_path):
+    """An image the machine cannot hold (here: the allocator's error, raised for one size) is
+    reported by name as too large, and every other image is still written."""
+    folder = _inputs(tmp_path / "in")
+
+    class OutOfMemoryFor37Rows(PixelModel):
+        def forward(self, x):
+            if x.shape[-2] == 37:
+                raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+            return super().forward(x)
+
+    report = predict_samples(predictor(OutOfMemoryFor37Rows()), find_images(folder), tmp_path / "out", 1, "dtype", None)
+    failed = dict(report.failed)
+    assert sorted(failed) == ["broken", "odd"]
+    assert failed["odd"].startswith(f"{folder / 'odd.png'}: too large to predict in the memory available")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.png", "t16.tif"]
+
+
 def test_tiny_images_do_not_crash_predict(tmp_path):
     """Issue #27: 1x1 and 2x2 images stopped the folder with instance norm's 'Expected more
     than 1 spatial element' (a model like isbi_cpu.yaml's: stem 4, instance norm)."""

@@ -186,6 +186,8 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     for name, why in report.failed:
         click.echo(f"failed: {name}: {why}", err=True)
     if report.failed:
+        click.echo(f"{len(report.failed)} input(s) failed and {report.masks} mask(s) were written; predict the failed "
+                   "inputs on their own, or pass --overwrite to redo the folder", err=True)
         sys.exit(1)
 
 

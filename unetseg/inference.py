@@ -8,6 +8,7 @@ runs in fp32). A 3D volume is predicted slice by slice and written back as one v
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -25,6 +26,7 @@ from unetseg.data.io import DataError, Sample, label_values, read_image, read_ma
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
+from unetseg.tiling import Tiling, predict_plane
 
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -200,9 +202,16 @@ def _overlay(image: np.ndarray, classes: np.ndarray, sample: Sample, label_map: 
     return error_overlay(picture, classes, truth)
 
 
-def _foreground(probs: torch.Tensor, num_classes: int) -> np.ndarray:
-    """What ``--prob`` writes: the foreground probability (binary) or every class's (C, H, W)."""
-    return (probs[1] if num_classes == 2 else probs).numpy().astype(np.float32)
+def failure_message(err: Exception, source: Path) -> str:
+    """One line for an input that could not be predicted: data errors already name the file;
+    anything else (out of memory, a model that cannot take the input) is named here."""
+    if isinstance(err, DataError):
+        return str(err)
+    first = (str(err).strip().splitlines() or [""])[0]
+    out_of_memory = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+    if isinstance(err, out_of_memory) or re.search(r"allocate memory|out of memory", first, re.IGNORECASE):
+        return f"{source}: too large to predict in the memory available ({type(err).__name__}: {first})"
+    return f"{source}: cannot be predicted ({type(err).__name__}: {first})"
 
 
 @dataclass
@@ -216,14 +225,15 @@ class _Run:
     label_map: dict[int, int] | None
     with_probs: bool
     overlay: bool
+    tiling: Tiling = Tiling()
     report: PredictReport = field(default_factory=PredictReport)
 
-    def plane(self, sample: Sample) -> tuple[np.ndarray, torch.Tensor, np.ndarray, list[Path]]:
-        """(input, probabilities, classes, output paths) of one 2D sample (an image or a slice);
-        its overlay, if asked for, is written here, as it is per plane for images and volumes."""
+    def plane(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
+        """(classes, what ``--prob`` writes or None, output paths) of one 2D sample (an image or
+        a slice); its overlay, if asked for, is written here, as it is per plane for images and
+        volumes."""
         array = read_image(sample.image, self.channels, self.normalization, sample.page, sample.axis)
-        probs = self.predictor.probabilities(torch.from_numpy(array.transpose(2, 0, 1).copy()))
-        classes = self.predictor.classes(probs)
+        classes, probs = predict_plane(self.predictor, array, self.with_probs, self.tiling, self.out_dir)
         paths = output_paths(sample, self.out_dir, self.with_probs, self.overlay)
         if self.overlay:
             try:
@@ -231,45 +241,39 @@ class _Run:
                 self.report.written.append(paths[-1])
             except DataError as err:  # an unusable ground-truth mask: the mask is still written
                 self.report.failed.append((sample.name, f"overlay: {err}"))
-        return array, probs, classes, paths
+        return classes, probs, paths
 
     def image(self, sample: Sample) -> None:
+        # Any failure of one image (unreadable, too large, an output that cannot be written) is
+        # reported and the folder goes on: outputs are written by rename, so none is half-written.
         try:
-            _, probs, classes, paths = self.plane(sample)
-        except DataError as err:
-            self.report.failed.append((sample.name, str(err)))
-            return
-        try:
+            classes, probs, paths = self.plane(sample)
             write_mask(paths[0], classes, self.label_map)
-            if self.with_probs:
-                write_array(paths[1], _foreground(probs, self.predictor.num_classes))
-        except DataError as err:  # an output that cannot be written (a folder in its place, a full disk)
-            self.report.failed.append((sample.name, str(err)))
+            if probs is not None:
+                write_array(paths[1], probs)
+        except Exception as err:  # noqa: BLE001 - reported per image, never fatal to the folder
+            self.report.failed.append((sample.name, failure_message(err, sample.image)))
             return
         self.report.masks += 1
         self.report.written.extend(paths[: 1 + self.with_probs])
 
     def volume(self, slices: Iterable[Sample]) -> None:
-        """Predict a volume's slices in order and stack them back along their axis."""
-        masks: list[np.ndarray] = []
-        probs: list[np.ndarray] = []
-        first: Sample | None = None
-        for sample in slices:
-            first = first or sample
-            try:
-                _, prob, classes, _ = self.plane(sample)
-            except DataError as err:
-                self.report.failed.append((output_name(sample.image), str(err)))
-                return
-            masks.append(classes)
-            if self.with_probs:
-                fg = _foreground(prob, self.predictor.num_classes)
-                probs.append(fg if fg.ndim == 2 else np.moveaxis(fg, 0, -1))  # classes last in the volume
-        assert first is not None and first.axis is not None
-        paths = output_paths(first, self.out_dir, self.with_probs)
-        write_volume(paths[0], label_values(np.stack(masks, axis=first.axis), self.label_map), first.image)
-        if self.with_probs:
-            write_volume(paths[1], np.stack(probs, axis=first.axis), first.image)
+        """Predict a volume's slices in order and stack them back along their axis; a slice
+        that fails fails the volume (reported, the folder goes on)."""
+        slices = list(slices)
+        first = slices[0]
+        assert first.axis is not None
+        try:
+            planes = [self.plane(sample)[:2] for sample in slices]
+            paths = output_paths(first, self.out_dir, self.with_probs)
+            masks = np.stack([classes for classes, _ in planes], axis=first.axis)
+            write_volume(paths[0], label_values(masks, self.label_map), first.image)
+            if self.with_probs:  # classes last in a multi-class volume
+                probs = [fg if fg.ndim == 2 else np.moveaxis(fg, 0, -1) for _, fg in planes]
+                write_volume(paths[1], np.stack(probs, axis=first.axis), first.image)
+        except Exception as err:  # noqa: BLE001 - as for an image
+            self.report.failed.append((output_name(first.image), failure_message(err, first.image)))
+            return
         self.report.masks += 1
         self.report.written.extend(paths[: 1 + self.with_probs])
 
@@ -285,8 +289,10 @@ def predict_samples(
     overwrite: bool = False,
     progress: Callable[[list[Sample]], list[Sample]] = lambda xs: xs,
     overlay: bool = False,
+    tiling: Tiling = Tiling(),
 ) -> PredictReport:
-    """Predict every sample into ``out_dir``; unreadable inputs are reported, not fatal.
+    """Predict every sample into ``out_dir``; an input that fails (unreadable, too large for
+    memory, a model error) is reported and the others are still predicted.
 
     Existing outputs (symbolic links included, even dangling ones) are never replaced unless
     ``overwrite`` is set: the check runs before any work so a rerun cannot half-overwrite a
@@ -294,7 +300,8 @@ def predict_samples(
     output, never written through (see :mod:`unetseg.atomic`). With ``overlay``, samples that carry
     a mask (see :func:`unetseg.data.attach_masks`) get an error overlay, the others contours.
     The slices of a volume (consecutive samples with an ``axis``) make one output volume with
-    the input's affine and header; a slice that cannot be read fails the whole volume.
+    the input's affine and header; a slice that cannot be read fails the whole volume. Images
+    above ``tiling.max_pixels`` are predicted tile by tile (see :mod:`unetseg.tiling`).
     """
     sources: dict[Path, Path] = {}  # output -> the input it is planned for
     for sample in samples:
@@ -313,7 +320,7 @@ def predict_samples(
                 f"{len(clashes)} output file(s) already exist in {out_dir} (first: {clashes[0].name}); "
                 "pass --overwrite to replace them or choose another --out"
             )
-    run = _Run(predictor, out_dir, channels, Normalization.of(normalize), label_map, with_probs, overlay)
+    run = _Run(predictor, out_dir, channels, Normalization.of(normalize), label_map, with_probs, overlay, tiling)
     for (_, axis), group in groupby(progress(samples), key=lambda s: (s.image, s.axis)):
         if axis is None:
             for sample in group:

@@ -207,9 +207,9 @@ def label_values(classes: np.ndarray, label_map: dict[int, int] | None) -> np.nd
         values = np.zeros(max(label_map.values()) + 1, dtype=np.int64)
         for raw, cls in sorted(label_map.items(), reverse=True):  # first raw value wins per class
             values[cls] = raw
-    out = values[classes]
-    dtype = np.uint8 if out.max(initial=0) <= 255 and out.min(initial=0) >= 0 else np.uint16
-    return out.astype(dtype)
+    used = values[np.bincount(classes.ravel(), minlength=len(values))[: len(values)] > 0]
+    dtype = np.uint8 if used.max(initial=0) <= 255 and used.min(initial=0) >= 0 else np.uint16
+    return values.astype(dtype)[classes]  # indexed in the small type: no int64 copy of a large mask
 
 
 def write_mask(path: Path, classes: np.ndarray, label_map: dict[int, int] | None) -> None:
