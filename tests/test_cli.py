@@ -324,3 +324,33 @@ def test_checkpoint_with_non_finite_weights_is_refused_by_predict_and_evaluate_a
     assert f"warning: {message}" in result.output and "parameters:" in result.output
     assert torch.isfinite(load_checkpoint(write_checkpoint(tmp_path / "fine.pt", tiny_cfg_dict))["model"][name]).all()
     assert "warning" not in invoke("info", tmp_path / "fine.pt").output
+
+
+def test_bad_settings_are_one_message_before_anything_is_written(tiny_cfg_file, tmp_path):
+    """Issue #27: ``--set augment.crop_size=100000`` asked for a 40 GB batch after config.yaml
+    and tensorboard/ were written; ``--set seed=-5`` ended in numpy's traceback."""
+    out = tmp_path / "run"
+    result = invoke("train", "--config", tiny_cfg_file, "--out", out, "--set", "augment.crop_size=100000")
+    assert_clean_failure(result, "augment.crop_size 100000 is larger than every training image", "64x64, WxH",
+                         "at most 64")
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+    result = invoke("train", "--config", tiny_cfg_file, "--out", out, "--set", "seed=-5")
+    assert_clean_failure(result, "seed: Input should be greater than or equal to 0 (got -5)")
+    assert invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "ok", "--set", "augment.crop_size=64").exit_code == 0
+
+
+@pytest.mark.parametrize("key, value", [("history", None), ("history", "garbage"), ("best", None)])
+def test_resume_from_a_checkpoint_without_its_record_is_one_message(trained, tiny_cfg_file, key, value):
+    """A checkpoint whose history is None was a TypeError on --resume; resuming without the
+    history would also have rewritten metrics.csv without the earlier epochs."""
+    from unetseg.checkpoint import load_checkpoint, save_checkpoint
+
+    last = trained / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state[key] = value
+    save_checkpoint(last, {k: v for k, v in state.items() if k != "format"})
+    metrics = (trained / "metrics.csv").read_text()
+    result = invoke("train", "--config", tiny_cfg_file, "--out", trained, "--resume", "--set", "train.epochs=3")
+    assert_clean_failure(result, f"{last}: its", f"(key '{key}'), so the run cannot be continued")
+    assert result.output.count("Error") == 1
+    assert (trained / "metrics.csv").read_text() == metrics

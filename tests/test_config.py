@@ -255,3 +255,61 @@ def test_config_changes_names_nested_keys(tiny_cfg_dict):
     tree["seed"] = 5
     tree["output_dir"] = "moved/elsewhere"
     assert config_changes(stored, config_from_dict(tree)) == ["data.label_map", "seed", "train.loss.lambda_dice"]
+
+
+# --------------------------------------------------------------------------- issue #27: one message, not a traceback
+
+
+@pytest.mark.parametrize("seed, fragment", [(-5, "greater than or equal to 0"), (2**32, "less than 4294967296")])
+def test_seed_outside_numpys_range_is_one_message(tiny_cfg_dict, seed, fragment):
+    """NumPy seeds must lie in [0, 2**32): a negative seed ended in numpy's traceback."""
+    msg = _error({**tiny_cfg_dict, "seed": seed})
+    assert f"seed: Input should be {fragment} (got {seed})" in msg
+    assert config_from_dict({**tiny_cfg_dict, "seed": 2**32 - 1}).seed == 2**32 - 1
+
+
+def test_unquoted_off_gets_a_hint_to_quote_it(tiny_cfg_dict, tmp_path):
+    text = write_yaml(tmp_path / "c.yaml", tiny_cfg_dict).read_text().replace("train:\n", "train:\n  amp: off\n", 1)
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "c.yaml")
+    assert "train.amp: Input should be 'auto', 'off', 'bf16' or 'fp16' (got False); YAML reads an unquoted " \
+           "off/no/false as False: quote it, amp: 'off'" in str(info.value)
+    (tmp_path / "c.yaml").write_text(text.replace("amp: off", "amp: 'off'"))
+    assert load_config(tmp_path / "c.yaml").train.amp == "off"
+    assert "YAML reads" not in _error({**tiny_cfg_dict, "inference": {"mode": False}})  # no boolean word to suggest
+
+
+BILLION_LAUGHS = "\n".join(
+    ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    + ["data: {images: *a8, masks: m}"]
+)
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, "a: &a [1, *a]\ndata: {images: i, masks: m}"], ids=["bomb", "recursive"])
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path, text):
+    """Nine lines that expand to 10**9 values: validation (and the error's repr) walked them all,
+    ending in a MemoryError, and ``data check --config`` spun for minutes."""
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"{path}: its aliases .* expand it to more than 100,000 values, or into itself"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="--set data.images: its aliases"):
+        apply_overrides({}, ["data.images=&x [*x]"])
+    assert time.perf_counter() - start < 2.0
+
+
+def test_yaml_aliases_within_limits_still_work_and_size_is_bounded(tiny_cfg_dict, tmp_path):
+    from unetseg.config.loading import MAX_YAML_BYTES
+
+    path = write_yaml(tmp_path / "c.yaml", tiny_cfg_dict)
+    text = path.read_text()
+    path.write_text(text.replace("  depth: 3\n", "  depth: &d 3\n", 1).replace("  epochs: 2\n", "  epochs: *d\n", 1))
+    assert load_config(path).train.epochs == 3
+    path.write_text("# " + "x" * MAX_YAML_BYTES)
+    with pytest.raises(ConfigError, match="characters of YAML; a config is at most"):
+        load_config(path)

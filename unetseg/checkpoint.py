@@ -51,6 +51,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
+def training_record(state: dict[str, Any], source: Path | str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(history, best) of a training checkpoint, checked: resuming appends to the history and
+    rewrites metrics.csv from it, so a missing one would silently drop the earlier epochs."""
+    history, best = state.get("history"), state.get("best")
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise CheckpointError(f"{source}: its training history is {'missing' if history is None else 'damaged'} "
+                              "(key 'history'), so the run cannot be continued; start a new run")
+    if not isinstance(best, dict) or "value" not in best or "epoch" not in best:
+        raise CheckpointError(f"{source}: its best-epoch record is {'missing' if best is None else 'damaged'} "
+                              "(key 'best'), so the run cannot be continued; start a new run")
+    return history, best
+
+
 def checkpoint_config(state: dict[str, Any], source: str) -> Config:
     if not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{source}: embedded config unusable: missing or not a mapping of sections")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,62 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# A config is a few kB. Aliases let a tiny file stand for an exponentially large tree (the
+# "billion laughs": nine lines, 10**9 values), which PyYAML builds cheaply as shared references
+# but which validation, and the repr of an error, then walk in full: a MemoryError, or a
+# `data check` spinning for minutes. Both are refused before construction.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Values in the document once every alias is expanded, counted on the node graph (each
+    node once, with memoised subtree sizes); stops counting above ``limit``. A recursive
+    alias (a node inside itself) counts as too large."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            visiting.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), limit + 1)
+            continue
+        if id(node) in visiting:
+            return limit + 1
+        visiting.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in visiting:
+                return limit + 1
+            stack.append((child, False))
+    return sizes[id(root)]
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load``, refusing documents over :data:`MAX_YAML_BYTES` or whose aliases
+    expand past :data:`MAX_YAML_VALUES` values, with one ConfigError naming ``source``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML; a config is at most {MAX_YAML_BYTES:,}")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{source}: its aliases (*name) expand it to more than {MAX_YAML_VALUES:,} values, or into "
+                "itself; refused (a YAML alias bomb?). Write the values out instead of nesting aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings; values are parsed as YAML (``3``, ``true``, ``[a, b]``)."""
     for item in overrides:
@@ -35,7 +92,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw, f"--set {key.strip()}")
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid YAML value ({err.problem})") from None
         set_dotted(tree, key.strip(), value)
@@ -46,7 +103,7 @@ def read_yaml(path: Path, what: str = "config") -> Any:
     """The YAML document at ``path``; an unreadable, non-UTF-8 or malformed file is one
     ConfigError naming it."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except OSError as err:
         raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
     except UnicodeDecodeError:
@@ -80,6 +137,27 @@ def _section_model(loc: tuple[Any, ...], arch: str, root: type[BaseModel]) -> ty
     return model
 
 
+_SHORT = reprlib.Repr()  # a value, not a dump of it: a few items, two levels deep
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 6, 6, 60, 60
+
+# YAML 1.1 reads these unquoted words as booleans, so `amp: off` arrives as False.
+_YAML_BOOLEANS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
+def _boolean_hint(problem: dict[str, Any], name: str) -> str:
+    """For a boolean where a word was wanted: the word YAML turned into it, quoted."""
+    value = problem["input"]
+    if not isinstance(value, bool):
+        return ""
+    words = _YAML_BOOLEANS[value]
+    expected = str(problem.get("ctx", {}).get("expected", ""))
+    word = next((w for w in words if f"'{w}'" in expected), None)
+    if word is None and problem["type"] != "string_type":  # no word of a choice that YAML turns into a boolean
+        return ""
+    quote = f"quote it, {name}: '{word}'" if word else "put the word in quotes"
+    return f"; YAML reads an unquoted {'/'.join(words)} as {value}: {quote}"
+
+
 def format_validation_error(
     err: ValidationError, source: str, tree: dict[str, Any], root: type[BaseModel] | None = None, what: str = "configuration"
 ) -> str:
@@ -98,7 +176,7 @@ def format_validation_error(
         else:
             msg = problem["msg"].removeprefix("Value error, ")
             if "input" in problem and problem["type"] not in ("model_type",):
-                msg += f" (got {problem['input']!r})"
+                msg += f" (got {_SHORT.repr(problem['input'])})" + _boolean_hint(problem, str(loc[-1]) if loc else key)
         lines.append(f"{key}: {msg}")
     return f"invalid {what} in {source}:\n  " + "\n  ".join(lines)
 

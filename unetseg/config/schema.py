@@ -271,7 +271,9 @@ class Config(Strict):
     """One run: the data, the model and how to train, predict with and evaluate it."""
 
     name: str = Field("run", description="name of the run")
-    seed: int = Field(0, description="seed of the weights' initialisation, the data order and the augmentation")
+    seed: int = Field(  # NumPy's seeds lie in [0, 2**32)
+        0, ge=0, lt=2**32, description="seed of the weights' initialisation, the data order and the augmentation"
+    )
     output_dir: Path = Field(
         Path("runs/run"), description="where train writes config.yaml, metrics.csv and checkpoints/ (train --out overrides it)"
     )

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from unetseg.checkpoint import load_checkpoint
+from unetseg.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data import find_pairs, split_samples
 from unetseg.table import format_table
@@ -102,7 +102,8 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
                     "output directory (--out)"
                 )
             log(f"fold {fold}/{folds}: finished before, reused ({fold_cfg.output_dir})")
-            records.append(_fold_record(fold, fold_cfg, list(state["history"]), state["best"]["epoch"]))
+            history, best = training_record(state, last)
+            records.append(_fold_record(fold, fold_cfg, history, best["epoch"]))
             continue
         log(f"fold {fold}/{folds}: {'resuming' if state is not None else 'training'} -> {fold_cfg.output_dir}")
         summary = Trainer(fold_cfg, resume=state is not None, log=log).fit()

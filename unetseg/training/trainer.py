@@ -30,7 +30,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unetseg.checkpoint import load_checkpoint, save_checkpoint
+from unetseg.checkpoint import load_checkpoint, save_checkpoint, training_record
 from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
 from unetseg.data.weights import border_weights
@@ -125,21 +125,35 @@ class Trainer:
         self.val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
         # Decode everything (and compute loss weights) once up front: a broken file fails now,
         # named, not mid-epoch; and DataLoader workers fork with the caches already filled.
-        for ds in (self.train_ds, self.val_ds):
-            for i in range(len(ds.samples) if ds else 0):
-                _, mask = ds.load(i)
-                if ds.weights is not None and mask is not None:
-                    ds.weight_map(i, mask)
-        if self.cfg.augment.crop_size is None and train.batch_size > 1:
-            sizes: dict[tuple[int, ...], Path] = {}
-            for i in range(len(train_pairs)):
-                sizes.setdefault(self.train_ds.load(i)[0].shape[:2], self.train_ds.samples[i].image)
-            if len(sizes) > 1:
-                (first, a), (second, b) = list(sizes.items())[:2]
-                raise TrainingError(
-                    f"training images differ in size ({a} is {first[1]}x{first[0]}, {b} is {second[1]}x{second[0]}, WxH): "
-                    "set augment.crop_size or train.batch_size: 1"
-                )
+        sizes: dict[tuple[int, ...], Path] = {}  # each image size, with the first image of that size
+        for i, sample in enumerate(train_pairs):
+            sizes.setdefault(self.train_ds.load(i)[0].shape[:2], sample.image)
+        for i in range(len(val_pairs)):
+            self.val_ds.load(i)
+        self._check_sizes(sizes)
+        for i in range(len(train_pairs)):
+            _, mask = self.train_ds.load(i)
+            if weights is not None and mask is not None:
+                self.train_ds.weight_map(i, mask)
+
+    def _check_sizes(self, sizes: dict[tuple[int, ...], Path]) -> None:
+        """The crop against the training image sizes, before anything of the run is written: a
+        crop larger than every image is nearly all padding, and a huge one (crop_size=100000)
+        asked for a 40 GB batch in the first step. Without a crop, batches need one image size."""
+        crop = self.cfg.augment.crop_size
+        largest, path = max(sizes.items(), key=lambda item: max(item[0]))
+        if crop is not None and crop > max(largest):
+            raise ConfigError(
+                f"augment.crop_size {crop} is larger than every training image (the largest, {path}, is "
+                f"{largest[1]}x{largest[0]}, WxH): a crop would be mostly padding. Set augment.crop_size to at most "
+                f"{max(largest)}, or null to train on whole images"
+            )
+        if crop is None and self.cfg.train.batch_size > 1 and len(sizes) > 1:
+            (first, a), (second, b) = list(sizes.items())[:2]
+            raise TrainingError(
+                f"training images differ in size ({a} is {first[1]}x{first[0]}, {b} is {second[1]}x{second[0]}, WxH): "
+                "set augment.crop_size or train.batch_size: 1"
+            )
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -194,6 +208,7 @@ class Trainer:
     def _restore(self) -> int:
         # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest to the model's device.
         state = load_checkpoint(self.last_path)
+        history, best = training_record(state, self.last_path)  # before anything is restored
         changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
@@ -215,8 +230,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.history = list(state["history"])
-        self.best_value, self.best_epoch = state["best"]["value"], state["best"]["epoch"]
+        self.history = list(history)
+        self.best_value, self.best_epoch = best["value"], best["epoch"]
         set_rng_state(state["rng"])
         return int(state["epoch"])
 
