@@ -1,15 +1,24 @@
 """Per-epoch metrics: a CSV rewritten from the run history (so a resumed run never holds a
 duplicate or missing row), and, when tensorboard is installed, TensorBoard scalars and a few
-validation pictures (image | ground truth | prediction) per validation epoch, so a run's
-progress can be seen, not only read off a Dice curve."""
+small validation pictures (image | ground truth | prediction), so a run's progress can be
+seen, not only read off a Dice curve.
+
+TensorBoard is a view of the run, not part of it: if its writer fails (a full disk, a file
+size limit: "OSError: [Errno 27] File too large" from the writer's thread), the run goes on
+without it and says so once; metrics.csv and the checkpoints are written as before. The
+pictures are kept small (at most :data:`PICTURE_HEIGHT` rows) and sparse (at most one set per
+:data:`PICTURE_EPOCHS` epochs): three full-size ISBI pictures per validation made 3.7 MB of
+event file per two tiny epochs.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -19,6 +28,8 @@ if TYPE_CHECKING:
     from unetseg.data.dataset import SegmentationDataset
 
 IMAGES_PER_EPOCH = 3  # the first validation samples: the same ones every epoch, so TensorBoard's slider compares them
+PICTURE_HEIGHT = 256  # rows of a logged picture at most (downscaled by area averaging)
+PICTURE_EPOCHS = 10  # epochs between two sets of pictures at least (the first validation always has one)
 
 
 def side_by_side(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -32,17 +43,65 @@ def side_by_side(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, 
     return np.concatenate([part for panel in panels for part in (panel, bar)][:-1], axis=1)
 
 
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread stores its error for the next call from the training loop
+    (which :class:`MetricsLogger` turns into one note) and then re-raises it, so Python prints
+    the thread's traceback too. Silence exactly those threads' errors; others go to the hook
+    that was there before."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "unetseg_quiet", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ != "_AsyncWriterThread" or not issubclass(args.exc_type, Exception):
+            previous(args)
+
+    hook.unetseg_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def shrink(picture: np.ndarray, height: int = PICTURE_HEIGHT) -> np.ndarray:
+    """``picture`` scaled down (area averaging) to at most ``height`` rows, aspect kept."""
+    if picture.shape[0] <= height:
+        return picture
+    width = max(1, round(picture.shape[1] * height / picture.shape[0]))
+    return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+
+
 class MetricsLogger:
-    def __init__(self, out_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, out_dir: Path, tensorboard: bool = True, log: Callable[[str], None] = print) -> None:
         self.csv_path = Path(out_dir) / "metrics.csv"
+        self.log = log
         self._tb = None
+        self._pictured: int | None = None  # the last epoch with pictures
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
             except ImportError:
-                self._tb = None
+                return
+
+            def start() -> None:
+                _quiet_writer_threads()
+                self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+
+            self._guard(start)
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run a TensorBoard call; on failure, stop TensorBoard for the rest of the run and say so once."""
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 - OSError from the writer thread, or anything else: not fatal
+            writer, self._tb = self._tb, None
+            why = f"{err.strerror or err}" if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+            self.log(f"note: TensorBoard logging stopped ({why}); training goes on, metrics.csv and checkpoints "
+                     "are still written")
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:  # noqa: BLE001 - the writer is already broken
+                    pass
 
     def write(self, history: list[dict]) -> None:
         """Rewrite the CSV with every epoch so far and send the newest row to TensorBoard."""
@@ -58,24 +117,36 @@ class MetricsLogger:
             writer.writerows(history)
         os.replace(tmp, self.csv_path)
         if self._tb is not None:
-            last = history[-1]
-            for key, value in last.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, last["epoch"])
-            self._tb.flush()
+            self._guard(lambda: self._scalars(history[-1]))
+
+    def _scalars(self, row: dict[str, Any]) -> None:
+        assert self._tb is not None
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self._tb.add_scalar(key, value, row["epoch"])
+        self._tb.flush()
 
     def write_images(self, epoch: int, predictor: Any, dataset: SegmentationDataset | None) -> None:
         """Image | truth | prediction of the first :data:`IMAGES_PER_EPOCH` validation samples,
-        under ``val/<name>`` (nothing without TensorBoard or a validation set)."""
+        under ``val/<name>``, at most :data:`PICTURE_HEIGHT` rows each, at the first call and
+        then at most every :data:`PICTURE_EPOCHS` epochs (nothing without TensorBoard or a
+        validation set)."""
         if self._tb is None or dataset is None:
             return
+        if self._pictured is not None and epoch - self._pictured < PICTURE_EPOCHS:
+            return
+        self._pictured = epoch
+        self._guard(lambda: self._pictures(epoch, predictor, dataset))
+
+    def _pictures(self, epoch: int, predictor: Any, dataset: SegmentationDataset) -> None:
+        assert self._tb is not None
         for index in range(min(IMAGES_PER_EPOCH, len(dataset.samples))):
             image, truth = dataset.load(index)  # validation data are not augmented
             probs = predictor.probabilities(torch.from_numpy(image.transpose(2, 0, 1).copy()))
-            picture = side_by_side(image, truth, predictor.classes(probs), predictor.num_classes)
+            picture = shrink(side_by_side(image, truth, predictor.classes(probs), predictor.num_classes))
             self._tb.add_image(f"val/{dataset.samples[index].name}", picture, epoch, dataformats="HWC")
         self._tb.flush()
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            self._guard(self._tb.close)

@@ -354,7 +354,7 @@ class Trainer:
             f"epochs {start_epoch + 1}..{cfg.train.epochs} -> {self.out_dir}"
             + (f", {self.dist.world} processes" if self.dist.enabled else "")
         )
-        logger = MetricsLogger(self.out_dir) if self.dist.main else None
+        logger = MetricsLogger(self.out_dir, log=self.log) if self.dist.main else None
         clock = time.perf_counter()
         deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
         if self.clock is not None:
