@@ -7,6 +7,8 @@ by training and inference alike, so ``predict`` never imports the training loop.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     replace_by_rename(path, write, keep_suffix=False, sync=True)
 
 
+def _reason(err: Exception) -> str:
+    """The line of a torch.load error that says what is wrong, without torch's advice."""
+    advice = ("weights only", "weights_only", "check the documentation", "please file an issue")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if not any(a in line.lower() for a in advice)), type(err).__name__)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -44,8 +53,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # garbage can fail anywhere in the unpickler (IndexError, KeyError, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, tampered or foreign): {first}") from None
+        # torch's message suggests retrying with weights_only=False, the one thing not to do
+        # with a file that holds code: name what was found instead.
+        code = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        if code:
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python code or objects ({code.group(1)}), which a checkpoint "
+                "never does and which could run code when loaded; it was not loaded. Use a checkpoint written by "
+                "unetseg train"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, tampered or foreign): {_reason(err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a unetseg checkpoint")
     return state
