@@ -547,3 +547,51 @@ def test_affine_zoom_is_one_factor_for_both_axes():
         assert abs(height - width) <= 1
         sides.add(int(height))
     assert max(sides) - min(sides) > 10  # and the factor does vary
+
+
+def _folder_with_non_inputs(folder: Path) -> Path:
+    """One readable image beside the entries issue #27 found skipped without a word."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    assert cv2.imwrite(str(folder / "good.png"), np.zeros((8, 8), np.uint8))
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    (folder / "x.png").mkdir()
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    np.save(folder / "array.npy", np.zeros((8, 8)))
+    (folder / ".DS_Store").write_bytes(b"")
+    return folder
+
+
+def test_entries_that_are_not_inputs_are_named_with_a_reason(tmp_path):
+    from unetseg.data.io import list_image_files, skipped_entries
+
+    folder = _folder_with_non_inputs(tmp_path / "in")
+    assert [p.name for p in list_image_files(folder)] == ["good.png"]
+    why = {p.name: reason for p, reason in skipped_entries(folder)}
+    assert sorted(why) == ["anim.gif", "array.npy", "loop.png", "x.png"]  # hidden files are not listed
+    assert why["anim.gif"].startswith("unsupported file type .gif: convert it to PNG")
+    assert why["array.npy"].startswith("unsupported file type .npy: save the array as TIFF")
+    assert why["x.png"].startswith("a folder, not an image file")
+    assert why["loop.png"] == "a symbolic link that leads nowhere (dangling, or a loop)"
+
+
+def test_predict_and_data_check_name_every_skipped_entry(tmp_path, tiny_cfg_dict):
+    from click.testing import CliRunner
+
+    from ckpt_helpers import write_checkpoint
+    from unetseg.cli import main
+
+    folder = _folder_with_non_inputs(tmp_path / "in")
+    ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
+    result = CliRunner().invoke(main, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    for name in ("anim.gif", "array.npy", "loop.png", "x.png"):
+        assert f"note: skipped {folder / name}: " in result.output
+    assert "DS_Store" not in result.output and "wrote 1 mask(s)" in result.output
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    assert cv2.imwrite(str(masks / "good.png"), np.zeros((8, 8), np.uint8))
+    result = CliRunner().invoke(main, ["data", "check", "--images", str(folder), "--masks", str(masks)])
+    assert result.output.count("skipped") == 4 and "anim.gif" in result.output, result.output

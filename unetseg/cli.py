@@ -43,6 +43,15 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
+def _note_skipped(folder: Path) -> None:
+    """One note per entry of an input folder that is not read (a .gif, a .npy, a sub-folder,
+    a broken link), so nothing is left out without a word."""
+    from unetseg.data.io import skipped_entries
+
+    for entry, why in skipped_entries(folder):
+        click.echo(f"note: skipped {entry}: {why}", err=True)
+
+
 def _write_json(path: Path, payload: object) -> None:
     """What ``--json`` writes; NaN metrics become null, so the file is valid JSON."""
     from unetseg.report import json_safe
@@ -167,6 +176,8 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
     samples = _run(find_images, inputs, cfg.data.slice_axis)
+    if inputs.is_dir():
+        _note_skipped(inputs)
     if masks is not None:
         samples = _run(attach_masks, samples, masks)
         unpaired = sum(sample.mask is None for sample in samples)
@@ -232,6 +243,8 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
         raise click.UsageError("--images and --masks go together")
     if images is not None:
         split = "all"
+        for folder in (images, masks):
+            _note_skipped(folder)
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
 
     def pairs():

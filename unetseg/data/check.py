@@ -9,7 +9,8 @@ file with the same readers, and records instead of raising:
   without a mask, image/mask size or page-count mismatches, mask values outside
   ``data.label_map``, colour or fractional masks, NaN/inf intensities, unsupported channel
   counts, a split that cannot be made;
-- **warnings**: masks without an image, empty masks (no foreground), several non-zero mask
+- **warnings**: entries of the folders that are not inputs (an unsupported file type, a
+  sub-folder, a broken link: each named, nothing skipped silently), masks without an image, empty masks (no foreground), several non-zero mask
   values merged into one class without a label map, channel counts or dtypes that differ
   across images, constant images, classes that never occur.
 
@@ -30,7 +31,7 @@ import numpy as np
 from unetseg.config import DataConfig
 from unetseg.data.dataset import expand_samples, match_masks, split_samples
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, prepare_image, read_raw
+from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, prepare_image, read_raw, skipped_entries
 from unetseg.table import format_table
 
 
@@ -215,6 +216,9 @@ def check_folders(images: Path, masks: Path, data: DataConfig) -> tuple[CheckRep
     except DataError as err:
         report.add("error", "folder", str(err).split(": ", 1)[0], str(err).split(": ", 1)[-1])
         return report, []
+    for folder in dict.fromkeys((Path(images), Path(masks))):
+        for entry, why in skipped_entries(folder):
+            report.add("warning", "skipped", entry, why)
     matched, orphans = match_masks(image_files, mask_files)
     for mask in orphans:
         report.add("warning", "no image", mask, f"no image in {images} has this mask's name")

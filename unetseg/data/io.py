@@ -48,16 +48,46 @@ def file_stem(path: Path) -> str:
     return volumes.volume_stem(path) if volumes.is_volume(path) else Path(path).stem
 
 
+# What to do with files unetseg does not read, where a conversion is the answer.
+CONVERT_HINTS = {
+    ".gif": "convert it to PNG (an animated GIF to one PNG per frame, or a multi-page TIFF)",
+    ".npy": "save the array as TIFF (tifffile.imwrite keeps its dtype)",
+    ".npz": "save each array as TIFF (tifffile.imwrite keeps its dtype)",
+    ".webp": "convert it to PNG",
+}
+
+
+def skip_reason(path: Path) -> str | None:
+    """Why a folder entry is not an input (None: an image file, a NIfTI file or a DICOM series)."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES or volumes.is_nifti(path):
+            return None
+        hint = CONVERT_HINTS.get(suffix)
+        return f"unsupported file type {suffix or '(no extension)'}" + (f": {hint}" if hint else "")
+    if volumes.is_dicom_series(path):
+        return None
+    if path.is_dir():
+        return "a folder, not an image file (nor a DICOM series: no .dcm files in it)"
+    if path.is_symlink():
+        return "a symbolic link that leads nowhere (dangling, or a loop)"
+    return "not a regular file"
+
+
+def skipped_entries(folder: Path) -> list[tuple[Path, str]]:
+    """The entries of ``folder`` that :func:`list_image_files` leaves out, with the reason, so
+    that nothing is skipped without a word (hidden entries such as .DS_Store are not listed)."""
+    entries = [(p, skip_reason(p)) for p in Path(folder).iterdir() if not p.name.startswith(".")]
+    return sorted(((p, why) for p, why in entries if why is not None), key=lambda item: natural_key(item[0].name))
+
+
 def list_image_files(folder: Path) -> list[Path]:
     """Image files and volumes (NIfTI files, DICOM series sub-folders) in ``folder``, naturally
-    sorted; a missing or empty folder is an error."""
+    sorted; a missing or empty folder is an error. :func:`skipped_entries` lists the rest."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}")
-    files = [
-        p for p in folder.iterdir()
-        if (p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or volumes.is_nifti(p))) or volumes.is_dicom_series(p)
-    ]
+    files = [p for p in folder.iterdir() if skip_reason(p) is None]
     if not files:
         raise DataError(
             f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES + volumes.NIFTI_SUFFIXES)}) "
