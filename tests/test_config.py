@@ -313,3 +313,12 @@ def test_yaml_aliases_within_limits_still_work_and_size_is_bounded(tiny_cfg_dict
     path.write_text("# " + "x" * MAX_YAML_BYTES)
     with pytest.raises(ConfigError, match="characters of YAML; a config is at most"):
         load_config(path)
+
+
+def test_yaml_python_tags_never_run_code(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f'name: !!python/object/apply:pathlib.Path.touch ["{marker}"]\ndata: {{images: i, masks: m}}\n')
+    with pytest.raises(ConfigError, match=f"{path} is not valid YAML"):
+        load_config(path)
+    assert not marker.exists()
