@@ -109,11 +109,29 @@ def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None,
     return Predictor(model, inference, cfg.data.num_classes, dev), cfg
 
 
+def _newest_checkpoint(config_path: Path | None) -> Path:
+    """The model predict uses when given none, announced on the first line of its output."""
+    from unetseg.runs import finished_checkpoints
+
+    root = Path(_run(load_config, config_path).output_dir) if config_path else Path("runs")
+    found = finished_checkpoints(root)
+    if not found:
+        command = f"unetseg train --config {config_path or 'configs/isbi_cpu.yaml'}"
+        how_long = "" if config_path else " (about 8 minutes on a laptop CPU)"
+        raise click.ClickException(
+            f"no trained model in {root}/ (no run there has checkpoints/best.pt): train one first with "
+            f"`{command}`{how_long}, or give --checkpoint"
+        )
+    click.echo(f"using {found[0]} (the newest finished run in {root}/)")
+    return found[0]
+
+
 def _inference_options(fn, ensemble: bool = False):
-    checkpoint = click.option(
-        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=True, multiple=ensemble,
+    checkpoint = click.option(  # predict (the ensemble) falls back on the newest run; evaluate names its model
+        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=not ensemble, multiple=ensemble,
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Checkpoint; repeat it to average the class probabilities of several models." if ensemble else None,
+        help="Checkpoint (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
+        "repeat it to average the class probabilities of several models." if ensemble else None,
     )
     for option in reversed(
         [
@@ -138,15 +156,22 @@ def _ensemble_options(fn):
 @main.command()
 @click.argument("inputs", type=click.Path(exists=True, path_type=Path))
 @_ensemble_options
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the masks.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Without --checkpoint: take the newest run under this config's output_dir instead of ./runs.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the masks (default: <run>/predictions/<input folder name or image stem>).")
 @click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF (NIfTI for volumes).")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
-def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str, out: Path, prob: bool,
-            overwrite: bool, overlay: bool, masks: Path | None) -> None:
+def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str,
+            config_path: Path | None, out: Path | None, prob: bool, overwrite: bool, overlay: bool, masks: Path | None) -> None:
     """Segment an image or every image in a folder (any size); masks keep the input names.
+
+    Without --checkpoint the model is the newest finished run's best.pt under ./runs (or under
+    --config's output_dir), and without --out the masks go to that run's
+    predictions/<input folder name> (<image stem> for one image).
 
     A 3D volume (.nii, .nii.gz, or a DICOM series folder) is segmented slice by slice along the
     checkpoint's data.slice_axis and written as one NIfTI volume with the input's affine and
@@ -160,9 +185,16 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     from unetseg.data.intensity import Normalization
     from unetseg.data.io import DataError
     from unetseg.inference import ensemble_of, predict_samples
+    from unetseg.runs import predictions_folder
 
     if masks is not None and not overlay:
         raise click.UsageError("--masks is the ground truth for --overlay; add --overlay")
+    if checkpoints and config_path is not None:
+        raise click.UsageError("--config only says where to look for the newest run; with --checkpoint, leave it out")
+    if len(checkpoints) > 1 and out is None:
+        raise click.UsageError("several --checkpoint make an ensemble, which belongs to no one run: give --out for its masks")
+    checkpoints = checkpoints or (_newest_checkpoint(config_path),)
+    out = out or predictions_folder(checkpoints[0], inputs)
     members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
