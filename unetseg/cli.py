@@ -69,25 +69,31 @@ def main() -> None:
 @click.option("--folds", type=click.IntRange(2), help="k-fold cross-validation: train folds 0..K-1 (contiguous blocks) "
               "into OUTPUT_DIR/fold<i>/, then write OUTPUT_DIR/cv_summary.json.")
 @click.option("--no-check", is_flag=True, help="Skip the dataset check (unetseg data check) before training.")
+@click.option("--yes", is_flag=True, help="Go on without asking when a run on the CPU is expected to take over an hour.")
 def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, folds: int | None,
-          no_check: bool) -> None:
+          no_check: bool, yes: bool) -> None:
     """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
 
     The data are checked first (as by unetseg data check); an error stops with the table.
+    After the first steps the expected duration is printed; a run on the CPU expected to take
+    over an hour (a config meant for a GPU) goes on only with --yes, after a yes at the prompt,
+    or when stdin is not a terminal.
     """
     from unetseg.cli_data import check_before_training
+    from unetseg.cli_train import long_cpu_run_check
     from unetseg.training import Trainer
     from unetseg.training.crossval import fold_config, format_summary, train_folds
 
     cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
     if not no_check:
         check_before_training((fold_config(cfg, folds, 0) if folds else cfg).data)
+    approve = long_cpu_run_check(config_path, cfg, yes)
     if folds:
-        result = _run(train_folds, cfg, folds, resume, click.echo)
+        result = _run(train_folds, cfg, folds, resume, click.echo, approve)
         click.echo(f"{folds}-fold cross-validation, validation metrics at each fold's best epoch:\n{format_summary(result)}")
         click.echo(f"wrote {Path(cfg.output_dir) / 'cv_summary.json'}")
         return
-    summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
+    summary = _run(Trainer(cfg, resume=resume, log=click.echo, approve=approve).fit)
     if os.environ.get("RANK", "0") == "0":
         click.echo(
             f"done: best {cfg.train.monitor} {summary['best_' + cfg.train.monitor]} at epoch {summary['best_epoch']}; "
