@@ -302,6 +302,7 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     and interrupted ones resumed, when the command is run again.
     """
     from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
+    from unetseg.meter import progress_bar
 
     spec = _run(load_spec, config_path, quick)
     output_dir = out or spec.output_dir
@@ -328,7 +329,8 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     else:
         device_list = devices.split(",") if devices else None
         try:
-            spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo)
+            with progress_bar("ablate", "run") as meter:
+                spec, results = _run(run_ablation, spec_path, quick, workers, device_list, meter.write, meter)
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
     _output_dir(spec.report_dir)
@@ -345,11 +347,13 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
     """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
     from unetseg.ablation.skip_analysis import analyze_skips
+    from unetseg.meter import progress_bar
 
     cfg = _run(load_config, config_path) if config_path else None
     _output_dir(out)
     try:
-        paths = _run(analyze_skips, checkpoint, out, cfg, device)
+        with progress_bar("analyze-skips", "measurement") as meter:
+            paths = _run(analyze_skips, checkpoint, out, cfg, device, meter=meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from unetseg.ablation.analysis import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
 from unetseg.config import dump_config
+from unetseg.meter import QUIET, Meter
 from unetseg.report import json_safe
 from unetseg.runtime import describe_hardware, select_device
 
@@ -112,9 +113,9 @@ def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]
 
 def run_ablation(
     spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, meter: Meter = QUIET,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
-    """Every run of the ablation, in variant, seed, fold order."""
+    """Every run of the ablation, in variant, seed, fold order; ``meter`` counts the runs done."""
     spec = load_spec(spec_path, quick)
     devices = devices or ["auto"]
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
@@ -130,8 +131,12 @@ def run_ablation(
         select_device(device)
     order = {name: i for i, name in enumerate(v.name for v in spec.expand())}
     jobs_in_report_order = sorted(jobs, key=lambda j: (order[j.variant], j.seed, j.fold or 0))
+    meter.expect(len(jobs))
     if workers <= 1:
-        done = {job: run_job(job, log) for job in jobs}
+        done = {}
+        for job in jobs:
+            done[job] = run_job(job, log)
+            meter.advance()
         return spec, [done[job] for job in jobs_in_report_order]
     results: dict[Job, dict[str, Any]] = {}
     failed: list[str] = []
@@ -139,6 +144,7 @@ def run_ablation(
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
+            meter.advance()
             try:
                 results[job] = future.result()
             except Exception as err:  # keep the other runs going; report every failure at the end
