@@ -40,6 +40,7 @@ from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
+from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has_strided_pointwise_conv, trial_payload
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
@@ -144,7 +145,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = self.dist.wrap(self.model)  # DDP under torchrun; self.model keeps the weights
         if cfg.train.compile:
-            self.step_model = torch.compile(self.step_model)
+            self.step_model = self._compiled(self.step_model)
         self.probe = (
             LevelProbe(self.model, gradients=cfg.train.level_stats) if LevelProbe.wanted(self.model, cfg.train.level_stats) else None
         )
@@ -163,6 +164,20 @@ class Trainer:
         self.predictor = Predictor(
             predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
         )
+
+    def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile(module)``, unless a compiled step of this model fails in a trial on
+        this CPU (see :mod:`unetseg.training.compile_check`): then the module, and one line."""
+        if self.device.type == "cpu" and has_strided_pointwise_conv(self.model):
+            crop = self.cfg.augment.crop_size
+            height, width = (crop, crop) if crop else self.train_ds.load(0)[0].shape[:2]
+            shape = (self.cfg.train.batch_size, self.cfg.data.channels, height, width)
+            why = compile_failure(trial_payload(self.cfg, shape, self.amp))
+            if why is not None:
+                self.log(f"train.compile: a compiled training step of this model {why} on this CPU "
+                         f"(torch {torch.__version__}); training without torch.compile")
+                return module
+        return torch.compile(module, **COMPILE_OPTIONS)
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
