@@ -167,7 +167,7 @@ def _ensemble_options(fn):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the masks (default: <run>/predictions/<input folder name or image stem>).")
 @click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF (NIfTI for volumes).")
-@click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace masks that already exist in the output folder.")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
