@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -115,3 +117,39 @@ def isbi() -> Path:
     if not (ISBI / "train" / "image").is_dir():
         pytest.skip("ISBI 2012 data not present")
     return ISBI
+
+
+@dataclass
+class RecordedMeter:
+    """What a command told its overall progress bar: the units of work announced and done."""
+
+    desc: str
+    unit: str
+    expected: int = 0
+    done: int = 0
+
+    def expect(self, units: int) -> None:
+        self.expected += units
+
+    def advance(self, units: int = 1) -> None:
+        self.done += units
+
+    def write(self, message: str) -> None:
+        print(message)
+
+
+@pytest.fixture
+def meters(monkeypatch) -> list[RecordedMeter]:
+    """The overall progress bars the commands open (in tests stderr is no terminal, so the real
+    bar would draw nothing to look at); each is recorded here in the order opened."""
+    import unetseg.meter
+
+    opened: list[RecordedMeter] = []
+
+    @contextmanager
+    def recording(desc: str, unit: str):
+        opened.append(RecordedMeter(desc, unit))
+        yield opened[-1]
+
+    monkeypatch.setattr(unetseg.meter, "progress_bar", recording)
+    return opened

@@ -124,10 +124,11 @@ def test_thin_structure_window_finds_the_thin_lines():
     assert (y, x) == (5, 62) or (abs(y - 5) <= 5 and abs(x - 62) <= 6)
 
 
-def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path):
+def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path, meters):
     runner = CliRunner()
     first = runner.invoke(main, ["ablate", "--config", str(ablation_file)])
     assert first.exit_code == 0, first.output
+    assert [(m.desc, m.unit, m.expected, m.done) for m in meters] == [("ablate", "run", 4, 4)]  # the overall bar
     out = tmp_path / "abl"
     for name in ("report.html", "report.md", "report.json", "figures/crops.png", "figures/distance_curves.png"):
         assert (out / name).is_file(), name

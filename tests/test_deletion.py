@@ -54,10 +54,12 @@ def test_deletion_study_on_a_trained_model(trained):
     assert study["encoder"] == "residual" and study["blocks_per_level"] == 2
 
 
-def test_analyze_blocks_cli(trained, tmp_path, tiny_cfg_dict):
+def test_analyze_blocks_cli(trained, tmp_path, tiny_cfg_dict, meters):
     out = tmp_path / "blocks"
     result = CliRunner().invoke(main, ["analyze-blocks", "--checkpoint", str(trained), "--out", str(out), "--draws", "1"])
     assert result.exit_code == 0, result.output
+    # intact, 3 single deletions, 1 + 1 random sets of one and two blocks, all three deleted
+    assert [(m.desc, m.expected, m.done) for m in meters] == [("analyze-blocks", 7, 7)]
     assert len(json.loads((out / "blocks.json").read_text())["studies"]) == 1
     assert (out / "figures" / "deletion_count.png").is_file()
 

@@ -201,7 +201,7 @@ def test_torchrun_two_processes_train_once_and_deterministically(tiny_cfg_dict, 
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, output
     out = tmp_path / "torchrun"
-    assert output.count("done: best dice") == 1 and output.count("epoch 1 |") == 1, output
+    assert output.count("done: best dice") == 1 and output.count("epoch 1 of 2 |") == 1, output
     assert "2 processes" in output
     written = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert [str(p) for p in written if p.parts[0] != "tensorboard"] == [

@@ -105,13 +105,15 @@ def test_load_crops_pairs_images_with_masks(pair_dirs):
         load_crops(images, masks, None, 128, 1, seed=0)
 
 
-def test_analyze_gradients_cli_end_to_end(tiny_cfg_dict, tmp_path):
+def test_analyze_gradients_cli_end_to_end(tiny_cfg_dict, tmp_path, meters):
     cfg = write_yaml(tmp_path / "cfg.yaml", tiny_cfg_dict)
     out = tmp_path / "grads"
     args = ["analyze-gradients", "--config", str(cfg), "--out", str(out), "--variants", "plain,residual,looks_linear",
             "--blocks", "1,2", "--seeds", "0,1", "--iterations", "2", "--crop", "32", "--threads", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    # 3 variants x 2 depths x 2 seeds for the line gradients, then plain and residual x 2 seeds.
+    assert [(m.desc, m.expected, m.done) for m in meters] == [("analyze-gradients", 16, 16)]
     data = json.loads((out / "gradients.json").read_text())
     assert {(r["variant"], r["blocks"]) for r in data["shattering"]} == {
         (v, b) for v in ("plain", "residual", "looks_linear") for b in (1, 2)

@@ -32,10 +32,11 @@ def trained_checkpoint(tiny_cfg_dict):
     return cfg.output_dir / "checkpoints" / "last.pt"
 
 
-def test_analyze_skips_cli_reports_used_levels_only(trained_checkpoint, tmp_path):
+def test_analyze_skips_cli_reports_used_levels_only(trained_checkpoint, tmp_path, meters):
     out = tmp_path / "analysis"
     result = CliRunner().invoke(main, ["analyze-skips", "--checkpoint", str(trained_checkpoint), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert [(m.desc, m.expected, m.done) for m in meters] == [("analyze-skips", 3, 3)]  # intact, then level 0 zero and mean
     data = json.loads((out / "skip_analysis.json").read_text())
     assert data["skips"] == ["gated", "none"]
     rows = data["knockout"]

@@ -78,25 +78,31 @@ def main() -> None:
 @click.option("--folds", type=click.IntRange(2), help="k-fold cross-validation: train folds 0..K-1 (contiguous blocks) "
               "into OUTPUT_DIR/fold<i>/, then write OUTPUT_DIR/cv_summary.json.")
 @click.option("--no-check", is_flag=True, help="Skip the dataset check (unetseg data check) before training.")
+@click.option("--yes", is_flag=True, help="Go on without asking when a run on the CPU is expected to take over an hour.")
 def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, folds: int | None,
-          no_check: bool) -> None:
+          no_check: bool, yes: bool) -> None:
     """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
 
     The data are checked first (as by unetseg data check); an error stops with the table.
+    After the first steps the expected duration is printed; a run on the CPU expected to take
+    over an hour (a config meant for a GPU) goes on only with --yes, after a yes at the prompt,
+    or when stdin is not a terminal.
     """
     from unetseg.cli_data import check_before_training
+    from unetseg.cli_train import long_cpu_run_check
     from unetseg.training import Trainer
     from unetseg.training.crossval import fold_config, format_summary, train_folds
 
     cfg = _run(load_config, config_path, list(overrides) + ([f"output_dir={out}"] if out else []))
     if not no_check:
         check_before_training((fold_config(cfg, folds, 0) if folds else cfg).data)
+    approve = long_cpu_run_check(config_path, cfg, yes)
     if folds:
-        result = _run(train_folds, cfg, folds, resume, click.echo)
+        result = _run(train_folds, cfg, folds, resume, click.echo, approve)
         click.echo(f"{folds}-fold cross-validation, validation metrics at each fold's best epoch:\n{format_summary(result)}")
         click.echo(f"wrote {Path(cfg.output_dir) / 'cv_summary.json'}")
         return
-    summary = _run(Trainer(cfg, resume=resume, log=click.echo).fit)
+    summary = _run(Trainer(cfg, resume=resume, log=click.echo, approve=approve).fit)
     if os.environ.get("RANK", "0") == "0":
         click.echo(
             f"done: best {cfg.train.monitor} {summary['best_' + cfg.train.monitor]} at epoch {summary['best_epoch']}; "
@@ -118,11 +124,29 @@ def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None,
     return Predictor(model, inference, cfg.data.num_classes, dev), cfg
 
 
+def _newest_checkpoint(config_path: Path | None) -> Path:
+    """The model predict uses when given none, announced on the first line of its output."""
+    from unetseg.runs import finished_checkpoints
+
+    root = Path(_run(load_config, config_path).output_dir) if config_path else Path("runs")
+    found = finished_checkpoints(root)
+    if not found:
+        command = f"unetseg train --config {config_path or 'configs/isbi_cpu.yaml'}"
+        how_long = "" if config_path else " (about 8 minutes on a laptop CPU)"
+        raise click.ClickException(
+            f"no trained model in {root}/ (no run there has checkpoints/best.pt): train one first with "
+            f"`{command}`{how_long}, or give --checkpoint"
+        )
+    click.echo(f"using {found[0]} (the newest finished run in {root}/)")
+    return found[0]
+
+
 def _inference_options(fn, ensemble: bool = False):
-    checkpoint = click.option(
-        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=True, multiple=ensemble,
+    checkpoint = click.option(  # predict (the ensemble) falls back on the newest run; evaluate names its model
+        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=not ensemble, multiple=ensemble,
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Checkpoint; repeat it to average the class probabilities of several models." if ensemble else None,
+        help="Checkpoint (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
+        "repeat it to average the class probabilities of several models." if ensemble else None,
     )
     for option in reversed(
         [
@@ -147,15 +171,22 @@ def _ensemble_options(fn):
 @main.command()
 @click.argument("inputs", type=click.Path(exists=True, path_type=Path))
 @_ensemble_options
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the masks.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Without --checkpoint: take the newest run under this config's output_dir instead of ./runs.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the masks (default: <run>/predictions/<input folder name or image stem>).")
 @click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF (NIfTI for volumes).")
-@click.option("--overwrite", is_flag=True, help="Replace masks that already exist in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace masks that already exist in the output folder.")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
-def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str, out: Path, prob: bool,
-            overwrite: bool, overlay: bool, masks: Path | None) -> None:
+def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str,
+            config_path: Path | None, out: Path | None, prob: bool, overwrite: bool, overlay: bool, masks: Path | None) -> None:
     """Segment an image or every image in a folder (any size); masks keep the input names.
+
+    Without --checkpoint the model is the newest finished run's best.pt under ./runs (or under
+    --config's output_dir), and without --out the masks go to that run's
+    predictions/<input folder name> (<image stem> for one image).
 
     A 3D volume (.nii, .nii.gz, or a DICOM series folder) is segmented slice by slice along the
     checkpoint's data.slice_axis and written as one NIfTI volume with the input's affine and
@@ -169,9 +200,16 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     from unetseg.data.intensity import Normalization
     from unetseg.data.io import DataError
     from unetseg.inference import ensemble_of, predict_samples
+    from unetseg.runs import predictions_folder
 
     if masks is not None and not overlay:
         raise click.UsageError("--masks is the ground truth for --overlay; add --overlay")
+    if checkpoints and config_path is not None:
+        raise click.UsageError("--config only says where to look for the newest run; with --checkpoint, leave it out")
+    if len(checkpoints) > 1 and out is None:
+        raise click.UsageError("several --checkpoint make an ensemble, which belongs to no one run: give --out for its masks")
+    checkpoints = checkpoints or (_newest_checkpoint(config_path),)
+    out = out or predictions_folder(checkpoints[0], inputs)
     members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
@@ -288,6 +326,7 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     """
     from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
     from unetseg.ablation.runner import SlurmOptions
+    from unetseg.meter import progress_bar
 
     spec = _run(load_spec, config_path, quick)
     output_dir = out or spec.output_dir
@@ -315,7 +354,9 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         device_list = devices.split(",") if devices else None
         try:
             slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
-            spec, results = _run(run_ablation, spec_path, quick, workers, device_list, click.echo, executor, slurm)
+            with progress_bar("ablate", "run") as meter:
+                spec, results = _run(run_ablation, spec_path, quick, workers, device_list, meter.write, meter,
+                                     executor, slurm)
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
     _output_dir(spec.report_dir)
@@ -332,11 +373,13 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
     """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
     from unetseg.ablation.skip_analysis import analyze_skips
+    from unetseg.meter import progress_bar
 
     cfg = _run(load_config, config_path) if config_path else None
     _output_dir(out)
     try:
-        paths = _run(analyze_skips, checkpoint, out, cfg, device)
+        with progress_bar("analyze-skips", "measurement") as meter:
+            paths = _run(analyze_skips, checkpoint, out, cfg, device, meter=meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")

@@ -37,6 +37,7 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
 
     from unetseg.ablation.gradients import VARIANTS, GradientStudy, analyze_gradients
     from unetseg.cli import _run  # here, not at the top: unetseg.cli imports this module
+    from unetseg.meter import progress_bar
 
     cfg = _run(load_config, config_path)
     names = tuple(v.strip() for v in variants.split(",")) if variants else tuple(VARIANTS)
@@ -50,7 +51,8 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
         norm_variants=tuple(v for v in ("plain", "residual") if v in names) or names[:1],
     )
     try:
-        paths = _run(analyze_gradients, cfg.data.images, cfg.data.masks, cfg.data.label_map, out, study)
+        with progress_bar("analyze-gradients", "network") as meter:
+            paths = _run(analyze_gradients, cfg.data.images, cfg.data.masks, cfg.data.label_map, out, study, meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
@@ -66,9 +68,11 @@ def analyze_blocks_cmd(checkpoints: tuple[Path, ...], out: Path, draws: int) -> 
     numbers, and measure Dice (Veit et al. 2016's ensemble view)."""
     from unetseg.ablation.deletion import analyze_blocks
     from unetseg.cli import _run
+    from unetseg.meter import progress_bar
 
     try:
-        paths = _run(analyze_blocks, list(checkpoints), out, draws)
+        with progress_bar("analyze-blocks", "model") as meter:
+            paths = _run(analyze_blocks, list(checkpoints), out, draws, meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")

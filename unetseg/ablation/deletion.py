@@ -23,6 +23,7 @@ from unetseg.ablation.analysis import validation_set
 from unetseg.checkpoint import load_model
 from unetseg.config import Config
 from unetseg.inference import Predictor
+from unetseg.meter import QUIET, Meter
 from unetseg.metrics import overlap_metrics
 from unetseg.models import UNet
 from unetseg.report import FigureBlock, Report, Table, write_report
@@ -41,15 +42,16 @@ def without_blocks(model: UNet, blocks: list[tuple[int, int]]) -> UNet:
     return pruned
 
 
-def mean_dice(model: nn.Module, cfg: Config, images: list[tuple[torch.Tensor, np.ndarray]]) -> float:
+def mean_dice(model: nn.Module, cfg: Config, images: list[tuple[torch.Tensor, np.ndarray]], meter: Meter = QUIET) -> float:
     predictor = Predictor(model.eval(), cfg.inference, cfg.data.num_classes, torch.device("cpu"))
     scores = [overlap_metrics(predictor.classes(predictor.probabilities(x)), y, cfg.data.num_classes)["dice"] for x, y in images]
+    meter.advance()
     return float(np.mean(scores))
 
 
-def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0) -> dict[str, Any]:
+def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter = QUIET) -> dict[str, Any]:
     """Dice of the intact model, after deleting each deletable block alone, and after deleting
-    k random deletable blocks (``draws`` random sets per k)."""
+    k random deletable blocks (``draws`` random sets per k); ``meter`` counts the models scored."""
     model, cfg, _ = load_model(checkpoint, "cpu")
     if not isinstance(model, UNet):
         raise ValueError(f"{checkpoint}: block deletion needs a unetseg U-Net, not {cfg.model.arch}")
@@ -58,15 +60,17 @@ def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0) -> dict[str,
         raise ValueError(f"{checkpoint}: every level has one block; nothing can be deleted (set model.blocks_per_level > 1)")
     dataset = validation_set(cfg)
     images = [(dataset[i]["image"], dataset[i]["mask"].numpy()) for i in range(len(dataset.samples))]
-    intact = mean_dice(model, cfg, images)
-    single = [{"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, images)} for lv, j in candidates]
+    meter.expect(1 + len(candidates) + draws * (len(candidates) - 1) + 1)
+    intact = mean_dice(model, cfg, images, meter)
+    single = [{"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, images, meter)}
+              for lv, j in candidates]
     rng = np.random.default_rng(seed)
     by_count = []
     for k in range(1, len(candidates) + 1):
         dice = []
         for _ in range(draws if k < len(candidates) else 1):
             chosen = [candidates[i] for i in rng.choice(len(candidates), size=k, replace=False)]
-            dice.append(mean_dice(without_blocks(model, chosen), cfg, images))
+            dice.append(mean_dice(without_blocks(model, chosen), cfg, images, meter))
         by_count.append({"deleted": k, "dice": float(np.mean(dice)), "min": float(np.min(dice)), "max": float(np.max(dice))})
     return {
         "checkpoint": str(checkpoint), "encoder": cfg.model.encoder, "blocks_per_level": cfg.model.blocks_per_level,
@@ -104,9 +108,10 @@ def _count_figure(studies: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def analyze_blocks(checkpoints: list[Path], out_dir: Path, draws: int = 3) -> dict[str, Path]:
-    """Run the deletion study on every checkpoint and write ``blocks.html/.md/.json``."""
-    studies = [deletion_study(Path(c), draws) for c in checkpoints]
+def analyze_blocks(checkpoints: list[Path], out_dir: Path, draws: int = 3, meter: Meter = QUIET) -> dict[str, Path]:
+    """Run the deletion study on every checkpoint and write ``blocks.html/.md/.json``; the
+    ``meter``'s total grows as each checkpoint shows how many blocks it can lose."""
+    studies = [deletion_study(Path(c), draws, meter=meter) for c in checkpoints]
     report = Report(
         "Deleting encoder blocks at test time (the ensemble view)",
         intro=f"{len(studies)} trained models. A deleted block is replaced by the identity (what a residual block "

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from unetseg.config import LossConfig
 from unetseg.data import find_pairs, read_image, read_mask
+from unetseg.meter import QUIET, Meter
 from unetseg.models import UNet
 from unetseg.report import FigureBlock, Report, Table, write_report
 from unetseg.training.losses import build_loss
@@ -131,7 +132,8 @@ def autocorrelation(g: np.ndarray, max_lag: int) -> np.ndarray:
     return np.array([float((centred[: len(g) - k] * centred[k:]).mean()) / var for k in range(max_lag + 1)])
 
 
-def shattering(study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None) -> list[dict[str, Any]]:
+def shattering(study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None,
+               meter: Meter = QUIET) -> list[dict[str, Any]]:
     crops, _ = load_crops(images, masks, label_map, study.line_crop, 17, seed=0)
     x0, calibration = crops[0], crops[1:]
     rows = []
@@ -148,6 +150,7 @@ def shattering(study: GradientStudy, images: Path, masks: Path, label_map: dict[
                     "lag1": float(ac[1]), "corr_length": int(below[0]) if below.size else study.max_lag + 1,
                     "autocorrelation": ac.tolist(), "gradient": g.tolist(),
                 })
+                meter.advance()
     return rows
 
 
@@ -160,7 +163,7 @@ def encoder_blocks(model: UNet) -> list[torch.nn.Module]:
 
 
 def early_gradient_norms(
-    study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None
+    study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None, meter: Meter = QUIET
 ) -> list[dict[str, Any]]:
     """Per encoder block (shallowest first), the gradient norm at each of the first iterations."""
     loss_fn = build_loss(LossConfig(), 1)
@@ -181,6 +184,7 @@ def early_gradient_norms(
                 ])
                 optimizer.step()
             rows.append({"variant": variant, "seed": seed, "norms": norms})
+            meter.advance()
     return rows
 
 
@@ -253,13 +257,16 @@ def norm_ratios(rows: list[dict[str, Any]], study: GradientStudy) -> list[dict[s
 
 
 def analyze_gradients(
-    images: Path, masks: Path, label_map: dict[int, int] | None, out_dir: Path, study: GradientStudy | None = None
+    images: Path, masks: Path, label_map: dict[int, int] | None, out_dir: Path, study: GradientStudy | None = None,
+    meter: Meter = QUIET,
 ) -> dict[str, Path]:
-    """Run both studies and write ``gradients.html/.md/.json`` under ``out_dir``."""
+    """Run both studies and write ``gradients.html/.md/.json`` under ``out_dir``; ``meter``
+    counts the networks measured."""
     study = study or GradientStudy()
     images = Path(images)
-    shattered = shattering(study, images, masks, label_map)
-    early = early_gradient_norms(study, images, masks, label_map)
+    meter.expect(len(study.seeds) * (len(study.variants) * len(study.blocks) + len(study.norm_variants)))
+    shattered = shattering(study, images, masks, label_map, meter)
+    early = early_gradient_norms(study, images, masks, label_map, meter)
     ratios = norm_ratios(early, study)
 
     report = Report(

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from unetseg.ablation.analysis import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
 from unetseg.config import ConfigError, dump_config
+from unetseg.meter import QUIET, Meter
 from unetseg.report import json_safe
 from unetseg.runtime import describe_hardware, select_device
 
@@ -147,7 +148,7 @@ def _submitit_executor(kind: str, folder: Path, workers: int, slurm: SlurmOption
 
 
 def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm: SlurmOptions | None,
-                  log: Callable[[str], None]) -> tuple[dict[Job, dict[str, Any]], list[str]]:
+                  log: Callable[[str], None], meter: Meter) -> tuple[dict[Job, dict[str, Any]], list[str]]:
     """Each job through submitit; local jobs are started ``workers`` at a time (submitit's local
     executor would start them all at once), SLURM ones as one array that the scheduler throttles."""
     executor = _submitit_executor(kind, folder, workers, slurm)
@@ -156,6 +157,7 @@ def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm:
     pending, running = list(jobs), []
 
     def collect(job: Job, handle) -> None:
+        meter.advance()
         try:
             results[job] = handle.result()
             log(f"[{_tag(job)}] done ({kind} job {handle.job_id})")
@@ -185,9 +187,9 @@ def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm:
 
 def run_ablation(
     spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
-    log: Callable[[str], None] = print, executor: str = "pool", slurm: SlurmOptions | None = None,
+    log: Callable[[str], None] = print, meter: Meter = QUIET, executor: str = "pool", slurm: SlurmOptions | None = None,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
-    """Every run of the ablation, in variant, seed, fold order."""
+    """Every run of the ablation, in variant, seed, fold order; ``meter`` counts the runs done."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     spec = load_spec(spec_path, quick)
@@ -206,25 +208,30 @@ def run_ablation(
         select_device(device)
     order = {name: i for i, name in enumerate(v.name for v in spec.expand())}
     jobs_in_report_order = sorted(jobs, key=lambda j: (order[j.variant], j.seed, j.fold or 0))
+    meter.expect(len(jobs))
     if executor != "pool":
-        results, failed = _run_submitit(executor, jobs, workers, Path(spec.output_dir) / "submitit", slurm, log)
+        results, failed = _run_submitit(executor, jobs, workers, Path(spec.output_dir) / "submitit", slurm, log, meter)
     elif workers <= 1:
-        done = {job: run_job(job, log) for job in jobs}
+        done = {}
+        for job in jobs:
+            done[job] = run_job(job, log)
+            meter.advance()
         return spec, [done[job] for job in jobs_in_report_order]
     else:
-        results, failed = _run_pool(jobs, workers, log)
+        results, failed = _run_pool(jobs, workers, log, meter)
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
     return spec, [results[job] for job in jobs_in_report_order]
 
 
-def _run_pool(jobs: list[Job], workers: int, log: Callable[[str], None]) -> tuple[dict[Job, dict[str, Any]], list[str]]:
+def _run_pool(jobs: list[Job], workers: int, log: Callable[[str], None], meter: Meter) -> tuple[dict[Job, dict[str, Any]], list[str]]:
     results: dict[Job, dict[str, Any]] = {}
     failed: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
+            meter.advance()
             try:
                 results[job] = future.result()
             except Exception as err:  # keep the other runs going; report every failure at the end

@@ -22,6 +22,7 @@ from unetseg.ablation.spec import ReportSpec
 from unetseg.checkpoint import load_model
 from unetseg.config import Config
 from unetseg.inference import Predictor
+from unetseg.meter import QUIET, Meter
 from unetseg.models import UNet
 from unetseg.report import FigureBlock, Report, Table, write_report
 from unetseg.runtime import select_device
@@ -71,11 +72,13 @@ def skip_cka(model: UNet, images: list[torch.Tensor], pixels_per_image: int = 20
     return result
 
 
-def knockout_study(predictor: Predictor, cfg: Config, report: ReportSpec) -> list[dict[str, Any]]:
+def knockout_study(predictor: Predictor, cfg: Config, report: ReportSpec, meter: Meter = QUIET) -> list[dict[str, Any]]:
     """Metrics with every skip intact, then with each used level knocked out in turn."""
     model = predictor.model
     dataset = validation_set(cfg)
+    meter.expect(1 + 2 * sum(merge.uses_skip for merge in model.decoder.skips))
     intact = measure(predictor, dataset, cfg.eval.regions, report).mean
+    meter.advance()
     rows = [{"level": "-", "knockout": "none (intact)", **intact}]
     for level, merge in enumerate(model.decoder.skips):
         if not merge.uses_skip:
@@ -86,6 +89,7 @@ def knockout_study(predictor: Predictor, cfg: Config, report: ReportSpec) -> lis
                 scores = measure(predictor, dataset, cfg.eval.regions, report).mean
             finally:
                 merge.knockout = None
+            meter.advance()
             rows.append({"level": level, "knockout": kind, **scores, **{f"delta_{k}": scores[k] - intact[k] for k in scores}})
     return rows
 
@@ -127,7 +131,7 @@ def _history_figure(history: list[dict[str, Any]], prefix: str, ylabel: str) -> 
 
 
 def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, device: str = "cpu",
-                  report_spec: ReportSpec | None = None) -> dict[str, Path]:
+                  report_spec: ReportSpec | None = None, meter: Meter = QUIET) -> dict[str, Path]:
     dev = select_device(device)
     model, ckpt_cfg, state = load_model(checkpoint, dev)
     cfg = cfg or ckpt_cfg
@@ -135,7 +139,7 @@ def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, de
         raise ValueError(f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}")
     spec = report_spec or ReportSpec()
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
-    rows = knockout_study(predictor, cfg, spec)
+    rows = knockout_study(predictor, cfg, spec, meter)
     dataset = validation_set(cfg)
     cka = skip_cka(model, [dataset[i]["image"].to(dev) for i in range(len(dataset.samples))])
     gates = [None if m.gate_values() is None else float(m.gate_values().mean()) for m in model.decoder.skips]

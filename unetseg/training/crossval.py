@@ -22,7 +22,7 @@ from unetseg.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data import find_pairs, split_samples
 from unetseg.table import format_table
-from unetseg.training.trainer import Trainer, TrainingError
+from unetseg.training.trainer import Approve, Trainer, TrainingError
 
 SUMMARY = "cv_summary.json"
 # Settings that change how fast a run goes, not what it learns: a finished fold may be reused under others.
@@ -80,8 +80,10 @@ def pool(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return pooled
 
 
-def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or reuse, or resume) every fold, then write and return the summary."""
+def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[str], None] = print,
+                approve: Approve | None = None) -> dict[str, Any]:
+    """Train (or reuse, or resume) every fold, then write and return the summary; ``approve``
+    (see :class:`Trainer`) is asked about the first fold trained only: the folds are alike."""
     configs = [fold_config(cfg, folds, fold) for fold in range(folds)]
     lasts = [Path(c.output_dir) / "checkpoints" / "last.pt" for c in configs]
     started = [str(path.parents[1]) for path in lasts if path.exists()]
@@ -106,7 +108,8 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
             records.append(_fold_record(fold, fold_cfg, history, best["epoch"]))
             continue
         log(f"fold {fold}/{folds}: {'resuming' if state is not None else 'training'} -> {fold_cfg.output_dir}")
-        summary = Trainer(fold_cfg, resume=state is not None, log=log).fit()
+        summary = Trainer(fold_cfg, resume=state is not None, log=log, approve=approve).fit()
+        approve = None
         records.append(_fold_record(fold, fold_cfg, summary["history"], summary["best_epoch"]))
     result = {"folds": folds, "monitor": cfg.train.monitor, "output_dir": str(cfg.output_dir),
               "per_fold": records, "pooled": pool(records)}

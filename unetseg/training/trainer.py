@@ -23,7 +23,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -40,22 +40,34 @@ from unetseg.metrics import is_better
 from unetseg.models import build_model, count_parameters
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
+from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has_strided_pointwise_conv, trial_payload
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.errors import TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
+from unetseg.training.progress import RunProgress
 from unetseg.training.runlock import RunLock
 
 
-class Trainer:
-    """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt`` there."""
+Approve = Callable[[float, torch.device], None]
 
-    def __init__(self, cfg: Config, resume: bool = False, log=print) -> None:
+
+class Trainer:
+    """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt`` there.
+
+    Once the first steps are timed, the expected duration is logged and ``approve`` (if given)
+    is called with the seconds left and the device: it raises to stop a run that should not go
+    on (a GPU config on a CPU), so the decision rests with the caller, not the loop. It is not
+    called under torchrun, where a rank stopping alone would leave the others waiting.
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False, log=print, approve: Approve | None = None) -> None:
         self.cfg = cfg
         self.resume = resume
         self.log = log
+        self.approve = approve
         self.out_dir = Path(cfg.output_dir)
         self.last_path = self.out_dir / "checkpoints" / "last.pt"
         self.best_path = self.out_dir / "checkpoints" / "best.pt"
@@ -167,7 +179,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = self.dist.wrap(self.model)  # DDP under torchrun; self.model keeps the weights
         if cfg.train.compile:
-            self.step_model = torch.compile(self.step_model)
+            self.step_model = self._compiled(self.step_model)
         self.probe = (
             LevelProbe(self.model, gradients=cfg.train.level_stats) if LevelProbe.wanted(self.model, cfg.train.level_stats) else None
         )
@@ -186,6 +198,20 @@ class Trainer:
         self.predictor = Predictor(
             predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
         )
+
+    def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile(module)``, unless a compiled step of this model fails in a trial on
+        this CPU (see :mod:`unetseg.training.compile_check`): then the module, and one line."""
+        if self.device.type == "cpu" and has_strided_pointwise_conv(self.model):
+            crop = self.cfg.augment.crop_size
+            height, width = (crop, crop) if crop else self.train_ds.load(0)[0].shape[:2]
+            shape = (self.cfg.train.batch_size, self.cfg.data.channels, height, width)
+            why = compile_failure(trial_payload(self.cfg, shape, self.amp))
+            if why is not None:
+                self.log(f"train.compile: a compiled training step of this model {why} on this CPU "
+                         f"(torch {torch.__version__}); training without torch.compile")
+                return module
+        return torch.compile(module, **COMPILE_OPTIONS)
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -260,7 +286,7 @@ class Trainer:
         self.step_model.train()
         total, seen, stopped = 0.0, 0, False
         start = time.perf_counter()
-        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False,
+        bar = tqdm(self._loader(epoch), desc=self.progress.epoch_label(epoch + 1), leave=False,
                    disable=None if self.cfg.train.progress and self.dist.main else True)
         for step, batch in enumerate(bar):
             x = batch["image"].to(self.device, non_blocking=True)
@@ -296,12 +322,22 @@ class Trainer:
             total += value.item() * x.shape[0]
             seen += x.shape[0]
             bar.set_postfix(loss=f"{total / seen:.4f}")
+            if self.progress.step():
+                self._announce_estimate(bar, epoch)
             if deadline is not None and self.dist.any(time.perf_counter() >= deadline):
                 stopped = True
                 break
         elapsed = time.perf_counter() - start
         everyone = self.dist.sum(seen)
         return total / max(seen, 1), everyone / max(elapsed, 1e-9), everyone, stopped
+
+    def _announce_estimate(self, bar: tqdm, epoch: int) -> None:
+        """Say how long the run will take, and let ``approve`` stop it before it goes on."""
+        bar.set_description(self.progress.epoch_label(epoch + 1))
+        with tqdm.external_write_mode():
+            self.log(self.progress.estimate())
+            if self.approve is not None and not self.dist.enabled:
+                self.approve(self.progress.seconds_left(), self.device)
 
     def validate(self) -> dict[str, float]:
         if self.val_ds is None:
@@ -351,12 +387,15 @@ class Trainer:
         self.log(
             f"training {count_parameters(self.model):,} parameters on {self.device}{precision} "
             f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
-            f"epochs {start_epoch + 1}..{cfg.train.epochs} -> {self.out_dir}"
+            f"epochs {start_epoch + 1}..{cfg.train.epochs}"
+            + (f" or {cfg.train.max_time_s:g} s, whichever ends first" if cfg.train.max_time_s else "")
+            + f" -> {self.out_dir}"
             + (f", {self.dist.world} processes" if self.dist.enabled else "")
         )
         logger = MetricsLogger(self.out_dir, log=self.log) if self.dist.main else None
         clock = time.perf_counter()
         deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
+        self.progress = RunProgress(cfg.train.epochs, start_epoch, self.steps_per_epoch, cfg.train.max_time_s, spent)
         if self.clock is not None:
             self.clock.start(spent)
         try:
@@ -409,6 +448,6 @@ class Trainer:
         }
 
     def _describe(self, row: dict[str, Any]) -> str:
-        parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
+        parts = [self.progress.epoch_label(row["epoch"]), f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
         parts += [f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)]
-        return " | ".join(parts)
+        return " | ".join(parts + [self.progress.status()])

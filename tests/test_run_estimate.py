@@ -1,0 +1,136 @@
+"""How long a run will take, said after its first steps: the estimate, the "epoch k of N, ETA"
+progress, and the question a GPU-sized run on the CPU is stopped at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import unetseg.cli_train as cli_train
+from unetseg.cli import main
+from unetseg.cli_train import cpu_alternative
+from unetseg.config import load_config
+from unetseg.training.progress import RunProgress, duration
+from conftest import REPO
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_steps(progress: RunProgress, clock: FakeClock, steps: int, first_s: float, step_s: float) -> list[bool]:
+    announced = []
+    for i in range(steps):
+        clock.now += first_s if progress.steps == 0 else step_s
+        announced.append(progress.step())
+    return announced
+
+
+def test_duration_reads_like_a_person_would_say_it() -> None:
+    assert [duration(s) for s in (42, 480, 3 * 3600 + 1800, 30 * 3600, 3 * 86400)] == [
+        "42 s", "8 min", "3.5 h", "30.0 h", "3.0 days"]
+
+
+def test_estimate_from_the_first_steps_when_the_epochs_end_the_run() -> None:
+    clock = FakeClock()
+    progress = RunProgress(epochs=50, start_epoch=0, steps_per_epoch=10, budget_s=None, clock=clock)
+    assert progress.epoch_label(1) == "epoch 1 of 50"
+    # The first step (warm-up, compilation) is slow; the rate is read from the steps after it.
+    assert run_steps(progress, clock, 4, first_s=30.0, step_s=0.5) == [False, False, True, False]
+    assert progress.seconds_per_step() == pytest.approx(0.5)
+    assert not progress.budget_bound() and progress.seconds_left() == pytest.approx(496 * 0.5)
+    assert progress.estimate() == "expected duration: about 5 min for epochs 1..50 (10 steps an epoch at 0.5 s a step)"
+    assert progress.status() == "ETA 4 min"
+
+
+def test_estimate_when_the_time_budget_ends_the_run_first() -> None:
+    clock = FakeClock()
+    progress = RunProgress(epochs=1000, start_epoch=0, steps_per_epoch=13, budget_s=480.0, clock=clock)
+    assert progress.epoch_label(1) == "epoch 1 of up to 1000"  # not timed yet
+    run_steps(progress, clock, 3, first_s=2.0, step_s=0.28)
+    assert progress.budget_bound()
+    expected = progress.expected_epochs()
+    assert expected == pytest.approx(480 / 0.28 / 13, abs=1.5)
+    assert progress.epoch_label(1) == f"epoch 1 of ~{expected}"
+    assert progress.estimate() == (
+        "expected duration: about 8 min; the time budget (train.max_time_s = 480 s) ends the run after about "
+        f"{expected} of 1000 epochs (13 steps an epoch at 0.28 s a step)")
+    clock.now += 100
+    assert progress.status() == f"{duration(102.56)} of the 8 min budget, ETA 6 min"
+
+
+def test_resumed_run_counts_the_epochs_and_time_already_spent() -> None:
+    clock = FakeClock()
+    progress = RunProgress(epochs=20, start_epoch=15, steps_per_epoch=2, budget_s=None, spent_s=300.0, clock=clock)
+    assert run_steps(progress, clock, 3, first_s=1.0, step_s=1.0)[-1]
+    assert progress.estimate().startswith("expected duration: about 10 s for epochs 16..20")
+    budgeted = RunProgress(epochs=20, start_epoch=15, steps_per_epoch=2, budget_s=308.0, spent_s=300.0, clock=clock)
+    run_steps(budgeted, clock, 3, first_s=1.0, step_s=1.0)
+    assert budgeted.budget_bound() and budgeted.seconds_left() == pytest.approx(308 - 300 - 3)
+
+
+def test_a_run_shorter_than_the_measurement_is_estimated_at_its_end() -> None:
+    clock = FakeClock()
+    progress = RunProgress(epochs=1, start_epoch=0, steps_per_epoch=2, budget_s=None, clock=clock)
+    assert run_steps(progress, clock, 2, first_s=1.0, step_s=1.0) == [False, True]
+
+
+def invoke(*args: object, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def test_train_announces_the_duration_and_counts_epochs_of_the_real_total(tiny_cfg_file: Path, tmp_path: Path) -> None:
+    result = invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "run", "--set", "train.device=cpu")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].startswith("expected duration: about ") and "for epochs 1..2 (4 steps an epoch at" in lines[1]
+    assert lines[2].startswith("epoch 1 of 2 | loss ") and " | ETA " in lines[2]
+    assert lines[3].startswith("epoch 2 of 2 | ") and lines[3].endswith(" | ETA 0 s")
+
+
+def test_a_gpu_sized_run_on_the_cpu_stops_at_the_question(tiny_cfg_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """A real estimate: 10^8 epochs of 4 steps take far over an hour on any CPU (at 1 ms a step, 4.6 days)."""
+    monkeypatch.setattr(cli_train, "interactive", lambda: True)
+    run = tmp_path / "run"
+    result = invoke("train", "--config", tiny_cfg_file, "--out", run, "--set", "train.device=cpu",
+                    "--set", "train.epochs=100000000", input="n\n")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert lines[1].startswith("expected duration: about ")
+    assert lines[2].startswith(f"{tiny_cfg_file} looks meant for a GPU: on this CPU the run would take about ")
+    assert "; for a CPU shorten it: --set train.max_time_s=1800" in lines[2]
+    assert lines[3] == "Train on this CPU anyway? [y/N]: n"
+    assert lines[4] == "Error: stopped before training further; pass --yes to train this config on the CPU anyway"
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("flags, answer, said", [
+    (["--yes"], None, "going on (--yes)"),
+    ([], "y\n", "Train on this CPU anyway? [y/N]: y"),
+    ([], None, "going on: stdin is not a terminal"),
+])
+def test_a_long_cpu_run_goes_on_when_told_to(tiny_cfg_file: Path, tmp_path: Path, monkeypatch, flags, answer, said) -> None:
+    monkeypatch.setattr(cli_train, "GPU_RUN_S", 0.0)  # every run counts as long: the tiny one finishes
+    monkeypatch.setattr(cli_train, "interactive", lambda: answer is not None or bool(flags))
+    result = invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "run", "--set", "train.device=cpu",
+                    "--set", "train.epochs=1", *flags, input=answer)
+    assert result.exit_code == 0, result.output
+    assert "looks meant for a GPU" in result.output and said in result.output
+    assert "done: best dice" in result.output
+
+
+def test_the_cpu_config_for_the_same_data_is_named(monkeypatch) -> None:
+    monkeypatch.chdir(REPO)
+    isbi = Path("configs/isbi.yaml")
+    assert cpu_alternative(isbi, load_config(isbi)) == "for a CPU use `unetseg train --config configs/isbi_cpu.yaml` (about 8 minutes)"
+    nuclei = Path("configs/nuclei.yaml")
+    assert cpu_alternative(nuclei, load_config(nuclei)).endswith("configs/nuclei_cpu.yaml` (about 8 minutes)")
+    own = Path("configs/isbi_cpu.yaml")  # already the CPU config: shorten it instead
+    assert cpu_alternative(own, load_config(own)).startswith("for a CPU shorten it: --set train.max_time_s=1800")
