@@ -208,7 +208,8 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
     or on a separate labelled folder (--images/--masks)."""
     from tqdm.auto import tqdm
 
-    from unetseg.data import SegmentationDataset, find_pairs, split_samples
+    from unetseg.data import SegmentationDataset, split_samples
+    from unetseg.data.layouts import labelled_samples
     from unetseg.evaluation import evaluate as run_evaluation
     from unetseg.inference import INPUT_KEYS, data_differences
 
@@ -230,10 +231,11 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
         raise click.UsageError("--images and --masks go together")
     if images is not None:
         split = "all"
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
+        folders = {"layout": "folders", "root": None, "images": images, "masks": masks}
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=folders)})
 
     def pairs():
-        all_pairs = find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis)
+        all_pairs = labelled_samples(cfg.data)
         train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
         return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
 

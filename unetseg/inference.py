@@ -20,7 +20,8 @@ from torch import nn
 from unetseg.checkpoint import CheckpointError
 from unetseg.config import DataConfig, InferenceConfig
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DataError, Sample, label_values, read_image, read_mask, write_array, write_mask
+from unetseg.data.channels import read_input
+from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
@@ -220,7 +221,7 @@ class _Run:
     def plane(self, sample: Sample) -> tuple[np.ndarray, torch.Tensor, np.ndarray, list[Path]]:
         """(input, probabilities, classes, output paths) of one 2D sample (an image or a slice);
         its overlay, if asked for, is written here, as it is per plane for images and volumes."""
-        array = read_image(sample.image, self.channels, self.normalization, sample.page, sample.axis)
+        array = read_input(sample, self.channels, self.normalization)
         probs = self.predictor.probabilities(torch.from_numpy(array.transpose(2, 0, 1).copy()))
         classes = self.predictor.classes(probs)
         paths = output_paths(sample, self.out_dir, self.with_probs, self.overlay)
