@@ -1,6 +1,6 @@
 """Dataset layouts read in place: nnU-Net v2 raw datasets (2D PNG with channel files, NIfTI
 volumes, splits_final.json), Decathlon datasets (4D multi-modal volumes), CSV manifests; their
-checks, their splits, and one clear message per broken input."""
+checks, their splits, one clear message per broken input, and predict naming nnU-Net's outputs."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 
 from layout_helpers import csv_manifest, msd, nnunet_2d, nnunet_3d, write_json
 from test_cli import assert_clean_failure, invoke
+from test_inference import PixelModel, predictor
 from unetseg.config import ConfigError, DataConfig, config_from_dict
 from unetseg.data.channels import read_input
 from unetseg.data.check import check_dataset
 from unetseg.data.io import DataError
-from unetseg.data.layouts import detect_data, labelled_samples, split_data
+from unetseg.data.layouts import detect_data, find_inputs, labelled_samples, split_data
+from unetseg.inference import predict_samples
 
 nib = pytest.importorskip("nibabel")
 
@@ -115,6 +117,36 @@ def test_nnunet_volumes_split_by_case_and_splits_final(tmp_path):
     write_json(root / "splits_final.json", [{"train": [], "val": ["nobody"]}])
     with pytest.raises(DataError, match=r"splits_final\.json: fold 0 validates on case\(s\) the dataset does not hold: \['nobody'\]"):
         split_data(data)
+
+
+def test_predict_on_nnunet_images_ts_names_outputs_as_nnunet(tmp_path):
+    root = nnunet_2d(tmp_path)
+    data = detect_data(root)
+    samples = find_inputs(root / "imagesTs", data)
+    assert [(s.name, len(s.channel_files)) for s in samples] == [("test_000", 1), ("test_001", 1)]
+    report = predict_samples(predictor(PixelModel()), samples, tmp_path / "out", 2, "dtype", data.label_map)
+    assert sorted(p.name for p in report.written) == ["test_000.png", "test_001.png"]
+    # a single file of a case brings its other channel files along
+    assert [s.name for s in find_inputs(root / "imagesTs" / "test_001_0000.png", data)] == ["test_001"]
+
+
+def test_predict_on_nnunet_volumes_keeps_the_geometry(tmp_path):
+    root = nnunet_3d(tmp_path)
+    data = detect_data(root)
+    samples = find_inputs(root / "imagesTs", data)
+    report = predict_samples(predictor(PixelModel()), samples, tmp_path / "out", 1, "percentile", data.label_map)
+    assert [p.name for p in report.written] == ["ts_000.nii.gz"]
+    written, source = nib.load(tmp_path / "out" / "ts_000.nii.gz"), nib.load(root / "imagesTs" / "ts_000_0000.nii.gz")
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    assert written.header.get_zooms() == source.header.get_zooms()
+
+
+def test_plain_names_in_an_nnunet_model_are_not_grouped(tmp_path):
+    from conftest import write_pairs
+
+    images, _ = write_pairs(tmp_path / "plain", n=2)
+    data = DataConfig(layout="nnunet", root=tmp_path)
+    assert [s.name for s in find_inputs(images, data)] == ["img_0", "img_1"]
 
 
 # --------------------------------------------------------------------------- Decathlon

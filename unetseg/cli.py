@@ -156,9 +156,10 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     """
     from tqdm.auto import tqdm
 
-    from unetseg.data import attach_masks, find_images
+    from unetseg.data import attach_masks
     from unetseg.data.intensity import Normalization
     from unetseg.data.io import DataError
+    from unetseg.data.layouts import find_inputs
     from unetseg.inference import ensemble_of, predict_samples
 
     if masks is not None and not overlay:
@@ -166,7 +167,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
-    samples = _run(find_images, inputs, cfg.data.slice_axis)
+    samples = _run(find_inputs, inputs, cfg.data)  # an nnU-Net imagesTs folder: one sample per case
     if masks is not None:
         samples = _run(attach_masks, samples, masks)
         unpaired = sum(sample.mask is None for sample in samples)

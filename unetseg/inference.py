@@ -173,12 +173,15 @@ def output_paths(sample: Sample, out_dir: Path, with_probs: bool, with_overlay: 
     """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF
     of the probabilities, optional ``<stem>_overlay.png``. The slices of a volume share one
     mask volume and one probability volume (``<stem>.nii.gz``, ``<stem>_prob.nii.gz``: the
-    input's NIfTI extension, NIfTI for DICOM) and have one overlay each."""
+    input's NIfTI extension, NIfTI for DICOM) and have one overlay each. An nnU-Net case
+    (``sample.case``) is named as nnU-Net names it: the case without the channel suffix."""
     suffix = sample.image.suffix.lower()
     if sample.axis is not None:
-        mask_name, prob_name = output_name(sample.image), output_name(sample.image, "_prob")
+        mask_name, prob_name = output_name(sample.image, stem=sample.case), output_name(sample.image, "_prob", sample.case)
     else:
-        mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
+        same_format = suffix in (".png", ".tif", ".tiff") and sample.page is None
+        own_name = f"{sample.case}{sample.image.suffix}" if sample.case else sample.image.name
+        mask_name = own_name if same_format else f"{sample.name}.png"
         prob_name = f"{sample.name}_prob.tif"
     paths = [out_dir / mask_name]
     if with_probs:

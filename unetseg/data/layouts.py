@@ -10,7 +10,8 @@
 Every layout ends as the same list of 2D :class:`Sample` s (a case's channel files ride along in
 ``channel_files``, its name in ``case``), so training, evaluation, the check and the split
 never ask which layout they read. :func:`detect_data` recognises a layout from a path (for
-``unetseg data check DATA`` and ``unetseg init DATA``).
+``unetseg data check DATA`` and ``unetseg init DATA``); :func:`find_inputs` groups an nnU-Net
+``imagesTs`` folder into cases for ``unetseg predict``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from unetseg.config import DataConfig
-from unetseg.data.dataset import expand_samples, find_pairs, split_samples
+from unetseg.data.dataset import expand_samples, find_images, find_pairs, split_samples
 from unetseg.data.errors import DataError
-from unetseg.data.io import Sample
+from unetseg.data.io import Sample, file_stem, list_image_files
 from unetseg.data.listing import Case, Listing, read_dataset_json
 from unetseg.data.manifest import read_manifest, subset_names
 from unetseg.data.msd import list_msd
-from unetseg.data.nnunet import list_nnunet
+from unetseg.data.nnunet import CHANNEL_NAME, complete_cases, dataset_meta, list_nnunet
 
 IMAGE_DIRS = ("images", "image", "imgs")
 MASK_DIRS = ("masks", "mask", "labels", "label", "gt")
@@ -130,3 +131,52 @@ def detect_data(path: Path | None = None, images: Path | None = None, masks: Pat
     if listing.split_file is not None:
         fields["split"] = {"mode": "file", "file": listing.split_file, "fold": 0}
     return DataConfig(**fields)
+
+
+# --------------------------------------------------------------------------- prediction inputs
+
+
+def _nnunet_named(folder: Path, data: DataConfig) -> bool:
+    """Whether inputs follow nnU-Net's naming: the folder sits in an nnU-Net dataset, or the
+    model was trained on one."""
+    return data.layout == "nnunet" or dataset_meta(folder) is not None
+
+
+def find_inputs(path: Path, data: DataConfig) -> list[Sample]:
+    """Prediction inputs. In an nnU-Net images folder (``imagesTs``) the channel files of a
+    case (``case_0000``, ``case_0001``) make one sample named ``case``, so that outputs are
+    named as nnU-Net names them (``case.nii.gz``, ``case.png``); elsewhere every image is its
+    own input (:func:`unetseg.data.find_images`)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if not _nnunet_named(folder, data) or not folder.is_dir():
+        return find_images(path, data.slice_axis)
+    files = [f for f in list_image_files(folder) if path.is_dir() or f == path or _case_name(f) == _case_name(path)]
+    if not any(CHANNEL_NAME.match(file_stem(f)) for f in files):
+        return find_images(path, data.slice_axis)  # plain names: nothing to group
+    listing = Listing(folder)
+    groups: dict[str, dict[int, Path]] = {}
+    for file in files:
+        match = CHANNEL_NAME.match(file_stem(file))
+        if match is None:
+            listing.problem(file, "not named <case>_XXXX like the other inputs (nnU-Net's channel suffix)")
+        else:
+            groups.setdefault(match["case"], {})[int(match["channel"])] = file
+    expected = max(len(channels) for channels in groups.values()) if groups else 1
+    ending = files[0].name[len(file_stem(files[0])):]
+    cases = complete_cases(groups, expected, folder, ending, listing)
+    listing.raise_if_problems()
+    return [sample for name, images in cases.items() for sample in _unlabelled(Case(name, images, None), data.slice_axis)]
+
+
+def _case_name(path: Path) -> str:
+    match = CHANNEL_NAME.match(file_stem(path))
+    return match["case"] if match else file_stem(path)
+
+
+def _unlabelled(case: Case, axis: int) -> list[Sample]:
+    try:
+        return case_samples(case, axis)
+    except DataError:  # a broken file: keep it, so predict reports it by name and goes on
+        return [Sample(case.name, case.images[0], None, None, None, case.images[1:], case.name)]
+

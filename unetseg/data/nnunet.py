@@ -132,3 +132,16 @@ def list_nnunet(root: Path) -> Listing:
     if (root / SPLITS_FILE).is_file():
         listing.split_file = root / SPLITS_FILE
     return listing
+
+
+def dataset_meta(folder: Path) -> tuple[str, int] | None:
+    """(file ending, channel files per case) from the nnU-Net dataset.json beside ``folder``
+    (``imagesTs``'s parent), or None when there is none."""
+    try:
+        path, meta = read_dataset_json(Path(folder).parent, ("file_ending",))
+        names = channel_list(meta.get("channel_names", meta.get("modality")), path, "channel_names")
+        ending = file_ending(meta, path)
+    except DataError:
+        return None
+    one_rgb = len(names) == 3 and ending.lower() in IMAGE_SUFFIXES and not any(Path(folder).glob(f"*_0001{ending}"))
+    return ending, 1 if one_rgb else len(names)

@@ -72,11 +72,12 @@ def volume_stem(path: Path) -> str:
     return name
 
 
-def output_name(path: Path, tag: str = "") -> str:
-    """Name of a predicted volume: the input's stem and extension (NIfTI for DICOM input)."""
+def output_name(path: Path, tag: str = "", stem: str | None = None) -> str:
+    """Name of a predicted volume: the input's stem (or ``stem``: an nnU-Net case's name
+    without its channel suffix) and extension (NIfTI for DICOM input)."""
     name = Path(path).name.lower()
     suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), ".nii.gz")
-    return f"{volume_stem(path)}{tag}{suffix}"
+    return f"{stem or volume_stem(path)}{tag}{suffix}"
 
 
 def _nibabel(path: Path) -> Any:
