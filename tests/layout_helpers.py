@@ -91,3 +91,43 @@ def csv_manifest(root: Path, n: int = 6, with_split: bool = True) -> Path:
         lines.append("test/unseen.png,,test")
     (root / "cases.csv").write_text("\n".join(lines) + "\n")
     return root / "cases.csv"
+
+
+def walls_pairs(root: Path, n: int = 6, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
+    """ISBI-like pairs: Voronoi cells (mask 255) separated by 3-pixel dark walls (mask 0)."""
+    rng = np.random.default_rng(seed)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        seeds = rng.uniform(0, size, (20, 2))
+        nearest = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1)
+        edge = np.zeros((size, size), bool)
+        edge[:, 1:] |= nearest[:, 1:] != nearest[:, :-1]
+        edge[1:, :] |= nearest[1:, :] != nearest[:-1, :]
+        wall = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        image = np.where(wall, 60, 190) + rng.normal(0, 15, (size, size))
+        assert cv2.imwrite(str(images / f"slice_{i}.png"), np.clip(image, 0, 255).astype(np.uint8))
+        assert cv2.imwrite(str(masks / f"slice_{i}.png"), np.where(wall, 0, 255).astype(np.uint8))
+    return images, masks
+
+
+def lines_pairs(root: Path, n: int = 6, size: int = 192, seed: int = 0) -> tuple[Path, Path]:
+    """Vessel-like pairs: a tree of 2-pixel branches (mask 255) on one connected dark background."""
+    rng = np.random.default_rng(seed)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        centre = np.array([size // 2, size // 2]) + rng.integers(-size // 8, size // 8, 2)
+        for angle in np.linspace(0, 2 * np.pi, 5, endpoint=False) + rng.uniform(0, 1):
+            tip = centre + (0.4 * size * np.array([np.cos(angle), np.sin(angle)])).astype(int)
+            cv2.line(mask, tuple(int(v) for v in centre), tuple(int(v) for v in tip), 255, 2)
+            twig = tip + (0.15 * size * np.array([np.cos(angle + 0.8), np.sin(angle + 0.8)])).astype(int)
+            cv2.line(mask, tuple(int(v) for v in (centre + tip) // 2), tuple(int(v) for v in twig), 255, 2)
+        image = np.where(mask > 0, 200, 50) + rng.normal(0, 15, (size, size))
+        assert cv2.imwrite(str(images / f"fundus_{i}.png"), np.clip(image, 0, 255).astype(np.uint8))
+        assert cv2.imwrite(str(masks / f"fundus_{i}.png"), mask)
+    return images, masks

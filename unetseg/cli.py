@@ -333,11 +333,13 @@ def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, dev
 # Commands kept in their own modules (cli.py holds the training and prediction pipeline).
 from unetseg.cli_analysis import analyze_blocks_cmd, analyze_gradients_cmd  # noqa: E402
 from unetseg.cli_data import data_group  # noqa: E402
+from unetseg.cli_init import init_cmd  # noqa: E402
 from unetseg.cli_model import export_cmd, info  # noqa: E402
 
 main.add_command(info)
 main.add_command(export_cmd)
 main.add_command(data_group)
+main.add_command(init_cmd)
 main.add_command(analyze_gradients_cmd)
 main.add_command(analyze_blocks_cmd)
 
