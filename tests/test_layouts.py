@@ -170,7 +170,7 @@ def test_msd_listing_problems_name_the_entry(tmp_path):
     meta = json.loads((root / "dataset.json").read_text())
     meta["training"][1]["image"] = "./imagesTr/missing.nii.gz"
     write_json(root / "dataset.json", meta)
-    with pytest.raises(DataError, match=r"missing\.nii\.gz: no such file \(listed at training\[1\]\.image in dataset\.json\)"):
+    with pytest.raises(DataError, match=r"dataset\.json: training\[1\]\.image \./imagesTr/missing\.nii\.gz: no such file"):
         labelled_samples(DataConfig(layout="msd", root=root, channels=2))
     del meta["training"]
     write_json(root / "dataset.json", meta)

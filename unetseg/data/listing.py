@@ -38,9 +38,27 @@ class Listing:
     labels: dict[int, str] | None = None  # mask value -> class name, from dataset.json
     channel_names: list[str] | None = None  # from dataset.json
     split_file: Path | None = None  # nnU-Net's splits_final.json beside dataset.json
+    listed_at: dict[str, str] = field(default_factory=dict, repr=False)  # case name -> where it is listed
 
     def problem(self, path: Path, what: str) -> None:
         self.problems.append((Path(path), what))
+
+    def listed_file(self, base: Path, entry: str, source: Path, where: str) -> Path | None:
+        """The file ``entry`` (relative to ``base`` unless absolute) that ``source`` lists at
+        ``where``; a problem naming ``source`` when there is no such file."""
+        path = Path(base) / entry  # an absolute entry stays itself; './imagesTr/x' loses its '.'
+        if not path.exists():
+            self.problem(source, f"{where} {entry}: no such file")
+            return None
+        return path
+
+    def add_case(self, case: Case, source: Path, where: str) -> None:
+        """Add ``case`` unless its name was listed before (names identify cases and outputs)."""
+        if case.name in self.listed_at:
+            self.problem(source, f"{where}: case name {case.name!r} repeats {self.listed_at[case.name]}'s")
+            return
+        self.listed_at[case.name] = where
+        self.cases.append(case)
 
     def raise_if_problems(self) -> None:
         """One DataError naming the first problem's file (and how many more there are)."""

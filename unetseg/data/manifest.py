@@ -53,20 +53,11 @@ def _columns(path: Path, rows: list[tuple[int, list[str]]]) -> tuple[dict[str, i
     return {name: header.index(name) for name in COLUMNS if name in header}, rows[1:]
 
 
-def _file(path: Path, line: int, column: str, cell: str, listing: Listing) -> Path | None:
-    file = Path(cell) if Path(cell).is_absolute() else path.parent / cell
-    if not file.exists():
-        listing.problem(path, f"line {line}: {column} {cell}: no such file")
-        return None
-    return file
-
-
 def read_manifest(path: Path) -> Listing:
     """Every row as a case (test rows included, with their subset); problems name the line."""
     path = Path(path)
     columns, rows = _columns(path, _rows(path))
     listing = Listing(path)
-    seen: dict[str, int] = {}
     for line, row in rows:
         cells = {name: row[i] if i < len(row) else "" for name, i in columns.items()}
         if len(row) > len(COLUMNS) and "split" not in columns:
@@ -82,16 +73,10 @@ def read_manifest(path: Path) -> Listing:
         if not cells["mask"] and subset != "test":
             listing.problem(path, f"line {line}: no mask (only test rows may leave it empty)")
             continue
-        image = _file(path, line, "image", cells["image"], listing)
-        mask = _file(path, line, "mask", cells["mask"], listing) if cells["mask"] else None
-        if image is None or (cells["mask"] and mask is None):
-            continue
-        name = file_stem(image)
-        if name in seen:
-            listing.problem(path, f"line {line}: image name {name!r} repeats line {seen[name]}'s (names identify pairs)")
-            continue
-        seen[name] = line
-        listing.cases.append(Case(name, (image,), mask, subset))
+        image = listing.listed_file(path.parent, cells["image"], path, f"line {line}: image")
+        mask = listing.listed_file(path.parent, cells["mask"], path, f"line {line}: mask") if cells["mask"] else None
+        if image is not None and (mask is not None or not cells["mask"]):
+            listing.add_case(Case(file_stem(image), (image,), mask, subset), path, f"line {line}")
     return listing
 
 

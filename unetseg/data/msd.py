@@ -16,22 +16,10 @@ beside the volumes, which it never lists); paths are relative to the dataset fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from unetseg.data.errors import DataError
 from unetseg.data.io import file_stem
 from unetseg.data.listing import Case, Listing, channel_list, int_keyed, read_dataset_json
-
-
-def _entry_path(root: Path, entry: Any, where: str, json_path: Path, listing: Listing) -> Path | None:
-    if not isinstance(entry, str) or not entry:
-        listing.problem(json_path, f"{where}: expected a file path, got {entry!r}")
-        return None
-    path = root / entry  # an absolute entry stays itself; './imagesTr/x' loses its '.'
-    if not path.is_file():
-        listing.problem(path, f"no such file (listed at {where} in {json_path.name})")
-        return None
-    return path
 
 
 def list_msd(root: Path) -> Listing:
@@ -46,22 +34,15 @@ def list_msd(root: Path) -> Listing:
     training = meta["training"]
     if not isinstance(training, list) or not training:
         raise DataError(f"{path}: 'training' must be a non-empty list of {{image, label}} entries")
-    seen: dict[str, int] = {}
     for index, entry in enumerate(training):
         where = f"training[{index}]"
-        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-            listing.problem(path, f"{where}: expected {{\"image\": ..., \"label\": ...}}, got {entry!r}")
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry[k] for k in ("image", "label")):
+            listing.problem(path, f"{where}: expected {{\"image\": path, \"label\": path}}, got {entry!r}")
             continue
-        image = _entry_path(root, entry["image"], f"{where}.image", path, listing)
-        label = _entry_path(root, entry["label"], f"{where}.label", path, listing)
-        if image is None or label is None:
-            continue
-        name = file_stem(image)
-        if name in seen:
-            listing.problem(path, f"{where}: case {name!r} is listed twice (also at training[{seen[name]}])")
-            continue
-        seen[name] = index
-        listing.cases.append(Case(name, (image,), label))
+        image = listing.listed_file(root, entry["image"], path, f"{where}.image")
+        label = listing.listed_file(root, entry["label"], path, f"{where}.label")
+        if image is not None and label is not None:
+            listing.add_case(Case(file_stem(image), (image,), label), path, where)
     count = meta.get("numTraining")
     if isinstance(count, int) and count != len(training):
         listing.problem(path, f"numTraining is {count} but 'training' lists {len(training)} case(s)")
