@@ -35,7 +35,10 @@ def _header(fp: Fingerprint, structure: Structure, machine: Machine, budget_s: f
     shape = structure.shape
     what = {"walls": "thin walls between regions", "lines": "thin lines or networks", "blobs": "blobs"}[structure.kind]
     drawn = " drawn as mask value 0" if structure.zero_is_foreground else ""
-    measured = f" (width {shape.width:.0f} px, parts of {shape.extent:.0f} px, {shape.regions:.0f} regions per image)" if shape else ""
+    measured = ""
+    if shape is not None:
+        count = f"{shape.regions:.0f} regions per image" if structure.kind == "walls" else f"{shape.parts:.0f} parts per image"
+        measured = f" (width {shape.width:.0f} px, parts of {shape.extent:.0f} px, {count})"
     return [
         f"Planned by `{command}` on {datetime.date.today().isoformat()} (unetseg {_version()}).",
         f"Machine: {machine.describe()}. Budget: {budget_s:g} s of training.",

@@ -28,25 +28,24 @@ class Structure:
     kind: str  # "walls", "lines" or "blobs"
     shape: ShapeSummary | None
     zero_is_foreground: bool  # value 0 draws the structure (ISBI: black membranes on white cells)
-    classes: int
 
 
 def _pct(share: float) -> str:
     return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.2f} %"
 
 
-def read_structure(fp: Fingerprint, label_map: dict[int, int] | None) -> Structure:
-    """Walls, lines or blobs; and, for two-valued masks, whether value 0 is the structure."""
-    classes = 2 if label_map is None else max(label_map.values()) + 1
+def read_structure(fp: Fingerprint) -> Structure:
+    """Walls, lines or blobs; and, for two-valued masks without dataset.json labels, whether
+    value 0 is the structure."""
     zero, nonzero = fp.zero, fp.nonzero
     if fp.labels is None and zero is not None and zero.walls and not (nonzero is not None and nonzero.walls):
-        return Structure("walls", zero, True, classes)
+        return Structure("walls", zero, True)
     if nonzero is None:
-        return Structure("blobs", None, False, classes)
-    return Structure(nonzero.kind, nonzero, False, classes)
+        return Structure("blobs", None, False)
+    return Structure(nonzero.kind, nonzero, False)
 
 
-def _label_map(plan: Plan, fp: Fingerprint, structure: Structure) -> dict[int, int] | None:
+def _label_map(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
     values = fp.mask_values
     shares = ", ".join(f"{v}: {_pct(s)}" for v, s in list(values.items())[:6])
     if fp.labels:
@@ -54,7 +53,7 @@ def _label_map(plan: Plan, fp: Fingerprint, structure: Structure) -> dict[int, i
         names = ", ".join(f"{value} {name}" for value, name in fp.labels.items())
         plan.set("data.label_map", label_map, f"dataset.json's labels ({names}) as classes 0..{len(label_map) - 1}; "
                  f"measured pixel shares {shares}")
-        return label_map
+        return
     if structure.zero_is_foreground:
         other = next(v for v in values if v != 0)
         assert structure.shape is not None
@@ -63,18 +62,17 @@ def _label_map(plan: Plan, fp: Fingerprint, structure: Structure) -> dict[int, i
                  f"{structure.shape.width:.0f} px) that cut the value-{other} area into {structure.shape.regions:.0f} "
                  f"regions per image: the walls are the structure to segment, so 0 is the foreground class 1 (as in "
                  f"ISBI 2012's membrane labels). Use {{0: 0, {other}: 1}} if the regions are what you want")
-        return {0: 1, other: 0}
+        return
     nonzero = [v for v in values if v != 0]
     if 1 < len(nonzero) <= MAX_CLASS_VALUES:
         label_map = {value: index for index, value in enumerate(values)}
         plan.set("data.label_map", label_map,
                  f"masks hold {len(values)} values ({shares}): each is a class, in the order of its value")
-        return label_map
+        return
     why = (f"masks hold {len(values)} distinct values (a median {fp.values_per_mask:.0f} per mask): instance ids, "
            "so any non-zero value is foreground" if len(nonzero) > MAX_CLASS_VALUES
            else f"mask values {shares}: 0 is background, the other value foreground")
     plan.set("data.label_map", None, f"{why} (the default map)")
-    return None
 
 
 def _channels(plan: Plan, fp: Fingerprint) -> None:
@@ -191,10 +189,8 @@ def plan_data(plan: Plan, fp: Fingerprint, memory_gb: float) -> Structure:
         plan.set("data.layout", data.layout, "the dataset's own layout, detected by unetseg init")
         plan.set("data.root", str(Path(data.root)), "the dataset folder" if data.layout != "csv" else "the manifest")
     _channels(plan, fp)
-    structure = read_structure(fp, data.label_map)
-    label_map = _label_map(plan, fp, structure)
-    structure = Structure(structure.kind, structure.shape, structure.zero_is_foreground,
-                          2 if label_map is None else max(label_map.values()) + 1)
+    structure = read_structure(fp)
+    _label_map(plan, fp, structure)
     _normalisation(plan, fp)
     _slice_axis(plan, fp)
     _split(plan, fp)

@@ -18,7 +18,7 @@ MIN_CROP = 16
 MIN_LEVEL0 = 16  # a space-to-depth stem leaves level 0 at least 16 x 16 pixels of a crop
 BOTTLENECK_PX = 4  # the deepest level keeps at least 4 x 4 pixels of a crop (isbi_cpu: 256 / 4 / 16)
 MAX_BATCH = 32
-WHOLE_IMAGE_PIXELS = 512 * 512  # images up to this size are predicted in one pass
+ROI = 512  # images up to 512 x 512 are predicted in one pass, larger ones in windows of this size
 MIN_WORKERS_CORES = 4
 
 
@@ -155,11 +155,9 @@ def _duration(seconds: float) -> str:
 
 
 def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
-    if fp.max_pixels <= WHOLE_IMAGE_PIXELS:
-        plan.set("inference.mode", "whole", "every measured image fits in one pass (at most 512 x 512)")
-    else:
-        plan.set("inference.mode", "auto", "whole images up to 512 x 512, larger ones in sliding windows")
-        plan.set("inference.roi_size", 512, "512 x 512 windows")
+    fits = "every measured image fits" if fp.max_pixels <= ROI * ROI else "the largest measured images go through windows"
+    plan.set("inference.mode", "auto", f"a whole image in one pass when it fits in {ROI} x {ROI}, else sliding windows ({fits})")
+    plan.set("inference.roi_size", ROI, f"{ROI} x {ROI} windows, as both anchors predict whole 512 x 512 images")
     regions = {"walls": "background", "blobs": "foreground", "lines": "none"}[structure.kind]
     why = {
         "background": "Rand error and VI over the regions the walls separate (class 0's connected parts, as ISBI 2012)",
