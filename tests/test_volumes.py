@@ -110,13 +110,20 @@ def test_mask_volume_with_other_slice_count_is_an_error(tmp_path):
         find_pairs(tmp_path / "img", tmp_path / "lbl")
 
 
-def test_broken_and_4d_volumes_name_the_file(tmp_path):
+def test_broken_and_5d_volumes_name_the_file(tmp_path):
     (tmp_path / "broken.nii.gz").write_bytes(b"not a volume at all")
     with pytest.raises(DataError, match="broken.nii.gz"):
         read_image(tmp_path / "broken.nii.gz", 1, "zscore", 0, 2)
-    save_nifti(tmp_path / "t.nii.gz", np.zeros((4, 4, 3, 2), np.int16))
-    with pytest.raises(DataError, match=r"t\.nii\.gz: expected a 3D volume.*4D"):
+    save_nifti(tmp_path / "t.nii.gz", np.zeros((4, 4, 3, 2, 2), np.int16))
+    with pytest.raises(DataError, match=r"t\.nii\.gz: expected a 3D volume or a 4D one"):
         read_raw(tmp_path / "t.nii.gz", 0, 2)
+
+
+def test_4d_volume_slices_have_the_channels_last(tmp_path):
+    array = np.arange(4 * 5 * 3 * 2, dtype=np.int16).reshape(4, 5, 3, 2)
+    save_nifti(tmp_path / "t.nii.gz", array)
+    assert read_raw(tmp_path / "t.nii.gz", 1, 2).shape == (4, 5, 2)
+    np.testing.assert_array_equal(read_raw(tmp_path / "t.nii.gz", 1, 2), array[:, :, 1, :])
 
 
 def test_missing_nibabel_is_one_clear_error(tmp_path, monkeypatch):

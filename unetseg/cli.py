@@ -196,9 +196,10 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     """
     from tqdm.auto import tqdm
 
-    from unetseg.data import attach_masks, find_images
+    from unetseg.data import attach_masks
     from unetseg.data.intensity import Normalization
     from unetseg.data.io import DataError
+    from unetseg.data.layouts import find_inputs
     from unetseg.inference import ensemble_of, predict_samples
     from unetseg.runs import predictions_folder
 
@@ -213,7 +214,7 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
     predictor = _run(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
-    samples = _run(find_images, inputs, cfg.data.slice_axis)
+    samples = _run(find_inputs, inputs, cfg.data)  # an nnU-Net imagesTs folder: one sample per case
     if inputs.is_dir():
         _note_skipped(inputs)
     if masks is not None:
@@ -259,7 +260,8 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
     or on a separate labelled folder (--images/--masks)."""
     from tqdm.auto import tqdm
 
-    from unetseg.data import SegmentationDataset, find_pairs, split_samples
+    from unetseg.data import SegmentationDataset, split_samples
+    from unetseg.data.layouts import labelled_samples
     from unetseg.evaluation import evaluate as run_evaluation
     from unetseg.inference import INPUT_KEYS, data_differences
 
@@ -283,10 +285,11 @@ def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: 
         split = "all"
         for folder in (images, masks):
             _note_skipped(folder)
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"images": images, "masks": masks})})
+        folders = {"layout": "folders", "root": None, "images": images, "masks": masks}
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=folders)})
 
     def pairs():
-        all_pairs = find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis)
+        all_pairs = labelled_samples(cfg.data)
         train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
         return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
 
@@ -388,11 +391,13 @@ def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, dev
 # Commands kept in their own modules (cli.py holds the training and prediction pipeline).
 from unetseg.cli_analysis import analyze_blocks_cmd, analyze_gradients_cmd  # noqa: E402
 from unetseg.cli_data import data_group  # noqa: E402
+from unetseg.cli_init import init_cmd  # noqa: E402
 from unetseg.cli_model import export_cmd, info  # noqa: E402
 
 main.add_command(info)
 main.add_command(export_cmd)
 main.add_command(data_group)
+main.add_command(init_cmd)
 main.add_command(analyze_gradients_cmd)
 main.add_command(analyze_blocks_cmd)
 

@@ -15,19 +15,24 @@ if TYPE_CHECKING:
     from unetseg.config import DataConfig
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
-IMAGE_DIRS = ("images", "image", "imgs")
-MASK_DIRS = ("masks", "mask", "labels", "label", "gt")
+DATASET = click.Path(exists=True, path_type=Path)
 
 
-def _subfolder(root: Path, names: tuple[str, ...], what: str) -> Path:
-    found = [root / name for name in names if (root / name).is_dir()]
-    if len(found) != 1:
-        raise click.UsageError(
-            f"{root}: expected one {what} subfolder named {'/'.join(names)}, found "
-            + (", ".join(p.name for p in found) if found else "none")
-            + "; or pass --images and --masks"
-        )
-    return found[0]
+def data_from_arguments(data: Path | None, images: Path | None, masks: Path | None) -> DataConfig:
+    """The data section DATA (a folder pair's parent, an nnU-Net or Decathlon dataset folder,
+    a CSV manifest) or --images/--masks describe, as the dataset itself says (shared by
+    ``data check`` and ``init``)."""
+    from unetseg.data.io import DataError
+    from unetseg.data.layouts import detect_data
+
+    if (data is None) == (images is None) or (images is None) != (masks is None):
+        raise click.UsageError("give DATA (a dataset folder or a CSV manifest), or --images with --masks")
+    try:
+        return detect_data(data, images, masks)
+    except DataError as err:
+        if data is not None and data.is_dir() and not (data / "dataset.json").exists():
+            raise click.UsageError(str(err)) from None  # a folder without the image/mask subfolders
+        raise click.ClickException(str(err)) from None
 
 
 @click.group("data")
@@ -36,7 +41,7 @@ def data_group() -> None:
 
 
 @data_group.command("check")
-@click.argument("folder", required=False, type=FOLDER)
+@click.argument("folder", required=False, type=DATASET)
 @click.option("--images", type=FOLDER, help="Image folder (with --masks), instead of FOLDER.")
 @click.option("--masks", type=FOLDER, help="Mask folder (with --images).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -48,12 +53,14 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
           overrides: tuple[str, ...], json_path: Path | None, brief: bool) -> None:
     """List every problem of image/mask pairs; exit code 1 if any is an error.
 
-    FOLDER holds an image subfolder (images/, image/ or imgs/) and a mask subfolder (masks/,
-    mask/, labels/, label/ or gt/); without --config, masks are read with the default label
-    map (0 = background, any other value = foreground).
+    FOLDER is a dataset: a folder holding an image subfolder (images/, image/ or imgs/) and a
+    mask subfolder (masks/, mask/, labels/, label/ or gt/); an nnU-Net v2 or Decathlon dataset
+    folder (with dataset.json, whose channels and labels are then used); or a CSV manifest
+    (image,mask[,split] per row). Without --config, folder masks are read with the default
+    label map (0 = background, any other value = foreground).
     """
     from unetseg.cli import _output_dir, _run, _write_json
-    from unetseg.config import DataConfig, load_config
+    from unetseg.config import load_config
     from unetseg.data.check import check_dataset
 
     sources = sum([folder is not None, images is not None or masks is not None, config_path is not None])
@@ -62,9 +69,7 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
     if config_path is not None:
         data = _run(load_config, config_path, list(overrides)).data
     else:
-        if folder is not None:
-            images, masks = _subfolder(folder, IMAGE_DIRS, "image"), _subfolder(folder, MASK_DIRS, "mask")
-        data = DataConfig(images=images, masks=masks)
+        data = data_from_arguments(folder, images, masks)
     if json_path is not None:
         _output_dir(json_path.parent)  # before the check, which reads every file
     report = check_dataset(data)

@@ -22,7 +22,8 @@ from torch import nn
 from unetseg.checkpoint import CheckpointError
 from unetseg.config import DataConfig, InferenceConfig
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DataError, Sample, label_values, read_image, read_mask, write_array, write_mask
+from unetseg.data.channels import read_input
+from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
@@ -175,12 +176,15 @@ def output_paths(sample: Sample, out_dir: Path, with_probs: bool, with_overlay: 
     """Mask with the input's name (PNG for lossy or TIFF-stack inputs), optional float TIFF
     of the probabilities, optional ``<stem>_overlay.png``. The slices of a volume share one
     mask volume and one probability volume (``<stem>.nii.gz``, ``<stem>_prob.nii.gz``: the
-    input's NIfTI extension, NIfTI for DICOM) and have one overlay each."""
+    input's NIfTI extension, NIfTI for DICOM) and have one overlay each. An nnU-Net case
+    (``sample.case``) is named as nnU-Net names it: the case without the channel suffix."""
     suffix = sample.image.suffix.lower()
     if sample.axis is not None:
-        mask_name, prob_name = output_name(sample.image), output_name(sample.image, "_prob")
+        mask_name, prob_name = output_name(sample.image, stem=sample.case), output_name(sample.image, "_prob", sample.case)
     else:
-        mask_name = sample.image.name if suffix in (".png", ".tif", ".tiff") and sample.page is None else f"{sample.name}.png"
+        same_format = suffix in (".png", ".tif", ".tiff") and sample.page is None
+        own_name = f"{sample.case}{sample.image.suffix}" if sample.case else sample.image.name
+        mask_name = own_name if same_format else f"{sample.name}.png"
         prob_name = f"{sample.name}_prob.tif"
     paths = [out_dir / mask_name]
     if with_probs:
@@ -232,7 +236,7 @@ class _Run:
         """(classes, what ``--prob`` writes or None, output paths) of one 2D sample (an image or
         a slice); its overlay, if asked for, is written here, as it is per plane for images and
         volumes."""
-        array = read_image(sample.image, self.channels, self.normalization, sample.page, sample.axis)
+        array = read_input(sample, self.channels, self.normalization)
         classes, probs = predict_plane(self.predictor, array, self.with_probs, self.tiling, self.out_dir)
         paths = output_paths(sample, self.out_dir, self.with_probs, self.overlay)
         if self.overlay:

@@ -23,10 +23,12 @@ FALSE_NEGATIVE: RGB = (0, 114, 178)  # blue: foreground the prediction missed
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
-    """8-bit RGB (H, W, 3) of a model input (H, W, C float, any normalisation), min-max scaled."""
+    """8-bit RGB (H, W, 3) of a model input (H, W, C float, any normalisation), min-max scaled:
+    grey from the first channel of a one- or two-channel input, the first three as RGB otherwise
+    (a multi-modal scan shows its first modalities)."""
     lo, hi = float(image.min()), float(image.max())
     scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
-    rgb = np.repeat(scaled, 3, axis=2) if scaled.shape[2] == 1 else scaled[..., :3]
+    rgb = np.repeat(scaled[..., :1], 3, axis=2) if scaled.shape[2] < 3 else scaled[..., :3]
     return np.ascontiguousarray(np.round(rgb * 255), dtype=np.uint8)
 
 

@@ -116,11 +116,11 @@ def set_rng_state(state: dict) -> None:
 
 def describe_hardware() -> str:
     """The device and thread count results were measured with, for reports."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({_cpu_model()})"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({cpu_model()})"
     return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:

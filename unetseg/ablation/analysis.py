@@ -19,7 +19,8 @@ from unetseg.boundary_metrics import boundary_f1, detail_metrics, error_by_dista
 from unetseg.corruptions import corrupt
 from unetseg.checkpoint import load_model
 from unetseg.config import Config
-from unetseg.data import SegmentationDataset, find_pairs, split_samples, write_array
+from unetseg.data import SegmentationDataset, write_array
+from unetseg.data.layouts import split_data
 from unetseg.inference import Predictor
 from unetseg.metrics import mean_metrics, object_errors, regions_of, segmentation_metrics
 from unetseg.models import count_parameters
@@ -29,7 +30,7 @@ NEAR_BOUNDARY_PX = 2.0
 
 
 def validation_set(cfg: Config) -> SegmentationDataset:
-    _, val_pairs = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
+    _, val_pairs = split_data(cfg.data)
     return SegmentationDataset(val_pairs, cfg.data)
 
 

@@ -18,41 +18,67 @@ class SplitConfig(Strict):
 
     ``block``: the naturally sorted pairs are cut into ``folds`` contiguous blocks and block
     ``fold`` is validation (neighbouring EM slices must not sit on both sides of a split).
+    ``cases``: the same with whole cases (a volume, a TIFF stack, an nnU-Net case with its
+    channel files) as the unit, so that no volume has slices on both sides.
     ``names``: the stems in ``val_names`` are validation. ``folders``: validation pairs come
-    from ``val_images``/``val_masks``.
+    from ``val_images``/``val_masks``. ``file``: an nnU-Net ``splits_final.json`` (a list of
+    ``{train: [...], val: [...]}`` case names per fold), entry ``fold``. ``manifest``: the
+    ``split`` column of a CSV manifest (``data.layout: csv``).
     """
 
-    mode: Literal["block", "names", "folders"] = Field("block", description="how validation pairs are chosen (above)")
-    folds: int = Field(5, ge=2, description="block: number of contiguous blocks")
-    fold: int = Field(-1, description="block: the block that validates; -1 = the last")
+    mode: Literal["block", "cases", "names", "folders", "file", "manifest"] = Field(
+        "block", description="how validation pairs are chosen (above)"
+    )
+    folds: int = Field(5, ge=2, description="block, cases: number of contiguous blocks")
+    fold: int = Field(-1, description="block, cases: the block that validates (-1 = the last); file: the fold's entry")
     val_names: list[str] = Field([], description="names: stems of the validation pairs")
     val_images: Path | None = Field(None, description="folders: validation images")
     val_masks: Path | None = Field(None, description="folders: validation masks")
+    file: Path | None = Field(None, description="mode 'file': nnU-Net's splits_final.json")
 
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
-        if not -self.folds <= self.fold < self.folds:
+        if not -self.folds <= self.fold < self.folds and self.mode != "file":
             raise ValueError(f"fold must lie in [-{self.folds}, {self.folds - 1}], got {self.fold}")
         if self.mode == "names" and not self.val_names:
             raise ValueError("mode 'names' needs val_names")
         if self.mode == "folders" and (self.val_images is None or self.val_masks is None):
             raise ValueError("mode 'folders' needs val_images and val_masks")
+        if self.mode == "file" and self.file is None:
+            raise ValueError("mode 'file' needs file: the path of an nnU-Net splits_final.json")
         return self
+
+
+Layout = Literal["folders", "nnunet", "msd", "csv"]
+LAYOUT_ROOTS = {"nnunet": "the dataset folder holding dataset.json", "msd": "the dataset folder holding dataset.json",
+                "csv": "the CSV manifest (image,mask[,split] per row)"}
 
 
 class DataConfig(Strict):
     """Where the image/mask pairs are and how their values are read.
 
-    Relative paths are taken from the directory the command runs in.
+    ``layout`` names how the pairs are stored, read in place: ``folders`` (``images`` and
+    ``masks``, paired by name), ``nnunet`` (an nnU-Net v2 raw dataset: ``root/dataset.json``,
+    ``imagesTr/<case>_0000``, ``labelsTr/<case>``), ``msd`` (a Medical Segmentation Decathlon
+    dataset: ``root/dataset.json`` with its ``training`` list) or ``csv`` (``root`` is a CSV
+    manifest). Relative paths are taken from the directory the command runs in.
     """
 
-    images: Path = Field(
-        description="folder of images; a 3D volume (NIfTI, or a DICOM series as a sub-folder) gives one sample per slice"
+    layout: Layout = Field("folders", description="folders | nnunet | msd | csv")
+    root: Path | None = Field(None, description="nnunet, msd: the dataset folder; csv: the manifest file")
+    images: Path | None = Field(
+        None, description="layout 'folders': folder of images; a 3D volume (NIfTI, or a DICOM series as a sub-folder) "
+        "gives one sample per slice"
     )
-    masks: Path = Field(
-        description="folder of masks, paired with the images by name (masks may carry _mask/_label... suffixes)"
+    masks: Path | None = Field(
+        None, description="layout 'folders': folder of masks, paired with the images by name (masks may carry "
+        "_mask/_label... suffixes)"
     )
-    channels: Literal[1, 3] = Field(1, description="images are converted to this many channels")
+    channels: int = Field(
+        1, ge=1,
+        description="input channels: an ordinary image is converted to 1 or 3 (grey <-> colour); channels "
+        "from separate files (nnU-Net _0000, _0001) or a volume's 4th axis must number exactly this",
+    )
     label_map: dict[int, int] | None = Field(
         None, description="raw mask value -> class index; default: 0 -> 0, any other value -> 1"
     )
@@ -82,6 +108,18 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
+        if self.layout == "folders":
+            if self.root is not None:
+                raise ValueError("root belongs to layouts nnunet, msd and csv; layout 'folders' reads images and masks")
+            if self.images is None or self.masks is None:
+                raise ValueError("layout 'folders' needs images and masks (or set layout: nnunet | msd | csv with root)")
+        else:
+            if self.root is None:
+                raise ValueError(f"layout '{self.layout}' needs root: {LAYOUT_ROOTS[self.layout]}")
+            if self.images is not None or self.masks is not None:
+                raise ValueError(f"images and masks belong to layout 'folders'; layout '{self.layout}' reads root")
+        if self.split.mode == "manifest" and self.layout != "csv":
+            raise ValueError("split mode 'manifest' reads the split column of a CSV manifest: it needs layout 'csv'")
         if self.label_map is not None:
             classes = sorted(set(self.label_map.values()))
             if classes != list(range(len(classes))) or len(classes) < 2:
@@ -89,6 +127,13 @@ class DataConfig(Strict):
         if self.normalize == "window" and self.window is None:
             raise ValueError("normalize 'window' needs window: [center, width], e.g. [40, 400] for CT soft tissue")
         return self
+
+    @property
+    def source(self) -> Path:
+        """What messages name as the data: the image folder, the dataset folder or the manifest."""
+        source = self.images if self.layout == "folders" else self.root
+        assert source is not None
+        return source
 
     @property
     def num_classes(self) -> int:

@@ -2,8 +2,9 @@
 
 Training reads lazily and stops at the first bad file; a user with 300 images wants the
 whole list at once, as nnU-Net's ``verify_dataset_integrity`` gives it. The check pairs
-files with the same rule as training (:func:`unetseg.data.dataset.match_masks`), reads every
-file with the same readers, and records instead of raising:
+files with the same rule as training (:func:`unetseg.data.dataset.match_masks` for folders,
+the layout readers of :mod:`unetseg.data.layouts` for nnU-Net, Decathlon and CSV datasets),
+reads every file with the same readers, and records instead of raising:
 
 - **errors** (training would fail or learn from wrong labels): unreadable files, images
   without a mask, image/mask size or page-count mismatches, mask values outside
@@ -29,9 +30,11 @@ from typing import Any
 import numpy as np
 
 from unetseg.config import DataConfig
+from unetseg.data.channels import prepare_input, read_planes, sample_files
 from unetseg.data.dataset import expand_samples, match_masks, split_samples
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, prepare_image, read_raw, skipped_entries
+from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, read_raw, skipped_entries
+from unetseg.data.layouts import case_samples, labelled_cases, list_cases
 from unetseg.table import format_table
 
 
@@ -59,11 +62,18 @@ class ImageStats:
 
 @dataclass
 class CheckReport:
-    images: Path
+    images: Path  # the image folder, or the dataset folder / manifest of another layout
     masks: Path
     num_classes: int
     problems: list[Problem] = field(default_factory=list)
     stats: list[ImageStats] = field(default_factory=list)
+    layout: str = "folders"
+
+    @property
+    def title(self) -> str:
+        if self.layout == "folders":
+            return f"{self.images} (images) and {self.masks} (masks)"
+        return f"{self.images} ({self.layout} layout)"
 
     @property
     def errors(self) -> list[Problem]:
@@ -98,7 +108,7 @@ class CheckReport:
 
     def format(self, per_image: bool = True) -> str:
         """The problems table, class frequencies and (optionally) one row per image."""
-        lines = [f"data check of {self.images} (images) and {self.masks} (masks): {self.summary()}"]
+        lines = [f"data check of {self.title}: {self.summary()}"]
         lines += [self.problem_table()] if self.problems else ["  no problems found"]
         freqs = ", ".join(f"{k}: {f:.1%}" for k, f in enumerate(self.class_frequencies()))
         lines.append(f"class frequencies (fraction of labelled pixels): {freqs}")
@@ -120,7 +130,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "images": str(self.images), "masks": str(self.masks), "fatal": self.fatal,
+            "layout": self.layout, "images": str(self.images), "masks": str(self.masks), "fatal": self.fatal,
             "errors": len(self.errors), "warnings": len(self.warnings),
             "class_frequencies": self.class_frequencies(),
             "problems": [asdict(p) for p in self.problems], "per_image": [asdict(s) for s in self.stats],
@@ -131,12 +141,20 @@ def _channels(raw: np.ndarray) -> int:
     return 1 if raw.ndim == 2 else int(raw.shape[2])
 
 
+def _add_error(report: CheckReport, kind: str, sample: Sample, err: DataError) -> None:
+    """Record ``err`` against the file its message names (one of the sample's channel files)."""
+    message = str(err)
+    path = next((p for p in sample_files(sample) if message.startswith(f"{p}: ")), sample.image)
+    report.add("error", kind, path, message.removeprefix(f"{path}: "))
+
+
 def _check_image(report: CheckReport, sample: Sample, data: DataConfig) -> ImageStats | None:
     try:
-        raw = read_raw(sample.image, sample.page, sample.axis)
+        planes = read_planes(sample)
     except DataError as err:
-        report.add("error", "unreadable", sample.image, str(err).removeprefix(f"{sample.image}: "))
+        _add_error(report, "unreadable", sample, err)
         return None
+    raw = planes[0] if len(planes) == 1 else np.dstack(planes)
     values = raw.astype(np.float64) if raw.dtype == np.bool_ else raw
     finite = np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.ones(values.shape, bool)
     if not finite.all():
@@ -146,9 +164,9 @@ def _check_image(report: CheckReport, sample: Sample, data: DataConfig) -> Image
         report.add("warning", "constant image", sample.image, f"every pixel is {lo:g}")
     if finite.all():
         try:
-            prepare_image(raw, data.channels, Normalization.of(data), sample.image)
+            prepare_input(planes, sample, data.channels, Normalization.of(data))
         except DataError as err:
-            report.add("error", "image", sample.image, str(err).removeprefix(f"{sample.image}: "))
+            _add_error(report, "image", sample, err)
     return ImageStats(sample.name, str(sample.image), None, raw.shape[0], raw.shape[1], _channels(raw), str(raw.dtype), lo, hi)
 
 
@@ -208,6 +226,20 @@ def _compare_across_images(report: CheckReport, data: DataConfig) -> None:
             report.add("warning", "missing class", report.masks, f"class {cls} occurs in no mask")
 
 
+def _check_samples(report: CheckReport, samples: list[Sample], data: DataConfig, usable: list[Sample]) -> None:
+    """Read and check every sample, keeping those without an error of their own in ``usable``."""
+    for sample in samples:
+        errors_before = len(report.errors)
+        stats = _check_image(report, sample, data)
+        if stats is None:
+            continue
+        report.stats.append(stats)
+        if sample.mask is not None:
+            _check_mask(report, sample, stats, data)
+            if len(report.errors) == errors_before:
+                usable.append(sample)
+
+
 def check_folders(images: Path, masks: Path, data: DataConfig) -> tuple[CheckReport, list[Sample]]:
     """Check one image/mask folder pair; returns the report and the usable pairs."""
     report = CheckReport(Path(images), Path(masks), data.num_classes)
@@ -222,28 +254,62 @@ def check_folders(images: Path, masks: Path, data: DataConfig) -> tuple[CheckRep
     matched, orphans = match_masks(image_files, mask_files)
     for mask in orphans:
         report.add("warning", "no image", mask, f"no image in {images} has this mask's name")
-    usable = []
+    usable: list[Sample] = []
     for image, mask in matched:
         if mask is None:
             report.add("error", "no mask", image, f"no mask of this name in {masks}")
-        for sample in _samples(report, image, mask, data.slice_axis):
-            errors_before = len(report.errors)
-            stats = _check_image(report, sample, data)
-            if stats is None:
-                continue
-            report.stats.append(stats)
-            if sample.mask is not None:
-                _check_mask(report, sample, stats, data)
-                if len(report.errors) == errors_before:
-                    usable.append(sample)
+        _check_samples(report, _samples(report, image, mask, data.slice_axis), data, usable)
+    _compare_across_images(report, data)
+    return report, usable
+
+
+def _compare_labels(report: CheckReport, labels: dict[int, str] | None, data: DataConfig, where: Path) -> None:
+    """Warn when dataset.json's labels and data.label_map disagree (a class would be lost or merged)."""
+    if not labels:
+        return
+    expected = {value: index for index, value in enumerate(sorted(labels))}
+    configured = data.label_map if data.label_map is not None else ({0: 0, 1: 1} if sorted(labels) == [0, 1] else None)
+    if configured != expected:
+        report.add("warning", "labels", where,
+                   f"dataset.json labels {dict(sorted(labels.items()))} read as classes {expected}, but data.label_map is {data.label_map}")
+
+
+def check_layout(data: DataConfig) -> tuple[CheckReport, list[Sample]]:
+    """Check an nnU-Net, Decathlon or CSV dataset: the listing's problems, then every case."""
+    assert data.root is not None
+    report = CheckReport(Path(data.root), Path(data.root), data.num_classes, layout=data.layout)
+    try:
+        listing = list_cases(data)
+    except DataError as err:  # no usable dataset.json or manifest at all
+        path, _, detail = str(err).partition(": ")
+        report.add("error", "dataset", path, detail)
+        return report, []
+    for path, what in listing.problems:
+        report.add("error", "dataset", path, what)
+    if listing.channel_names and len(listing.channel_names) != data.channels:
+        report.add("error", "channels", data.root,
+                   f"dataset.json names {len(listing.channel_names)} channel(s) {listing.channel_names}, data.channels is {data.channels}")
+    _compare_labels(report, listing.labels, data, data.root)
+    usable: list[Sample] = []
+    for case in labelled_cases(listing):
+        try:
+            samples = case_samples(case, data.slice_axis)
+        except DataError as err:
+            report.add("error", "stack", case.images[0], str(err).removeprefix(f"{case.images[0]}: "))
+            continue
+        _check_samples(report, samples, data, usable)
     _compare_across_images(report, data)
     return report, usable
 
 
 def check_dataset(data: DataConfig) -> CheckReport:
-    """Check ``data.images``/``data.masks`` (and the validation folders of a ``folders``
-    split), then whether the configured split can be made from the usable pairs."""
-    report, samples = check_folders(data.images, data.masks, data)
+    """Check the configured dataset (and the validation folders of a ``folders`` split), then
+    whether the configured split can be made from the usable pairs."""
+    if data.layout == "folders":
+        assert data.images is not None and data.masks is not None
+        report, samples = check_folders(data.images, data.masks, data)
+    else:
+        report, samples = check_layout(data)
     split = data.split
     if split.mode == "folders":
         assert split.val_images is not None and split.val_masks is not None
@@ -254,8 +320,8 @@ def check_dataset(data: DataConfig) -> CheckReport:
         try:
             train, _ = split_samples(samples, split, data)
         except DataError as err:
-            report.add("error", "split", data.images, str(err).removeprefix(f"{data.images}: "))
+            report.add("error", "split", data.source, str(err).removeprefix(f"{data.source}: "))
         else:
             if not train:
-                report.add("error", "split", data.images, "the split leaves no training pairs")
+                report.add("error", "split", data.source, "the split leaves no training pairs")
     return report

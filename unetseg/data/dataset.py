@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unetseg.config import DataConfig, SplitConfig
+from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import (
     DEFAULT_SLICE_AXIS,
@@ -19,9 +20,9 @@ from unetseg.data.io import (
     expand_stacks,
     file_stem,
     list_image_files,
-    read_image,
     read_mask,
 )
+from unetseg.data.splits import CASE_MODES, split_by_case
 from unetseg.data.volumes import is_dicom_series, is_volume
 
 # Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png);
@@ -114,6 +115,8 @@ def _expand_unlabelled(file: Path, axis: int) -> list[Sample]:
 
 def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:
     """Divide pairs into (train, validation) as the split config says."""
+    if split.mode in CASE_MODES:
+        return split_by_case(samples, split, data)
     if split.mode == "folders":
         assert split.val_images is not None and split.val_masks is not None
         return samples, find_pairs(split.val_images, split.val_masks, data.slice_axis)
@@ -121,10 +124,10 @@ def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -
         names = set(split.val_names)
         unknown = names - {s.name for s in samples}
         if unknown:
-            raise DataError(f"data.split.val_names: no pair named {sorted(unknown)[:5]} in {data.images}")
+            raise DataError(f"data.split.val_names: no pair named {sorted(unknown)[:5]} in {data.source}")
         return [s for s in samples if s.name not in names], [s for s in samples if s.name in names]
     if len(samples) < split.folds:
-        raise DataError(f"{data.images}: {len(samples)} pairs cannot be cut into {split.folds} folds")
+        raise DataError(f"{data.source}: {len(samples)} pairs cannot be cut into {split.folds} folds")
     bounds = np.linspace(0, len(samples), split.folds + 1).round().astype(int)
     fold = split.fold % split.folds
     lo, hi = bounds[fold], bounds[fold + 1]
@@ -166,7 +169,7 @@ class SegmentationDataset(Dataset):
         if index in self._cache:
             return self._cache[index]
         sample = self.samples[index]
-        image = read_image(sample.image, self.data.channels, self.normalization, sample.page, sample.axis)
+        image = read_input(sample, self.data.channels, self.normalization)
         mask = None
         if sample.mask is not None:
             mask = read_mask(sample.mask, self.data.label_map, sample.page, sample.axis)

@@ -29,13 +29,20 @@ DEFAULT_SLICE_AXIS = 2  # the last axis of a NIfTI volume (axial slices of a sca
 @dataclass(frozen=True)
 class Sample:
     """One 2D image (a file, one page of a multi-page TIFF, or one slice of a volume along
-    ``axis``) and its mask, if any. ``axis`` is set only for slices of a volume."""
+    ``axis``) and its mask, if any. ``axis`` is set only for slices of a volume.
+
+    ``channel_files`` are further channels of the same image in files of their own (nnU-Net's
+    ``case_0001``, ``case_0002`` beside ``image``, which is ``case_0000``); ``case`` is the
+    name a dataset layout gives the case (nnU-Net's case identifier), which outputs are named
+    after instead of the file's."""
 
     name: str
     image: Path
     mask: Path | None = None
     page: int | None = None
     axis: int | None = None
+    channel_files: tuple[Path, ...] = ()
+    case: str | None = None
 
 
 def natural_key(text: str) -> list[object]:
@@ -161,18 +168,22 @@ def prepare_image(
 ) -> np.ndarray:
     """Float32 HxWxC with ``channels`` channels and the configured intensity scaling.
 
-    Alpha is dropped; colour becomes grey by luminance (ITU-R 601) when one channel is
-    wanted; grey is repeated when three are. The normalisation is fitted to the image itself
-    unless ``scaling`` (fitted to a whole volume) is given.
+    An image with exactly ``channels`` channels is taken as it is. Otherwise alpha is dropped;
+    colour becomes grey by luminance (ITU-R 601) when one channel is wanted; grey is repeated
+    when three are. The normalisation is fitted to the image itself unless ``scaling`` (fitted
+    to a whole volume) is given.
     """
     normalization = Normalization.of(normalize)
-    if array.ndim == 3 and array.shape[2] in (2, 4):
+    if array.ndim == 3 and array.shape[2] in (2, 4) and array.shape[2] != channels:
         array = array[..., :-1]  # drop alpha
     image = _scale_by_dtype(array) if normalization.mode == "dtype" else array.astype(np.float32)
     if image.ndim == 2:
         image = image[..., None]
-    if image.shape[2] not in (1, 3):
-        raise DataError(f"{path}: images with {image.shape[2]} channels are not supported (expected 1 or 3)")
+    if image.shape[2] != channels and not (image.shape[2] in (1, 3) and channels in (1, 3)):
+        raise DataError(
+            f"{path}: image has {image.shape[2]} channels but data.channels is {channels} "
+            "(grey and colour convert into each other; other counts must match)"
+        )
     if not np.isfinite(image).all():
         raise DataError(f"{path}: image contains NaN or infinite values")
     if channels == 1 and image.shape[2] == 3:

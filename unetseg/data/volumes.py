@@ -13,6 +13,9 @@ multi-page TIFF expands into one per page. Reading goes through MONAI's ``LoadIm
   files), so reading its slices in order decodes the file once, not once per slice.
 - **Whole-volume statistics**: intensity normalisation is fitted to the whole volume
   (:func:`volume_scaling`), so all slices of a scan are scaled alike.
+- **4D volumes** (the Medical Segmentation Decathlon's multi-modal scans, X x Y x Z x C): the
+  4th axis holds channels, so a slice is an H x W x C image and each channel is scaled by
+  statistics of its own 3D volume.
 - **Writing** (:func:`write_volume`): a prediction is written as NIfTI with the input's affine
   and, for a NIfTI input, its header (voxel sizes, units, orientation codes, description).
 """
@@ -40,7 +43,8 @@ CACHED_VOLUMES = 4  # an image and its mask, twice over: enough for reading pair
 
 @dataclass(frozen=True)
 class Volume:
-    """A 3D array in the file's voxel order and its voxel-to-world (RAS, mm) affine."""
+    """A 3D array in the file's voxel order (4D with channels last) and its voxel-to-world
+    (RAS, mm) affine."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -69,11 +73,12 @@ def volume_stem(path: Path) -> str:
     return name
 
 
-def output_name(path: Path, tag: str = "") -> str:
-    """Name of a predicted volume: the input's stem and extension (NIfTI for DICOM input)."""
+def output_name(path: Path, tag: str = "", stem: str | None = None) -> str:
+    """Name of a predicted volume: the input's stem (or ``stem``: an nnU-Net case's name
+    without its channel suffix) and extension (NIfTI for DICOM input)."""
     name = Path(path).name.lower()
     suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), ".nii.gz")
-    return f"{volume_stem(path)}{tag}{suffix}"
+    return f"{stem or volume_stem(path)}{tag}{suffix}"
 
 
 def _nibabel(path: Path) -> Any:
@@ -111,14 +116,15 @@ def _reader(path: Path) -> Any:
     return PydicomReader()
 
 
-def _as_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
-    """A volume's 3D shape: trailing singleton dimensions dropped, a 2D image is one slice."""
+def _as_3d(shape: tuple[int, ...], path: Path) -> tuple[int, ...]:
+    """A volume's shape, 3D or 4D with channels last: trailing singleton dimensions dropped,
+    a 2D image is one slice."""
     dims = list(shape)
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()
-    if len(dims) > 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {tuple(shape)} (4D volumes are not supported)")
-    return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
+    if len(dims) > 4:
+        raise DataError(f"{path}: expected a 3D volume or a 4D one with channels last, got shape {tuple(shape)}")
+    return tuple(dims + [1] * (3 - len(dims)))
 
 
 @functools.lru_cache(maxsize=CACHED_VOLUMES)
@@ -149,11 +155,11 @@ def load_volume(path: Path) -> Volume:
     return _load(path, _stamp(path))
 
 
-def volume_shape(path: Path) -> tuple[int, int, int]:
-    """Shape without decoding the voxels where the format allows (a NIfTI header)."""
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """The 3D or 4D shape without decoding the voxels where the format allows (a NIfTI header)."""
     path = Path(path)
     if not is_nifti(path):
-        return load_volume(path).array.shape  # type: ignore[return-value]
+        return load_volume(path).array.shape
     nibabel = _nibabel(path)
     try:
         shape = nibabel.load(path).shape
@@ -162,12 +168,34 @@ def volume_shape(path: Path) -> tuple[int, int, int]:
     return _as_3d(shape, path)
 
 
+def volume_shape(path: Path) -> tuple[int, int, int]:
+    """The spatial shape (the 4th axis of a multi-channel volume left out)."""
+    return _header_shape(path)[:3]  # type: ignore[return-value]
+
+
+def volume_channels(path: Path) -> int:
+    """Channels of a volume: the length of its 4th axis, 1 for a 3D volume."""
+    shape = _header_shape(path)
+    return shape[3] if len(shape) == 4 else 1
+
+
+def voxel_spacing(path: Path) -> tuple[float, float, float]:
+    """Voxel sizes along the three spatial axes (mm), from the affine's columns."""
+    if is_nifti(path):
+        try:
+            return tuple(float(z) for z in _nibabel(path).load(path).header.get_zooms()[:3])  # type: ignore[return-value]
+        except Exception as err:
+            raise DataError(f"{path}: cannot read NIfTI header ({type(err).__name__}: {err})") from None
+    return tuple(float(v) for v in np.linalg.norm(load_volume(path).affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+
 def num_slices(path: Path, axis: int) -> int:
     return volume_shape(path)[axis]
 
 
 def read_slice(path: Path, index: int | None, axis: int) -> np.ndarray:
-    """Slice ``index`` along ``axis``: a 2D array of the two other axes, in their order."""
+    """Slice ``index`` along ``axis``: a 2D array of the two other axes, in their order (with
+    the channels last for a 4D volume)."""
     volume = load_volume(path)
     if index is None:
         raise DataError(f"{path}: a volume is read slice by slice; give the slice index")
@@ -177,14 +205,16 @@ def read_slice(path: Path, index: int | None, axis: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _scaling(path: Path, _stamp: int, normalization: Normalization) -> Scaling:
-    return normalization.fit(load_volume(path).array)
+def _scaling(path: Path, _stamp: int, normalization: Normalization, channel: int | None) -> Scaling:
+    array = load_volume(path).array
+    return normalization.fit(array if channel is None else array[..., channel])
 
 
-def volume_scaling(path: Path, normalization: Normalization) -> Scaling:
-    """The intensity normalisation fitted to the whole volume (kept after the voxels are evicted)."""
+def volume_scaling(path: Path, normalization: Normalization, channel: int | None = None) -> Scaling:
+    """The intensity normalisation fitted to the whole volume, or to channel ``channel`` of a
+    4D one (kept after the voxels are evicted)."""
     path = Path(path)
-    return _scaling(path, _stamp(path), normalization)
+    return _scaling(path, _stamp(path), normalization, channel)
 
 
 def write_volume(path: Path, array: np.ndarray, like: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from unetseg.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
-from unetseg.data import find_pairs, split_samples
+from unetseg.data.layouts import split_data
 from unetseg.table import format_table
 from unetseg.training.trainer import Approve, Trainer, TrainingError
 
@@ -31,12 +31,14 @@ RUNTIME_KEYS = frozenset({"train.device", "train.threads", "train.num_workers", 
 
 
 def fold_config(cfg: Config, folds: int, fold: int) -> Config:
-    """``cfg`` with block split ``fold`` of ``folds``, writing to ``<output_dir>/fold<fold>``."""
+    """``cfg`` with block split ``fold`` of ``folds``, writing to ``<output_dir>/fold<fold>``
+    (blocks of whole cases where the config splits by case, so no volume straddles a fold)."""
+    mode = "cases" if cfg.data.split.mode == "cases" else "block"
     return cfg.model_copy(
         update={
             "name": f"{cfg.name}_fold{fold}",
             "output_dir": Path(cfg.output_dir) / f"fold{fold}",
-            "data": cfg.data.model_copy(update={"split": SplitConfig(mode="block", folds=folds, fold=fold)}),
+            "data": cfg.data.model_copy(update={"split": SplitConfig(mode=mode, folds=folds, fold=fold)}),
         },
         deep=True,
     )
@@ -53,7 +55,7 @@ def is_finished(state: dict[str, Any], cfg: Config) -> bool:
 
 def _fold_record(fold: int, cfg: Config, history: list[dict[str, Any]], best_epoch: int) -> dict[str, Any]:
     best = next((row for row in history if row.get("epoch") == best_epoch), history[-1] if history else {})
-    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
+    _, val = split_data(cfg.data)
     return {
         "fold": fold,
         "output_dir": str(cfg.output_dir),

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from unetseg.checkpoint import load_checkpoint, save_checkpoint, training_record
 from unetseg.config import Config, ConfigError, config_changes, dump_config
-from unetseg.data import SegmentationDataset, build_train_transform, find_pairs, split_samples, worker_init
+from unetseg.data import SegmentationDataset, build_train_transform, worker_init
+from unetseg.data.layouts import split_data
 from unetseg.data.weights import border_weights
 from unetseg.evaluation import evaluate
 from unetseg.inference import Predictor
@@ -125,8 +126,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         data, train = self.cfg.data, self.cfg.train
-        pairs = find_pairs(data.images, data.masks, data.slice_axis)
-        train_pairs, val_pairs = split_samples(pairs, data.split, data)
+        train_pairs, val_pairs = split_data(data)
         if not train_pairs:
             raise TrainingError("the split leaves no training pairs")
         border = train.loss.border_weight

@@ -1,0 +1,217 @@
+"""``unetseg init``: the fingerprint's reading of walls, lines and blobs; the planned choices
+and their reasons; the anchors matching the shipped configs; ISBI and the nuclei planned near
+their hand-tuned configs; and a tiny dataset in each layout going through init, train and
+predict with no hand edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from conftest import REPO, blob_pair, write_pairs
+from layout_helpers import csv_manifest, lines_pairs, msd, nnunet_2d, nnunet_3d, walls_pairs
+from test_cli import assert_clean_failure, invoke
+from test_volumes import save_nifti
+from unetseg.config import DataConfig, load_config
+from unetseg.data.layouts import detect_data, split_data
+from unetseg.planning import Machine, plan_dataset
+from unetseg.planning.anchors import BLOBS, THIN
+
+CPU = Machine("cpu", cores=2, memory_gb=16.0, processor="test CPU", native_bf16=False)
+GPU = Machine("cuda", cores=8, memory_gb=64.0, processor="test CPU", native_bf16=False, gpu="test GPU", gpu_memory_gb=80.0)
+
+
+def plan_of(data: DataConfig, machine: Machine = CPU, budget: float = 300.0):
+    plan, fp = plan_dataset(data, budget, machine)
+    return plan.config(), plan, fp
+
+
+# --------------------------------------------------------------------------- the structure decides
+
+
+def test_thin_walls_drawn_as_zero_become_the_foreground_with_border_weights(tmp_path):
+    cfg, plan, _ = plan_of(DataConfig(images=walls_pairs(tmp_path)[0], masks=tmp_path / "masks"))
+    assert cfg.data.label_map == {0: 1, 255: 0}
+    assert cfg.train.loss.border_weight is not None and cfg.train.loss.border_weight.objects == "background"
+    assert cfg.eval.regions == "background"
+    assert (cfg.augment.crop_size, cfg.model.stem_stride, cfg.model.depth, cfg.model.deep_supervision) == (64, 4, 3, 1)
+    assert "thin walls" in plan.reasons["data.label_map"] and "ISBI" in plan.reasons["data.label_map"]
+
+
+def test_thin_lines_get_the_thin_recipe_without_border_weights(tmp_path):
+    images, masks = lines_pairs(tmp_path)
+    cfg, _, fp = plan_of(DataConfig(images=images, masks=masks))
+    assert fp.nonzero.kind == "lines"
+    assert cfg.data.label_map is None and cfg.train.loss.border_weight is None
+    assert cfg.eval.regions == "none" and cfg.model.norm == "instance" and cfg.train.ema == 0.998
+    assert (cfg.augment.crop_size, cfg.model.stem_stride, cfg.model.depth) == (128, 4, 4)
+
+
+def test_blobs_get_the_nuclei_recipe(tmp_path):
+    cfg, plan, _ = plan_of(DataConfig(images=write_pairs(tmp_path)[0], masks=tmp_path / "masks"))
+    assert (cfg.model.depth, cfg.model.base_width, cfg.model.stem_stride) == (5, 8, 1)  # depth 6 cut for 64-pixel crops
+    assert cfg.train.loss.border_weight is None and cfg.eval.regions == "foreground"
+    assert cfg.train.batch_size == 32 and cfg.train.samples_per_epoch == 32 * BLOBS.steps_per_epoch
+    assert cfg.train.schedule_by == "time" and cfg.train.max_time_s == 300.0
+    assert "nuclei_cpu" in plan.reasons["model"]
+
+
+def test_every_planned_value_has_a_reason_and_the_yaml_reads_back(tmp_path):
+    images, masks = walls_pairs(tmp_path)
+    plan, _ = plan_dataset(DataConfig(images=images, masks=masks), 120, CPU, name="w", output_dir=str(tmp_path / "run"))
+    assert all(plan.reasons.get(key) for key in plan.values), [k for k in plan.values if not plan.reasons.get(k)]
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan.render())
+    assert load_config(path) == plan.config()
+    text = path.read_text()
+    assert text.startswith("# Planned by `unetseg init`") and "# the U-Net paper's border weights" in text
+
+
+# --------------------------------------------------------------------------- data choices
+
+
+def test_colour_sixteen_bit_and_instance_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(4):
+        colour = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(images / f"c{i}.png"), colour)
+        mask = np.zeros((64, 64), np.uint16)
+        for k in range(12):  # twelve nuclei, each its own id
+            cv2.circle(mask, (int(rng.integers(6, 58)), int(rng.integers(6, 58))), 4, 100 * i + k + 1, -1)
+        assert cv2.imwrite(str(masks / f"c{i}.png"), mask)
+    cfg, plan, _ = plan_of(DataConfig(images=images, masks=masks))
+    assert cfg.data.channels == 3 and "colour" in plan.reasons["data.channels"]
+    assert cfg.data.label_map is None and "instance ids" in plan.reasons["data.label_map"]
+    dim = tmp_path / "dim"
+    (dim / "images").mkdir(parents=True)
+    (dim / "masks").mkdir()
+    for i in range(4):
+        image, mask = blob_pair(rng)
+        tifffile.imwrite(dim / "images" / f"d{i}.tif", image.astype(np.uint16) * 16)  # 12-bit values in 16-bit files
+        assert cv2.imwrite(str(dim / "masks" / f"d{i}.png"), mask)
+    cfg, plan, _ = plan_of(DataConfig(images=dim / "images", masks=dim / "masks"))
+    assert cfg.data.normalize == "percentile" and "uint16 images using only" in plan.reasons["data.normalize"]
+
+
+def test_ct_volumes_get_a_window_and_anisotropic_ones_slice_across_the_coarse_axis(tmp_path):
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        body = np.full((40, 48, 6), -1000, np.int16)
+        body[8:32, 8:40] = 40 + rng.integers(-20, 20, (24, 32, 6))
+        mask = np.zeros((40, 48, 6), np.uint8)
+        mask[14:24, 14:26] = 1
+        body[mask > 0] = 120
+        save_nifti(tmp_path / "images" / f"ct{i}.nii.gz", body, affine)
+        save_nifti(tmp_path / "masks" / f"ct{i}.nii.gz", mask, affine)
+    cfg, plan, _ = plan_of(DataConfig(images=tmp_path / "images", masks=tmp_path / "masks"))
+    assert cfg.data.normalize == "window" and cfg.data.window[0] == pytest.approx(120, abs=1)
+    assert cfg.data.slice_axis == 2 and "coarse axis 2" in plan.reasons["data.slice_axis"]
+    assert cfg.data.split.mode == "cases" and cfg.data.split.folds == 3
+    train, val = split_data(cfg.data)
+    assert {s.image.name for s in val} == {"ct2.nii.gz"} and len(train) == 12
+
+
+def test_gpu_plans_the_gpu_network_and_loader(tmp_path):
+    cfg, _, _ = plan_of(DataConfig(images=write_pairs(tmp_path)[0], masks=tmp_path / "masks"), GPU)
+    assert cfg.model.base_width == 32 and cfg.train.amp == "auto" and cfg.train.channels_last
+    assert cfg.train.num_workers == 4 and cfg.train.threads is None
+
+
+# --------------------------------------------------------------------------- the anchors
+
+
+@pytest.mark.parametrize("recipe, path", [(THIN, "configs/isbi_cpu.yaml"), (BLOBS, "configs/nuclei_cpu.yaml")])
+def test_recipes_are_the_shipped_hand_tuned_configs(recipe, path):
+    assert recipe.anchor == path
+    shipped = yaml.safe_load((REPO / path).read_text())
+    assert {k: shipped["model"][k] for k in recipe.model} == recipe.model
+    assert shipped["train"]["batch_size"] == recipe.batch_size and shipped["train"]["lr"] == recipe.lr
+    assert shipped["train"]["samples_per_epoch"] == recipe.batch_size * recipe.steps_per_epoch
+    assert {k: shipped["train"][k] for k in recipe.train} == recipe.train
+    assert {k: shipped["augment"][k] for k in recipe.augment} == recipe.augment
+
+
+def _same(planned, shipped, keys):
+    return {k: (getattr(planned, k), getattr(shipped, k)) for k in keys if getattr(planned, k) != getattr(shipped, k)}
+
+
+def test_isbi_plans_near_isbi_cpu(isbi):
+    cfg, _, _ = plan_of(detect_data(isbi / "train"), CPU, 480)
+    shipped = load_config(REPO / "configs" / "isbi_cpu.yaml")
+    assert cfg.model == shipped.model
+    assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize"]) == {}
+    assert _same(cfg.augment, shipped.augment, ["crop_size", "affine", "elastic"]) == {}
+    assert _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "weight_decay", "ema", "loss",
+                                            "schedule_by", "max_time_s", "val_every", "amp", "threads"]) == {}
+    assert cfg.eval == shipped.eval
+    _, planned_val = split_data(cfg.data)
+    _, shipped_val = split_data(shipped.data.model_copy(update={"images": isbi / "train" / "image",
+                                                                "masks": isbi / "train" / "label"}))
+    assert [s.name for s in planned_val] == [s.name for s in shipped_val] == [str(i) for i in range(25, 30)]
+
+
+def test_nuclei_plans_near_nuclei_cpu():
+    root = REPO / "data" / "dsb2018_nuclei" / "train"
+    if not root.is_dir():
+        pytest.skip("nuclei data not present")
+    cfg, _, _ = plan_of(detect_data(root), CPU, 570)
+    shipped = load_config(REPO / "configs" / "nuclei_cpu.yaml")
+    assert cfg.model == shipped.model and cfg.eval == shipped.eval
+    assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize", "split"]) == {}
+    assert _same(cfg.augment, shipped.augment, ["crop_size", "brightness_contrast", "affine"]) == {}
+    assert _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "loss", "val_every", "max_time_s"]) == {}
+    assert (cfg.inference.mode, cfg.inference.roi_size) == ("auto", 512)
+
+
+# --------------------------------------------------------------------------- the command, end to end
+
+
+def _init_train_predict(tmp_path: Path, data: Path, inputs: Path, channels: int) -> list[str]:
+    out = tmp_path / "plan.yaml"
+    result = invoke("init", data, "--out", out, "--budget", "2", "--output-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert f"{channels} channel(s)" in result.output
+    trained = invoke("train", "--config", out)
+    assert trained.exit_code == 0, trained.output
+    predicted = invoke("predict", inputs, "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt", "--out", tmp_path / "pred")
+    assert predicted.exit_code == 0, predicted.output
+    return sorted(p.name for p in (tmp_path / "pred").iterdir())
+
+
+def test_nnunet_2d_dataset_through_init_train_predict(tmp_path):
+    root = nnunet_2d(tmp_path)
+    assert _init_train_predict(tmp_path, root, root / "imagesTs", 2) == ["test_000.png", "test_001.png"]
+
+
+def test_nnunet_volumes_through_init_train_predict(tmp_path):
+    root = nnunet_3d(tmp_path)
+    assert _init_train_predict(tmp_path, root, root / "imagesTs", 1) == ["ts_000.nii.gz"]
+
+
+def test_msd_dataset_through_init_train_predict(tmp_path):
+    root = msd(tmp_path)
+    assert _init_train_predict(tmp_path, root, root / "imagesTr" / "blob_002.nii.gz", 2) == ["blob_002.nii.gz"]
+
+
+def test_csv_manifest_through_init_train_predict(tmp_path):
+    manifest = csv_manifest(tmp_path / "set")
+    assert _init_train_predict(tmp_path, manifest, tmp_path / "set" / "test", 1) == ["unseen.png"]
+
+
+def test_init_errors_are_one_message(tmp_path):
+    root = nnunet_2d(tmp_path)
+    (root / "labelsTr" / "case_000.png").rename(root / "labelsTr" / "orphan.png")
+    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "no label case_000.png", "unetseg data check")
+    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml", "--budget", "soon"), "expected a positive duration")
+    (tmp_path / "p.yaml").write_text("mine")
+    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "already exists; pass --overwrite")
+    assert (tmp_path / "p.yaml").read_text() == "mine"

@@ -1,0 +1,79 @@
+"""``unetseg init DATA --out my.yaml``: plan a config from the dataset and write it, every value
+with its reason (registered on the main group by :mod:`unetseg.cli`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from unetseg.cli_data import DATASET, FOLDER, data_from_arguments
+
+GENERIC_NAMES = {"train", "training", "data", "dataset", "labelled", "labeled", "images", "imagestr"}
+DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h)?\s*$")
+UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """``480``, ``480s``, ``8m``, ``1.5h`` -> seconds."""
+    match = DURATION.match(value)
+    if match is None or float(match["value"]) <= 0:
+        raise click.BadParameter(f"{value!r}: expected a positive duration such as 480, 480s, 8m or 1.5h")
+    return float(match["value"]) * UNITS[match["unit"]]
+
+
+def default_name(path: Path) -> str:
+    """A run name from the dataset's path: its folder (or manifest) name, with the parent's
+    when the name alone says nothing (``isbi2012_train`` for ``data/isbi2012/train``)."""
+    path = path.resolve()
+    name = path.stem if path.is_file() else path.name
+    if name.lower() in GENERIC_NAMES and path.parent.name:
+        name = f"{path.parent.name}_{name}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "run"
+
+
+@click.command("init")
+@click.argument("data", required=False, type=DATASET)
+@click.option("--images", type=FOLDER, help="Image folder (with --masks), instead of DATA.")
+@click.option("--masks", type=FOLDER, help="Mask folder (with --images).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The config to write (YAML).")
+@click.option("--budget", default="8m", show_default=True, callback=parse_duration,
+              help="Training time budget: seconds, or minutes / hours (480, 8m, 1.5h).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Plan for this device (auto: the GPU if there is one).")
+@click.option("--name", help="The run's name (default: from the dataset's folder).")
+@click.option("--output-dir", help="The run's output folder (default: runs/<name>).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def init_cmd(data: Path | None, images: Path | None, masks: Path | None, out: Path, budget: float, device: str,
+             name: str | None, output_dir: str | None, overwrite: bool) -> None:
+    """Plan a training config for a dataset and write it, with the reason for every value.
+
+    DATA is a folder holding images/ and masks/ (or pass --images and --masks), an nnU-Net v2
+    raw dataset folder (dataset.json, imagesTr, labelsTr), a Medical Segmentation Decathlon
+    dataset folder, or a CSV manifest (image,mask[,split] per row). The dataset is read in
+    place; its fingerprint (sizes, channels, intensities, mask values, the shape of what is
+    labelled) and this machine choose the channels, label map, normalisation, split, network,
+    crop, batch, loss and region measures, within --budget of training.
+    """
+    from unetseg.cli import _output_dir, _run
+    from unetseg.planning import detect_machine, plan_dataset
+
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
+    data_cfg = data_from_arguments(data, images, masks)
+    name = name or default_name(data if data is not None else images.parent)  # type: ignore[union-attr]
+    source = str(data) if data is not None else f"--images {images} --masks {masks}"
+    command = f"unetseg init {source} --budget {budget:g}s"
+    plan, _ = _run(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command)
+    _output_dir(out.parent)
+    try:
+        out.write_text(plan.render())
+    except OSError as err:
+        raise click.ClickException(f"cannot write {out}: {err.strerror}") from None
+    model = plan.get("model.stem_stride", 1)
+    click.echo(
+        f"wrote {out}: {plan.get('data.channels')} channel(s), crop {plan.get('augment.crop_size')}, "
+        f"batch {plan.get('train.batch_size')}, stem stride {model}, regions {plan.get('eval.regions')}, "
+        f"{budget:g} s budget\ntrain it with: unetseg train --config {out}"
+    )

@@ -1,0 +1,57 @@
+"""The hand-tuned configs the planner starts from, one per kind of structure.
+
+A plan is not searched for: training runs are minutes each, so the planner reuses what was
+measured. ``configs/isbi_cpu.yaml`` was tuned on thin walls (ISBI 2012 membranes: Dice 0.814
+in 8 minutes on 2 CPU cores, README "Results") and ``configs/nuclei_cpu.yaml`` on blobs
+(DSB 2018 nuclei: Dice 0.829 on the test images in 7 minutes). A dataset's structure picks the
+recipe (:mod:`unetseg.planning.shapes`), and the fingerprint then adapts its crop, depth,
+batch, channels and budget. ``tests/test_init.py`` checks these values against the shipped
+configs, so the two cannot drift apart. ``nuclei.yaml`` lends the blob network on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    anchor: str  # the shipped config it comes from
+    result: str  # what the anchor measured, for the plan's comments
+    model: dict[str, Any]
+    steps_per_epoch: int
+    batch_size: int  # at 256 x 256 crops
+    lr: float
+    train: dict[str, Any] = field(default_factory=dict)  # further train.* values of the anchor
+    augment: dict[str, Any] = field(default_factory=dict)
+
+
+THIN = Recipe(
+    anchor="configs/isbi_cpu.yaml",
+    result="ISBI 2012 membranes: Dice 0.814, adapted Rand error 0.076 after 8 minutes on 2 CPU cores",
+    model={
+        "arch": "unet", "stem_stride": 4, "depth": 5, "base_width": 32, "encoder": "residual", "downsample": "conv",
+        "skips": "concat", "norm": "instance", "upsample": "transpose", "head": "shuffle", "deep_supervision": 3,
+    },
+    steps_per_epoch=13,
+    batch_size=8,
+    lr=0.003,
+    train={"weight_decay": 0.05, "ema": 0.998},
+    augment={"affine": {"p": 0.5}},
+)
+
+BLOBS = Recipe(
+    anchor="configs/nuclei_cpu.yaml",
+    result="DSB 2018 nuclei: Dice 0.829 on the 101 test images after 7 minutes on 2 CPU cores",
+    model={"arch": "unet", "depth": 6, "base_width": 8, "encoder": "residual", "downsample": "conv", "skips": "concat"},
+    steps_per_epoch=30,
+    batch_size=4,
+    lr=0.002,
+)
+
+# configs/nuclei.yaml, the GPU config for the same blobs: wider, one level fewer.
+BLOBS_GPU_MODEL = {"arch": "unet", "depth": 5, "base_width": 32, "encoder": "residual", "downsample": "conv", "skips": "concat"}
+
+VAL_EVERY = 10  # both anchors validate every 10 epochs
+WARMUP_EPOCHS = 1  # both anchors warm up for one epoch

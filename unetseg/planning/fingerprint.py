@@ -1,0 +1,159 @@
+"""A dataset's fingerprint: what ``unetseg init`` plans from (as nnU-Net plans from its
+``dataset_fingerprint.json``).
+
+It reads what ``unetseg data check`` reads (sizes, channels, dtypes, intensity ranges, mask
+values and class frequencies) on up to :data:`MAX_PLANES` 2D samples spread evenly over the
+dataset, and adds the shape of the labelled structure (:mod:`unetseg.planning.shapes`), both
+for the non-zero mask values and, for two-valued masks, for value 0, since some datasets draw
+the structure to segment as 0 (ISBI's membranes between white cells).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from unetseg.config import DataConfig
+from unetseg.data.channels import is_multichannel, read_planes
+from unetseg.data.io import Sample, read_raw
+from unetseg.data.layouts import labelled_samples, list_cases
+from unetseg.data.splits import case_of
+from unetseg.data.volumes import voxel_spacing
+from unetseg.planning.shapes import ShapeSummary, measure_shape, summarise
+
+MAX_PLANES = 48  # enough for stable medians; reading and skeletonising more only costs time
+PIXELS_PER_PLANE = 20_000  # intensity values sampled from each plane for the percentiles
+SPACING_CASES = 8
+
+
+@dataclass
+class Fingerprint:
+    data: DataConfig  # the dataset as detected (layout, paths, the metadata's channels and labels)
+    cases: int
+    planes: int
+    measured: int
+    volumes: bool
+    sizes: list[tuple[int, int]]  # (H, W) of the measured planes
+    channels: int  # input channels: the metadata's count, the files' own, or 3 when any image is in colour
+    colour: int  # measured images in colour (RGB with differing channels)
+    multichannel: bool  # channels from several files or a 4th axis (modalities)
+    dtypes: dict[str, int]
+    value_range: tuple[float, float]
+    percentiles: tuple[float, float]  # 0.5 and 99.5 % of the pooled intensities
+    foreground_percentiles: tuple[float, float] | None  # the same over labelled (non-zero) pixels
+    mean_spread: float  # spread of the images' mean intensity, relative to the pooled range
+    mask_values: dict[int, float]  # raw mask value -> share of the measured pixels
+    values_per_mask: float
+    nonzero: ShapeSummary | None  # the shape of the non-zero mask values
+    zero: ShapeSummary | None  # the shape of value 0 (two-valued masks only)
+    spacing: tuple[float, float, float] | None = None  # median voxel size of the volumes (mm)
+    channel_names: list[str] | None = None
+    labels: dict[int, str] | None = None  # mask value -> class name, from dataset.json
+
+    @property
+    def median_size(self) -> tuple[int, int]:
+        return int(np.median([h for h, _ in self.sizes])), int(np.median([w for _, w in self.sizes]))
+
+    @property
+    def min_side(self) -> int:
+        return min(min(size) for size in self.sizes)
+
+    @property
+    def max_pixels(self) -> int:
+        return max(h * w for h, w in self.sizes)
+
+    def decoded_bytes(self) -> float:
+        """What caching every decoded plane takes: float32 image, int64 mask, float32 weights."""
+        mean_pixels = float(np.mean([h * w for h, w in self.sizes]))
+        return self.planes * mean_pixels * (4 * self.channels + 8 + 4)
+
+
+def _pick(samples: list[Sample], count: int) -> list[Sample]:
+    if len(samples) <= count:
+        return samples
+    return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
+
+
+def _is_colour(raw: np.ndarray) -> bool:
+    if raw.ndim != 3 or raw.shape[2] < 3:
+        return False
+    rgb = raw[..., :3]
+    return not ((rgb == rgb[..., :1]).all())
+
+
+def _sample_values(values: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    values = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
+    if values.size > count:
+        values = rng.choice(values, count, replace=False)
+    return values.astype(np.float64)
+
+
+def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
+    """The fingerprint of the labelled samples ``data`` describes (a broken dataset raises the
+    first problem, as training would; ``unetseg data check`` lists them all)."""
+    samples = labelled_samples(data)
+    rng = np.random.default_rng(0)
+    sizes, dtypes, means, pooled, foreground = [], Counter(), [], [], []
+    values: Counter[int] = Counter()
+    distinct, nonzero_shapes, zero_shapes = [], [], []
+    colour = channels = 0
+    multichannel = False
+    picked = _pick(samples, max_planes)
+    for sample in picked:
+        planes = read_planes(sample)
+        raw = planes[0] if len(planes) == 1 else np.dstack(planes)
+        multichannel |= is_multichannel(sample, planes)
+        channels = max(channels, 1 if raw.ndim == 2 else raw.shape[2])
+        colour += (not is_multichannel(sample, planes)) and _is_colour(raw)
+        mask = read_raw(sample.mask, sample.page, sample.axis)
+        mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.int64)
+        sizes.append(raw.shape[:2])
+        dtypes[str(planes[0].dtype)] += 1
+        intensities = raw.astype(np.float64) if raw.dtype == np.bool_ else raw
+        pooled.append(_sample_values(np.asarray(intensities).ravel(), PIXELS_PER_PLANE, rng))
+        means.append(float(pooled[-1].mean()) if pooled[-1].size else 0.0)
+        labelled = (mask != 0) if raw.ndim == 2 else np.repeat((mask != 0)[..., None], raw.shape[2], axis=2)
+        foreground.append(_sample_values(np.asarray(intensities)[labelled], PIXELS_PER_PLANE // 4, rng))
+        found, counts = np.unique(mask, return_counts=True)
+        values.update(dict(zip(found.tolist(), counts.tolist())))
+        distinct.append(len(found))
+        nonzero_shapes.append(measure_shape(mask != 0))
+        zero_shapes.append(measure_shape(mask == 0))
+    all_values = np.concatenate(pooled) if pooled else np.zeros(1)
+    fg_values = np.concatenate(foreground) if foreground else np.zeros(0)
+    low, high = (float(v) for v in np.percentile(all_values, (0.5, 99.5)))
+    total = sum(values.values())
+    two_valued = len(values) == 2 and 0 in values
+    listing = list_cases(data) if data.layout in ("nnunet", "msd") else None
+    volumes = any(s.axis is not None for s in samples)
+    return Fingerprint(
+        data=data,
+        cases=len(dict.fromkeys(case_of(s) for s in samples)),
+        planes=len(samples),
+        measured=len(picked),
+        volumes=volumes,
+        sizes=sizes,
+        channels=data.channels if data.layout in ("nnunet", "msd") else (channels if multichannel else 3 if colour else 1),
+        colour=colour,
+        multichannel=multichannel,
+        dtypes=dict(dtypes),
+        value_range=(float(all_values.min()), float(all_values.max())),
+        percentiles=(low, high),
+        foreground_percentiles=tuple(float(v) for v in np.percentile(fg_values, (0.5, 99.5))) if fg_values.size else None,
+        mean_spread=float(np.std(means) / (high - low)) if high > low else 0.0,
+        mask_values={k: v / total for k, v in sorted(values.items())},
+        values_per_mask=float(np.median(distinct)),
+        nonzero=summarise(nonzero_shapes),
+        zero=summarise(zero_shapes) if two_valued else None,
+        spacing=_spacing(samples) if volumes else None,
+        channel_names=listing.channel_names if listing else None,
+        labels=listing.labels if listing else None,
+    )
+
+
+def _spacing(samples: list[Sample]) -> tuple[float, float, float] | None:
+    files = list(dict.fromkeys(s.image for s in samples if s.axis is not None))[:SPACING_CASES]
+    spacings = [voxel_spacing(f) for f in files]
+    return tuple(float(v) for v in np.median(spacings, axis=0)) if spacings else None  # type: ignore[return-value]
