@@ -1,0 +1,97 @@
+"""``unetseg ablate`` and ``unetseg analyze-skips``: the skip ablation grid and the test-time
+knock-out of a trained model's skips (registered on the main group by :mod:`unetseg.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from unetseg.config import read_yaml
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ablation YAML.")
+@click.option("--quick", is_flag=True, help="Tiny budget and one seed: a smoke test of the whole pipeline.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option("--devices", help="Comma-separated devices assigned round-robin to runs, e.g. cuda:0,cuda:1.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoints, results and report (overrides output_dir and results_dir).")
+@click.option("--report-only", is_flag=True, help="Rebuild the report from the stored results alone: no training; "
+              "runs not finished yet are listed in it.")
+@click.option("--executor", type=click.Choice(["pool", "local", "slurm"]), default="pool", show_default=True,
+              help="pool: processes of this command; local: submitit subprocesses; slurm: a SLURM array job "
+              "(--workers: runs at once).")
+@click.option("--slurm-partition", help="SLURM partition of each run.")
+@click.option("--slurm-time", type=click.IntRange(1), default=60, show_default=True, help="Minutes each run may take.")
+@click.option("--slurm-gpus", type=click.IntRange(0), default=0, show_default=True, help="GPUs per run.")
+@click.option("--slurm-cpus", type=click.IntRange(1), default=2, show_default=True, help="CPU cores per run.")
+def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None, report_only: bool,
+           executor: str, slurm_partition: str | None, slurm_time: int, slurm_gpus: int, slurm_cpus: int) -> None:
+    """Train every skip variant under one budget and write report.html/.md/.json.
+
+    Finished runs (their results in results_dir) are reused while their config is unchanged,
+    and interrupted ones resumed, when the command is run again.
+    """
+    from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
+    from unetseg.cli import _output_dir, _run
+    from unetseg.ablation.runner import SlurmOptions
+    from unetseg.meter import progress_bar
+
+    spec = _run(load_spec, config_path, quick)
+    output_dir = out or spec.output_dir
+    if quick and out is None:
+        output_dir = Path(f"{spec.output_dir}_quick")
+    spec_path = config_path
+    if out is not None or quick:
+        # Runs are addressed through the spec file; write the adjusted one beside the runs.
+        import yaml
+
+        _output_dir(output_dir)
+        tree = read_yaml(config_path, "ablation config")
+        tree.update(output_dir=str(output_dir), results_dir=str(output_dir), base=str(spec.base))
+        spec_path = output_dir / "ablation.yaml"
+        spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    missing: list[str] = []
+    if report_only:
+        spec = _run(load_spec, spec_path, quick)
+        results, missing = _run(stored_results, spec)
+        if not results:
+            raise click.ClickException(f"no finished runs in {spec.report_dir / 'results'}: run the ablation first")
+        for line in missing:
+            click.echo(f"missing: {line}", err=True)
+    else:
+        device_list = devices.split(",") if devices else None
+        try:
+            slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
+            with progress_bar("ablate", "run") as meter:
+                spec, results = _run(run_ablation, spec_path, quick, workers, device_list, meter.write, meter,
+                                     executor, slurm)
+        except RuntimeError as err:
+            raise click.ClickException(str(err)) from None
+    _output_dir(spec.report_dir)
+    paths = build_report(spec, results, spec.report_dir, missing)
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
+
+
+@click.command("analyze-skips")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config whose data and split to use (default: the checkpoint's own).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--device", default="auto", show_default=True)
+def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
+    """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
+    from unetseg.ablation.skip_analysis import analyze_skips
+    from unetseg.cli import _output_dir, _run
+    from unetseg.config import load_config
+    from unetseg.meter import progress_bar
+
+    cfg = _run(load_config, config_path) if config_path else None
+    _output_dir(out)
+    try:
+        with progress_bar("analyze-skips", "measurement") as meter:
+            paths = _run(analyze_skips, checkpoint, out, cfg, device, meter=meter)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
