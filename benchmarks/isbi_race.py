@@ -120,7 +120,7 @@ def flops_per_image(cfg_path: Path) -> tuple[int, int, int]:
 
 def _cli(args: list[str], log_path: Path) -> None:
     with log_path.open("a") as log:
-        proc = subprocess.run([sys.executable, "-m", "unetseg.cli", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.run([sys.executable, "-m", "unetseg", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"unetseg {args[0]} failed; see {log_path}")
 

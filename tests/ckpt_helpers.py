@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from unetseg.checkpoint import save_checkpoint
+from unetseg.models.checkpoint import save_checkpoint
 from unetseg.config import config_from_dict, dump_config
 from unetseg.models import build_model
 

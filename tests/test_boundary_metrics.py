@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from unetseg.boundary_metrics import (
+from unetseg.metrics.boundary import (
     boundary_f1,
     boundary_mask,
     cldice,
@@ -19,7 +19,7 @@ from unetseg.boundary_metrics import (
     pool_error_by_distance,
     skeleton_recall,
 )
-from unetseg.metrics import LOWER_IS_BETTER
+from unetseg.metrics.region import LOWER_IS_BETTER
 
 BINS = [0, 1, 2, 3, 4, 6, 8, 12, 16, math.inf]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from unetseg.models.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
 from unetseg.config import config_from_dict, dump_config
 from unetseg.models import build_model
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from conftest import repo_pythonpath
-from unetseg.checkpoint import load_model
+from unetseg.models.checkpoint import load_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pre_layout"
 

@@ -306,7 +306,7 @@ def test_checkpoint_with_non_finite_weights_is_refused_by_predict_and_evaluate_a
     import torch
 
     from ckpt_helpers import write_checkpoint
-    from unetseg.checkpoint import load_checkpoint, save_checkpoint
+    from unetseg.models.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = write_checkpoint(tmp_path / "diverged.pt", tiny_cfg_dict)
     state = load_checkpoint(ckpt)
@@ -343,7 +343,7 @@ def test_bad_settings_are_one_message_before_anything_is_written(tiny_cfg_file, 
 def test_resume_from_a_checkpoint_without_its_record_is_one_message(trained, tiny_cfg_file, key, value):
     """A checkpoint whose history is None was a TypeError on --resume; resuming without the
     history would also have rewritten metrics.csv without the earlier epochs."""
-    from unetseg.checkpoint import load_checkpoint, save_checkpoint
+    from unetseg.models.checkpoint import load_checkpoint, save_checkpoint
 
     last = trained / "checkpoints" / "last.pt"
     state = load_checkpoint(last)

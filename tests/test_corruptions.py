@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unetseg.corruptions import corrupt
+from unetseg.data.corruptions import corrupt
 
 
 def test_corruptions():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from test_cli import assert_clean_failure, invoke
-from unetseg.checkpoint import load_checkpoint
+from unetseg.models.checkpoint import load_checkpoint
 from unetseg.config import config_from_dict
 from unetseg.training.crossval import fold_config, is_finished, pool
 

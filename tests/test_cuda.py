@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg.checkpoint import load_checkpoint, load_model
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import config_from_dict
 from unetseg.config.model import UNetConfig
 from unetseg.config.schema import InferenceConfig
-from unetseg.inference import Predictor
+from unetseg.inference.predictor import Predictor
 from unetseg.models import build_model
 from unetseg.training import Trainer
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unetseg.checkpoint import load_checkpoint, load_model
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import ConfigError, config_from_dict
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.distributed import Distributed, rank_seed

@@ -11,7 +11,7 @@ from ckpt_helpers import write_checkpoint
 from test_cli import assert_clean_failure, invoke
 from unetseg.config import InferenceConfig
 from unetseg.data.io import read_raw
-from unetseg.inference import Ensemble, Predictor
+from unetseg.inference.predictor import Ensemble, Predictor
 
 
 class Constant(torch.nn.Module):

@@ -12,9 +12,9 @@ import torch
 
 from ckpt_helpers import write_checkpoint
 from test_cli import assert_clean_failure, invoke
-from unetseg.checkpoint import load_model
+from unetseg.models.checkpoint import load_model
 from unetseg.data.io import read_image
-from unetseg.export import read_metadata, run_exported
+from unetseg.inference.export import read_metadata, run_exported
 from unetseg.models.padding import pad_to_multiple
 
 # name -> (model changes, tolerance on the logits). onnxruntime's InstanceNormalization loses
@@ -88,7 +88,7 @@ def test_onnx_export_without_onnx_says_what_to_install(tiny_cfg_dict, tmp_path, 
 
 
 def test_failed_export_keeps_the_file_it_would_overwrite(tiny_cfg_dict, tmp_path, monkeypatch):
-    import unetseg.export as export
+    import unetseg.inference.export as export
 
     ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
     out = tmp_path / "m.ts"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from unetseg.ablation.gradients import (
+from unetseg.studies.gradients import (
     GradientStudy,
     autocorrelation,
     build_encoder_net,

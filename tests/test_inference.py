@@ -15,7 +15,7 @@ from torch import nn
 from unetseg.config import InferenceConfig
 from unetseg.data import find_images
 from unetseg.data.io import DataError, read_raw
-from unetseg.inference import Predictor, predict_samples, tta_transforms
+from unetseg.inference.predictor import Predictor, predict_samples, tta_transforms
 
 
 class PixelModel(nn.Module):
@@ -351,7 +351,7 @@ def test_large_image_is_predicted_tile_by_tile_as_if_whole(tmp_path, mode, atol)
     never sees more than a tile with its margin, and the stitched masks and probabilities
     equal the untiled ones (exactly for a whole-image pass, up to window blending otherwise)."""
     from unetseg.models import UNet
-    from unetseg.tiling import Tiling
+    from unetseg.inference.tiling import Tiling
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -11,9 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ckpt_helpers import write_checkpoint
 from test_cli import assert_clean_failure, invoke, trained  # noqa: F401  (fixture)
-from unetseg.checkpoint import load_model
+from unetseg.models.checkpoint import load_model
 from unetseg.config import config_from_dict
-from unetseg.model_info import count_flops, level_rows, model_info
+from unetseg.models.info import count_flops, level_rows, model_info
 from unetseg.models import build_model
 
 HISTORY = [

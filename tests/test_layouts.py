@@ -18,7 +18,7 @@ from unetseg.data.channels import read_input
 from unetseg.data.check import check_dataset
 from unetseg.data.io import DataError
 from unetseg.data.layouts import detect_data, find_inputs, labelled_samples, split_data
-from unetseg.inference import predict_samples
+from unetseg.inference.predictor import predict_samples
 
 nib = pytest.importorskip("nibabel")
 

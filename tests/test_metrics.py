@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unetseg.metrics import is_better, mean_metrics, region_metrics, regions_of, segmentation_metrics
+from unetseg.metrics.region import is_better, mean_metrics, region_metrics, regions_of, segmentation_metrics
 
 
 def test_binary_dice_iou_pixel_error_by_hand():
@@ -194,7 +194,7 @@ def test_is_better(metric, value, best, expected):
 
 
 def test_object_f1_hand_computed():
-    from unetseg.metrics import object_f1
+    from unetseg.metrics.region import object_f1
 
     true = np.zeros((10, 10), dtype=np.int64)
     true[0:4, 0:4] = 1  # 16 px
@@ -211,7 +211,7 @@ def test_object_f1_hand_computed():
 
 
 def test_object_errors_count_merges_and_splits_by_hand():
-    from unetseg.metrics import object_errors
+    from unetseg.metrics.region import object_errors
 
     truth = np.zeros((10, 20), dtype=np.int64)
     truth[1:4, 1:4] = 1  # two touching-in-prediction objects ...

@@ -1,5 +1,5 @@
 """Overlays: contours of the prediction, or false positives / negatives against a ground
-truth, drawn by unetseg.overlay and written by ``predict --overlay [--masks DIR]``."""
+truth, drawn by unetseg.inference.overlay and written by ``predict --overlay [--masks DIR]``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from test_cli import invoke
 from unetseg.config import InferenceConfig
 from unetseg.data import attach_masks, find_images
 from unetseg.data.io import read_raw
-from unetseg.inference import Predictor, predict_samples
-from unetseg.overlay import (
+from unetseg.inference.predictor import Predictor, predict_samples
+from unetseg.inference.overlay import (
     CONTOUR_COLOURS,
     FALSE_NEGATIVE,
     FALSE_POSITIVE,

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from unetseg.cli import main
-from unetseg.runs import finished_checkpoints, predictions_folder
+from unetseg.cli.runs import finished_checkpoints, predictions_folder
 from conftest import write_yaml
 
 

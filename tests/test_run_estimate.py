@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import unetseg.cli_train as cli_train
+import unetseg.cli.train as cli_train
 from unetseg.cli import main
-from unetseg.cli_train import cpu_alternative
+from unetseg.cli.train import cpu_alternative
 from unetseg.config import load_config
 from unetseg.training.progress import RunProgress, duration
 from conftest import REPO

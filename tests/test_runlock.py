@@ -189,7 +189,7 @@ def test_two_trainings_into_one_folder_at_once(tiny_cfg_dict, tmp_path):
         first.wait()
         first.stderr.close()
     assert (out / LOCK_NAME).exists()
-    from unetseg.checkpoint import load_checkpoint
+    from unetseg.models.checkpoint import load_checkpoint
 
     tree["train"]["epochs"] = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] + 1
     write_yaml(config, tree)

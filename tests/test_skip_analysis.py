@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from unetseg.ablation.skip_analysis import linear_cka
+from unetseg.studies.skips import linear_cka
 from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.training import Trainer

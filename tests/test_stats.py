@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap, wilcoxon
 
-from unetseg.stats import bootstrap_ci, paired_test
+from unetseg.metrics.stats import bootstrap_ci, paired_test
 
 
 def test_paired_test_matches_scipy_wilcoxon():

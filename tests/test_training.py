@@ -16,12 +16,12 @@ import torch
 import yaml
 
 from unetseg import runtime
-from unetseg.checkpoint import load_checkpoint, load_model
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import LossConfig, TrainConfig, config_from_dict
 from unetseg.data import SegmentationDataset, find_pairs, read_image, read_mask, split_samples
-from unetseg.evaluation import evaluate
-from unetseg.inference import Predictor
-from unetseg.metrics import overlap_metrics
+from unetseg.inference.evaluation import evaluate
+from unetseg.inference.predictor import Predictor
+from unetseg.metrics.region import overlap_metrics
 from unetseg.models import UNet
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.logger import MetricsLogger

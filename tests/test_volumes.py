@@ -19,7 +19,7 @@ from unetseg.data import SegmentationDataset, find_images, find_pairs, read_imag
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, list_image_files, read_raw
 from unetseg.data.volumes import _load, load_volume
-from unetseg.inference import predict_samples
+from unetseg.inference.predictor import predict_samples
 
 nib = pytest.importorskip("nibabel")
 

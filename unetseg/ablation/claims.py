@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from unetseg.report import Table
-from unetseg.stats import bootstrap_ci, paired_test
+from unetseg.report.document import Table
+from unetseg.metrics.stats import bootstrap_ci, paired_test
 
 Grouped = dict[str, list[dict[str, Any]]]
 LOWER_IS_BETTER = {"hd95", "rand_error", "vi", "pixel_error", "error_near_boundary", "merges", "splits"}

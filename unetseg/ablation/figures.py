@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
-from unetseg.ablation.analysis import validation_set
+from unetseg.inference.evaluation import validation_set
 from unetseg.ablation.spec import AblationSpec, fold_ids, result_dir, variant_config
 from unetseg.data import read_mask
 

@@ -24,11 +24,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
-from unetseg.ablation.analysis import analyse_run
+from unetseg.ablation.measure import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
 from unetseg.config import ConfigError, dump_config
 from unetseg.meter import QUIET, Meter
-from unetseg.report import json_safe
+from unetseg.report.document import json_safe
 from unetseg.runtime import describe_hardware, select_device
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from unetseg.inference.evaluation import DISTANCE_BINS, TOLERANCES
 from unetseg.config import (
     Config,
     ConfigError,
@@ -53,8 +54,8 @@ class Budget(Strict):
 class ReportSpec(Strict):
     crop_size: int = Field(128, ge=16, description="side of the zoomed region shown for every variant")
     crop_image: str | None = Field(None, description="validation image to zoom into (default: the first)")
-    distance_bins: list[float] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, float("inf")]
-    tolerances: list[int] = [1, 2]
+    distance_bins: list[float] = list(DISTANCE_BINS)
+    tolerances: list[int] = list(TOLERANCES)
     corruptions: dict[Literal["contrast", "noise", "blur"], list[float]] = Field(
         {}, description="test-time corruption sweep: kind -> strengths (0 = clean); empty = no sweep"
     )

@@ -35,7 +35,7 @@ from unetseg.data.dataset import expand_samples, match_masks, split_samples
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, read_raw, skipped_entries
 from unetseg.data.layouts import case_samples, labelled_cases, list_cases
-from unetseg.table import format_table
+from unetseg.report.table import format_table
 
 
 @dataclass(frozen=True)

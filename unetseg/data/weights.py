@@ -25,7 +25,7 @@ import math
 import numpy as np
 from scipy.ndimage import distance_transform_edt, find_objects
 
-from unetseg.metrics import regions_of
+from unetseg.metrics.region import regions_of
 
 # Beyond d1 + d2 = REACH * sigma the border term is below exp(-REACH**2 / 2) ~ 3e-4: not worth a
 # distance transform. Each object's distances are computed only within that reach of its box.

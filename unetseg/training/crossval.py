@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from unetseg.checkpoint import load_checkpoint, training_record
+from unetseg.models.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data.layouts import split_data
-from unetseg.table import format_table
+from unetseg.report.table import format_table
 from unetseg.training.trainer import Approve, Trainer, TrainingError
 
 SUMMARY = "cv_summary.json"
@@ -121,7 +121,7 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from unetseg.report import json_safe
+    from unetseg.report.document import json_safe
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

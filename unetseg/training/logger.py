@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from unetseg.overlay import display_image
+from unetseg.inference.overlay import display_image
 
 if TYPE_CHECKING:
     from unetseg.data.dataset import SegmentationDataset

@@ -30,14 +30,14 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unetseg.checkpoint import load_checkpoint, save_checkpoint, training_record
+from unetseg.models.checkpoint import load_checkpoint, save_checkpoint, training_record
 from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, worker_init
 from unetseg.data.layouts import split_data
 from unetseg.data.weights import border_weights
-from unetseg.evaluation import evaluate
-from unetseg.inference import Predictor
-from unetseg.metrics import is_better
+from unetseg.inference.evaluation import evaluate
+from unetseg.inference.predictor import Predictor
+from unetseg.metrics.region import is_better
 from unetseg.models import build_model, count_parameters
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage

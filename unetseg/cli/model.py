@@ -1,12 +1,13 @@
 """``unetseg info`` and ``unetseg export``: look into a checkpoint, or export it for use
-without unetseg. Registered on the main group by :mod:`unetseg.cli`; torch is imported
-inside the commands so ``--help`` stays fast."""
+without unetseg. torch is imported inside the commands so ``--help`` stays fast."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from unetseg.cli.common import run_command, write_json
 
 CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -18,17 +19,16 @@ CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write everything as JSON.")
 def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
     """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
-    from unetseg.checkpoint import load_model, non_finite_message
-    from unetseg.cli import _run, _write_json
-    from unetseg.model_info import format_info, model_info
+    from unetseg.models.checkpoint import load_model, non_finite_message
+    from unetseg.models.info import format_info, model_info
 
-    model, cfg, state = _run(load_model, checkpoint, "cpu", allow_non_finite=True)
+    model, cfg, state = run_command(load_model, checkpoint, "cpu", allow_non_finite=True)
     summary = model_info(model, cfg, state, size)
     click.echo(format_info(summary))
     if summary["non_finite_tensors"]:  # shown, so the run can be inspected, but flagged last, where it is read
         click.echo(f"warning: {non_finite_message(checkpoint, summary['non_finite_tensors'])}", err=True)
     if json_path is not None:
-        _write_json(json_path, {"checkpoint": str(checkpoint), **summary})
+        write_json(json_path, {"checkpoint": str(checkpoint), **summary})
 
 
 @click.command("export")
@@ -40,11 +40,10 @@ def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> Non
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def export_cmd(checkpoint: Path, fmt: str, out: Path, size: tuple[int, int], overwrite: bool) -> None:
     """Export a checkpoint to ONNX or TorchScript (input: image, N x C x H x W; output: logits)."""
-    from unetseg.checkpoint import load_model
-    from unetseg.cli import _run
-    from unetseg.export import ExportError, describe, export_model
+    from unetseg.models.checkpoint import load_model
+    from unetseg.inference.export import ExportError, describe, export_model
 
-    model, cfg, _ = _run(load_model, checkpoint, "cpu")
+    model, cfg, _ = run_command(load_model, checkpoint, "cpu")
     try:
         result = export_model(model, cfg, out, fmt, size, overwrite)
     except (ExportError, FileExistsError) as err:

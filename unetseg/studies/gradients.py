@@ -30,7 +30,7 @@ from unetseg.config import LossConfig
 from unetseg.data import find_pairs, read_image, read_mask
 from unetseg.meter import QUIET, Meter
 from unetseg.models import UNet
-from unetseg.report import FigureBlock, Report, Table, write_report
+from unetseg.report.document import FigureBlock, Report, Table, write_report
 from unetseg.training.losses import build_loss
 
 # Each variant is one block type of the same builder; residual-type branches are not

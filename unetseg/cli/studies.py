@@ -1,4 +1,5 @@
-"""``unetseg analyze-gradients``: the short-skip measurements at initialisation (issue #9)."""
+"""``unetseg analyze-gradients`` and ``unetseg analyze-blocks``: how gradients reach the encoder at
+initialisation with and without short skips, and what deleting one block of a trained model costs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from unetseg.cli.common import run_command
 from unetseg.config import load_config
 
 
@@ -35,11 +37,10 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
     highway, dense and looks-linear encoders of growing depth, at initialisation."""
     import torch
 
-    from unetseg.ablation.gradients import VARIANTS, GradientStudy, analyze_gradients
-    from unetseg.cli import _run  # here, not at the top: unetseg.cli imports this module
+    from unetseg.studies.gradients import VARIANTS, GradientStudy, analyze_gradients
     from unetseg.meter import progress_bar
 
-    cfg = _run(load_config, config_path)
+    cfg = run_command(load_config, config_path)
     names = tuple(v.strip() for v in variants.split(",")) if variants else tuple(VARIANTS)
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
@@ -52,7 +53,7 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
     )
     try:
         with progress_bar("analyze-gradients", "network") as meter:
-            paths = _run(analyze_gradients, cfg.data.images, cfg.data.masks, cfg.data.label_map, out, study, meter)
+            paths = run_command(analyze_gradients, cfg.data.images, cfg.data.masks, cfg.data.label_map, out, study, meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
@@ -66,13 +67,12 @@ def analyze_gradients_cmd(config_path: Path, out: Path, variants: str | None, bl
 def analyze_blocks_cmd(checkpoints: tuple[Path, ...], out: Path, draws: int) -> None:
     """Delete encoder blocks of trained U-Nets at test time, one at a time and in growing
     numbers, and measure Dice (Veit et al. 2016's ensemble view)."""
-    from unetseg.ablation.deletion import analyze_blocks
-    from unetseg.cli import _run
+    from unetseg.studies.deletion import analyze_blocks
     from unetseg.meter import progress_bar
 
     try:
         with progress_bar("analyze-blocks", "model") as meter:
-            paths = _run(analyze_blocks, list(checkpoints), out, draws, meter)
+            paths = run_command(analyze_blocks, list(checkpoints), out, draws, meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")

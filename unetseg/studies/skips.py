@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from unetseg.ablation.analysis import measure, validation_set
-from unetseg.ablation.spec import ReportSpec
-from unetseg.checkpoint import load_model
+from unetseg.inference.evaluation import measure, validation_set
+from unetseg.models.checkpoint import load_model
 from unetseg.config import Config
-from unetseg.inference import Predictor
+from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
 from unetseg.models import UNet
-from unetseg.report import FigureBlock, Report, Table, write_report
+from unetseg.report.document import FigureBlock, Report, Table, write_report
 from unetseg.runtime import select_device
 
 SHOWN = ["dice", "bf1_1px", "bf1_2px", "cldice", "rand_error", "vi", "error_near_boundary"]
@@ -72,12 +71,12 @@ def skip_cka(model: UNet, images: list[torch.Tensor], pixels_per_image: int = 20
     return result
 
 
-def knockout_study(predictor: Predictor, cfg: Config, report: ReportSpec, meter: Meter = QUIET) -> list[dict[str, Any]]:
+def knockout_study(predictor: Predictor, cfg: Config, meter: Meter = QUIET) -> list[dict[str, Any]]:
     """Metrics with every skip intact, then with each used level knocked out in turn."""
     model = predictor.model
     dataset = validation_set(cfg)
     meter.expect(1 + 2 * sum(merge.uses_skip for merge in model.decoder.skips))
-    intact = measure(predictor, dataset, cfg.eval.regions, report).mean
+    intact = measure(predictor, dataset, cfg.eval.regions).mean
     meter.advance()
     rows = [{"level": "-", "knockout": "none (intact)", **intact}]
     for level, merge in enumerate(model.decoder.skips):
@@ -86,7 +85,7 @@ def knockout_study(predictor: Predictor, cfg: Config, report: ReportSpec, meter:
         for kind in ("zero", "mean"):
             merge.knockout = kind
             try:
-                scores = measure(predictor, dataset, cfg.eval.regions, report).mean
+                scores = measure(predictor, dataset, cfg.eval.regions).mean
             finally:
                 merge.knockout = None
             meter.advance()
@@ -131,15 +130,14 @@ def _history_figure(history: list[dict[str, Any]], prefix: str, ylabel: str) -> 
 
 
 def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, device: str = "cpu",
-                  report_spec: ReportSpec | None = None, meter: Meter = QUIET) -> dict[str, Path]:
+                  meter: Meter = QUIET) -> dict[str, Path]:
     dev = select_device(device)
     model, ckpt_cfg, state = load_model(checkpoint, dev)
     cfg = cfg or ckpt_cfg
     if not isinstance(model, UNet):
         raise ValueError(f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}")
-    spec = report_spec or ReportSpec()
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
-    rows = knockout_study(predictor, cfg, spec, meter)
+    rows = knockout_study(predictor, cfg, meter)
     dataset = validation_set(cfg)
     cka = skip_cka(model, [dataset[i]["image"].to(dev) for i in range(len(dataset.samples))])
     gates = [None if m.gate_values() is None else float(m.gate_values().mean()) for m in model.decoder.skips]

@@ -16,10 +16,10 @@ import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from unetseg.checkpoint import non_finite_tensors
+from unetseg.models.checkpoint import non_finite_tensors
 from unetseg.config import Config, dump_config
 from unetseg.models import UNet, count_parameters
-from unetseg.table import format_table
+from unetseg.report.table import format_table
 
 
 def count_flops(model: nn.Module, channels: int, size: tuple[int, int]) -> int:

@@ -1,15 +1,15 @@
-"""``unetseg data check``: every problem of a dataset in one table (registered on the main
-group by :mod:`unetseg.cli`)."""
+"""``unetseg data check``: every problem of a dataset in one table."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from unetseg.cli.common import make_output_dir, run_command, write_json
 
 if TYPE_CHECKING:
     from unetseg.config import DataConfig
@@ -59,7 +59,6 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
     (image,mask[,split] per row). Without --config, folder masks are read with the default
     label map (0 = background, any other value = foreground).
     """
-    from unetseg.cli import _output_dir, _run, _write_json
     from unetseg.config import load_config
     from unetseg.data.check import check_dataset
 
@@ -67,15 +66,15 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
     if sources != 1 or (images is None) != (masks is None):
         raise click.UsageError("give exactly one of FOLDER, --images with --masks, or --config")
     if config_path is not None:
-        data = _run(load_config, config_path, list(overrides)).data
+        data = run_command(load_config, config_path, list(overrides)).data
     else:
         data = data_from_arguments(folder, images, masks)
     if json_path is not None:
-        _output_dir(json_path.parent)  # before the check, which reads every file
+        make_output_dir(json_path.parent)  # before the check, which reads every file
     report = check_dataset(data)
     click.echo(report.format(per_image=not brief))
     if json_path is not None:
-        _write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict())
     if report.fatal:
         sys.exit(1)
 
@@ -83,12 +82,12 @@ def check(folder: Path | None, images: Path | None, masks: Path | None, config_p
 def check_before_training(data: DataConfig) -> None:
     """``unetseg train``'s first step: stop with the problems table on an error, and sum the
     warnings up in one line (a set with 500 empty masks should not print 500 lines)."""
-    from unetseg.cli import _run
     from unetseg.data.check import check_dataset
+    from unetseg.training.distributed import is_main
 
-    report = _run(check_dataset, data)
-    _run(report.raise_if_fatal)
-    if report.warnings and os.environ.get("RANK", "0") == "0":
+    report = run_command(check_dataset, data)
+    run_command(report.raise_if_fatal)
+    if report.warnings and is_main():
         kinds = Counter(p.kind for p in report.warnings)
         shown = ", ".join(f"{kind}: {n}" for kind, n in kinds.items())
         click.echo(f"data check: {len(report.warnings)} warning(s) ({shown}); unetseg data check lists them")

@@ -19,15 +19,15 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from unetseg.checkpoint import CheckpointError
+from unetseg.models.checkpoint import CheckpointError
 from unetseg.config import DataConfig, InferenceConfig
 from unetseg.data.intensity import Normalization
 from unetseg.data.channels import read_input
 from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
 from unetseg.data.volumes import output_name, write_volume
-from unetseg.overlay import contour_overlay, display_image, error_overlay, write_overlay
+from unetseg.inference.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.runtime import autocast
-from unetseg.tiling import Tiling, predict_plane
+from unetseg.inference.tiling import Tiling, predict_plane
 
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -305,7 +305,7 @@ def predict_samples(
     a mask (see :func:`unetseg.data.attach_masks`) get an error overlay, the others contours.
     The slices of a volume (consecutive samples with an ``axis``) make one output volume with
     the input's affine and header; a slice that cannot be read fails the whole volume. Images
-    above ``tiling.max_pixels`` are predicted tile by tile (see :mod:`unetseg.tiling`).
+    above ``tiling.max_pixels`` are predicted tile by tile (see :mod:`unetseg.inference.tiling`).
     """
     sources: dict[Path, Path] = {}  # output -> the input it is planned for
     for sample in samples:

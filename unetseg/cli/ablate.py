@@ -1,5 +1,5 @@
 """``unetseg ablate`` and ``unetseg analyze-skips``: the skip ablation grid and the test-time
-knock-out of a trained model's skips (registered on the main group by :mod:`unetseg.cli`)."""
+knock-out of a trained model's skips."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from unetseg.cli.common import make_output_dir, run_command
 from unetseg.config import read_yaml
 
 
@@ -34,11 +35,10 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
     and interrupted ones resumed, when the command is run again.
     """
     from unetseg.ablation import build_report, load_spec, run_ablation, stored_results
-    from unetseg.cli import _output_dir, _run
     from unetseg.ablation.runner import SlurmOptions
     from unetseg.meter import progress_bar
 
-    spec = _run(load_spec, config_path, quick)
+    spec = run_command(load_spec, config_path, quick)
     output_dir = out or spec.output_dir
     if quick and out is None:
         output_dir = Path(f"{spec.output_dir}_quick")
@@ -47,15 +47,15 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         # Runs are addressed through the spec file; write the adjusted one beside the runs.
         import yaml
 
-        _output_dir(output_dir)
+        make_output_dir(output_dir)
         tree = read_yaml(config_path, "ablation config")
         tree.update(output_dir=str(output_dir), results_dir=str(output_dir), base=str(spec.base))
         spec_path = output_dir / "ablation.yaml"
         spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
     missing: list[str] = []
     if report_only:
-        spec = _run(load_spec, spec_path, quick)
-        results, missing = _run(stored_results, spec)
+        spec = run_command(load_spec, spec_path, quick)
+        results, missing = run_command(stored_results, spec)
         if not results:
             raise click.ClickException(f"no finished runs in {spec.report_dir / 'results'}: run the ablation first")
         for line in missing:
@@ -65,11 +65,11 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         try:
             slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
             with progress_bar("ablate", "run") as meter:
-                spec, results = _run(run_ablation, spec_path, quick, workers, device_list, meter.write, meter,
+                spec, results = run_command(run_ablation, spec_path, quick, workers, device_list, meter.write, meter,
                                      executor, slurm)
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
-    _output_dir(spec.report_dir)
+    make_output_dir(spec.report_dir)
     paths = build_report(spec, results, spec.report_dir, missing)
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")
 
@@ -82,16 +82,15 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 @click.option("--device", default="auto", show_default=True)
 def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
     """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
-    from unetseg.ablation.skip_analysis import analyze_skips
-    from unetseg.cli import _output_dir, _run
+    from unetseg.studies.skips import analyze_skips
     from unetseg.config import load_config
     from unetseg.meter import progress_bar
 
-    cfg = _run(load_config, config_path) if config_path else None
-    _output_dir(out)
+    cfg = run_command(load_config, config_path) if config_path else None
+    make_output_dir(out)
     try:
         with progress_bar("analyze-skips", "measurement") as meter:
-            paths = _run(analyze_skips, checkpoint, out, cfg, device, meter=meter)
+            paths = run_command(analyze_skips, checkpoint, out, cfg, device, meter=meter)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {paths['html']} (also {paths['md'].name}, {paths['json'].name})")

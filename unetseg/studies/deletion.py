@@ -11,6 +11,7 @@ input's shape (every block of a level after the first) can be deleted.
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from unetseg.ablation.analysis import validation_set
-from unetseg.checkpoint import load_model
+from unetseg.inference.evaluation import score_images, validation_set
+from unetseg.models.checkpoint import load_model
 from unetseg.config import Config
-from unetseg.inference import Predictor
+from unetseg.data.dataset import SegmentationDataset
+from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
-from unetseg.metrics import overlap_metrics
+from unetseg.metrics.region import overlap_metrics
 from unetseg.models import UNet
-from unetseg.report import FigureBlock, Report, Table, write_report
+from unetseg.report.document import FigureBlock, Report, Table, write_report
 
 
 def deletable_blocks(model: UNet) -> list[tuple[int, int]]:
@@ -42,11 +44,11 @@ def without_blocks(model: UNet, blocks: list[tuple[int, int]]) -> UNet:
     return pruned
 
 
-def mean_dice(model: nn.Module, cfg: Config, images: list[tuple[torch.Tensor, np.ndarray]], meter: Meter = QUIET) -> float:
+def mean_dice(model: nn.Module, cfg: Config, dataset: SegmentationDataset, meter: Meter = QUIET) -> float:
     predictor = Predictor(model.eval(), cfg.inference, cfg.data.num_classes, torch.device("cpu"))
-    scores = [overlap_metrics(predictor.classes(predictor.probabilities(x)), y, cfg.data.num_classes)["dice"] for x, y in images]
+    mean, _ = score_images(predictor, dataset, [partial(overlap_metrics, num_classes=cfg.data.num_classes)])
     meter.advance()
-    return float(np.mean(scores))
+    return mean["dice"]
 
 
 def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter = QUIET) -> dict[str, Any]:
@@ -59,10 +61,9 @@ def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter
     if not candidates:
         raise ValueError(f"{checkpoint}: every level has one block; nothing can be deleted (set model.blocks_per_level > 1)")
     dataset = validation_set(cfg)
-    images = [(dataset[i]["image"], dataset[i]["mask"].numpy()) for i in range(len(dataset.samples))]
     meter.expect(1 + len(candidates) + draws * (len(candidates) - 1) + 1)
-    intact = mean_dice(model, cfg, images, meter)
-    single = [{"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, images, meter)}
+    intact = mean_dice(model, cfg, dataset, meter)
+    single = [{"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, dataset, meter)}
               for lv, j in candidates]
     rng = np.random.default_rng(seed)
     by_count = []
@@ -70,7 +71,7 @@ def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter
         dice = []
         for _ in range(draws if k < len(candidates) else 1):
             chosen = [candidates[i] for i in rng.choice(len(candidates), size=k, replace=False)]
-            dice.append(mean_dice(without_blocks(model, chosen), cfg, images, meter))
+            dice.append(mean_dice(without_blocks(model, chosen), cfg, dataset, meter))
         by_count.append({"deleted": k, "dice": float(np.mean(dice)), "min": float(np.min(dice)), "max": float(np.max(dice))})
     return {
         "checkpoint": str(checkpoint), "encoder": cfg.model.encoder, "blocks_per_level": cfg.model.blocks_per_level,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from unetseg.report import Table
+from unetseg.report.document import Table
 
 
 def pm(mean: float, std: float) -> str:

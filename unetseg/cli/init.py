@@ -1,5 +1,5 @@
 """``unetseg init DATA --out my.yaml``: plan a config from the dataset and write it, every value
-with its reason (registered on the main group by :mod:`unetseg.cli`)."""
+with its reason."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from unetseg.cli_data import DATASET, FOLDER, data_from_arguments
+from unetseg.cli.common import make_output_dir, run_command
+from unetseg.cli.data import DATASET, FOLDER, data_from_arguments
 
 GENERIC_NAMES = {"train", "training", "data", "dataset", "labelled", "labeled", "images", "imagestr"}
 DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h)?\s*$")
@@ -56,7 +57,6 @@ def init_cmd(data: Path | None, images: Path | None, masks: Path | None, out: Pa
     labelled) and this machine choose the channels, label map, normalisation, split, network,
     crop, batch, loss and region measures, within --budget of training.
     """
-    from unetseg.cli import _output_dir, _run
     from unetseg.planning import detect_machine, plan_dataset
 
     if out.exists() and not overwrite:
@@ -65,8 +65,8 @@ def init_cmd(data: Path | None, images: Path | None, masks: Path | None, out: Pa
     name = name or default_name(data if data is not None else images.parent)  # type: ignore[union-attr]
     source = str(data) if data is not None else f"--images {images} --masks {masks}"
     command = f"unetseg init {source} --budget {budget:g}s"
-    plan, _ = _run(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command)
-    _output_dir(out.parent)
+    plan, _ = run_command(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command)
+    make_output_dir(out.parent)
     try:
         out.write_text(plan.render())
     except OSError as err:

@@ -1,0 +1,68 @@
+"""What every command shares: user errors as one line, output folders made before the work,
+``--json`` files, and notes on skipped inputs. torch is imported inside functions, so ``--help``
+stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from unetseg.config import ConfigError
+
+T = TypeVar("T")
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's input, shown as one line without a traceback."""
+    from unetseg.data.io import DataError
+    from unetseg.models.checkpoint import CheckpointError
+    from unetseg.training import TrainingError
+
+    return (ConfigError, DataError, CheckpointError, TrainingError, FileExistsError)
+
+
+def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, with a user error turned into one message (said once, by rank 0, under torchrun)."""
+    try:
+        return fn(*args, **kwargs)
+    except user_errors() as err:
+        from unetseg.training.distributed import is_main
+
+        if not is_main():
+            sys.exit(1)
+        raise click.ClickException(str(err)) from None
+
+
+def make_output_dir(path: Path) -> Path:
+    """Create an output folder before any work, so that a path under a file or in a read-only
+    place is one message up front rather than a traceback after the work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"cannot write to output directory {path}: {err.strerror}") from None
+    return path
+
+
+def note_skipped(folder: Path) -> None:
+    """One note per entry of an input folder that is not read (a .gif, a .npy, a sub-folder,
+    a broken link), so nothing is left out without a word."""
+    from unetseg.data.io import skipped_entries
+
+    for entry, why in skipped_entries(folder):
+        click.echo(f"note: skipped {entry}: {why}", err=True)
+
+
+def write_json(path: Path, payload: object) -> None:
+    """What ``--json`` writes; NaN metrics become null, so the file is valid JSON."""
+    from unetseg.report.document import json_safe
+
+    make_output_dir(path.parent)
+    try:
+        path.write_text(json.dumps(json_safe(payload), indent=2))
+    except OSError as err:
+        raise click.ClickException(f"cannot write {path}: {err.strerror}") from None
+    click.echo(f"wrote {path}")
