@@ -56,7 +56,7 @@ def test_grid_expands_to_named_combinations(tiny_cfg_file):
 def test_variant_config_applies_overrides_and_one_budget(ablation_file, tmp_path):
     spec = load_spec(ablation_file)
     cfgs = [variant_config(spec, v, 1) for v in spec.expand()]
-    assert [c.model.skip_modes() for c in cfgs] == [["concat", "concat"], ["none", "none"]]
+    assert [c.model.skip_modes for c in cfgs] == [["concat", "concat"], ["none", "none"]]
     for cfg in cfgs:
         assert (cfg.seed, cfg.train.epochs, cfg.train.samples_per_epoch, cfg.train.max_time_s) == (1, 1, 4, None)
         assert Path(cfg.output_dir).parent == tmp_path / "abl" / "runs" / cfg.name
@@ -302,7 +302,7 @@ def test_matched_controls_are_within_tolerance_of_the_reference(ablation_file):
         cfg = variant_config(matched, variant, 0)
         assert abs(parameter_count(cfg) - sizes["concat"]) <= 0.05 * sizes["concat"], variant.name
         if variant.name != "concat":
-            assert cfg.model.decoder_widths is not None and cfg.model.skip_modes() == variant_config(plain, variant, 0).model.skip_modes()
+            assert cfg.model.decoder_widths is not None and cfg.model.skip_modes == variant_config(plain, variant, 0).model.skip_modes
 
 
 def test_changed_report_settings_measure_again_without_retraining(ablation_file, tmp_path):

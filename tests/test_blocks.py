@@ -358,7 +358,7 @@ def test_looks_linear_needs_crelu():
         UNet(1, 1, depth=3, base_width=4, init="orthogonal")
     with pytest.raises(ValueError, match="needs act 'crelu'"):
         UNetConfig(init="looks_linear")
-    with pytest.raises(ValueError, match="needs act 'crelu'"):
+    with pytest.raises(ValueError, match="init applies to unetseg's own encoders"):
         UNetConfig(init="looks_linear", act="crelu", encoder="smp:resnet18")
 
 

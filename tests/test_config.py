@@ -28,7 +28,7 @@ def test_minimal_config_gets_documented_defaults(tiny_cfg_dict):
     cfg = config_from_dict({"data": tiny_cfg_dict["data"]})
     assert isinstance(cfg.model, UNetConfig)
     assert cfg.model.depth == 5 and cfg.model.skips == "concat"
-    assert cfg.model.skip_modes() == ["concat"] * 4
+    assert cfg.model.skip_modes == ["concat"] * 4
     assert cfg.data.num_classes == 2 and cfg.data.out_channels == 1
 
 
@@ -108,7 +108,7 @@ def test_per_level_skips_of_wrong_length_rejected(tiny_cfg_dict, skips):
 def test_per_level_skips_of_right_length_accepted(tiny_cfg_dict):
     tree = copy.deepcopy(tiny_cfg_dict)
     tree["model"]["skips"] = ["none", "add"]
-    assert config_from_dict(tree).model.skip_modes() == ["none", "add"]
+    assert config_from_dict(tree).model.skip_modes == ["none", "add"]
 
 
 def test_invalid_skip_mode_rejected(tiny_cfg_dict):

@@ -564,7 +564,7 @@ def test_deep_supervision_rules():
     assert UNetConfig(depth=5, deep_supervision=3).deep_supervision == 3
     with pytest.raises(ValueError, match="at most 3, got 4"):
         UNetConfig(depth=5, deep_supervision=4)
-    with pytest.raises(ValueError, match="deep_supervision must be 0..2"):
+    with pytest.raises(ValueError, match="at most 2, got 3"):  # the config's rule and message
         UNet(1, 1, depth=4, deep_supervision=3)
     with pytest.raises(ValueError, match="no deep-supervision heads"):
         tiny_unet()(torch.randn(1, 1, 16, 16), deep_supervision=True)

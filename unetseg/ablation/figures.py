@@ -12,6 +12,7 @@ from skimage.morphology import skeletonize
 
 from unetseg.inference.evaluation import validation_set
 from unetseg.ablation.spec import AblationSpec, fold_ids, result_dir, variant_config
+from unetseg.report.plots import epoch_panel, finish_row
 from unetseg.data import read_mask
 
 Grouped = dict[str, list[dict[str, Any]]]
@@ -155,13 +156,8 @@ def gate_figure(grouped: Grouped) -> Figure | None:
             ax.plot(epochs, low, ls="--", lw=0.8, color=line.get_color())
         ax.axhline(1.0, color="grey", lw=0.6)
         ax.set_ylim(0, 2)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("gate (1 = plain concat)")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+        epoch_panel(ax, name)
+    return finish_row(fig, axes, "gate (1 = plain concat)")
 
 
 def _window_sums(values: np.ndarray, size: int) -> np.ndarray:

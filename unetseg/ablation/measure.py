@@ -60,7 +60,7 @@ def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_
         "variant": cfg.name,
         "seed": cfg.seed,
         "parameters": count_parameters(model),
-        "skips": getattr(cfg.model, "skip_modes", lambda: [])(),
+        "skips": getattr(cfg.model, "skip_modes", []),
         "encoder": getattr(cfg.model, "encoder", cfg.model.arch),
         "mean": result.mean,
         "images": result.rows,

@@ -212,17 +212,7 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
         results = pool_folds(results)
     grouped = _by_variant(spec, results)
     summary = summarise(spec, results)
-    crops = spec.budget.epochs * spec.budget.samples_per_epoch
-    report = Report(
-        f"Skip ablation: {spec.name}",
-        intro=(
-            f"{len(grouped)} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
-            f"{spec.budget.samples_per_epoch} random crops ({crops:,} crops; identical budget, split, seeds and data "
-            f"order; the learning-rate schedule laid out over those steps), measured with its final weights on the "
-            f"validation images. Base config: {spec.base}. Hardware: {hardware(results)}."
-            + (f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})." if missing else "")
-        ),
-    )
+    report = Report(f"Skip ablation: {spec.name}", intro=_intro(spec, len(grouped), hardware(results), missing))
     comparison = paired_comparison(spec, grouped)
     report.section("Results").blocks += [_table(spec, summary)]
     if spec.folds:
@@ -232,6 +222,30 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
     claims = claims_table(grouped, spec.reference_name)
     if claims is not None:
         report.section("What this says about published claims").blocks.append(claims[0])
+    _detail_sections(report, spec, grouped)
+    gates = _training_sections(report, grouped)
+    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(results),
+            "missing": missing or [], "reference": spec.reference_name, "summary": summary, "comparison": comparison,
+            "claims": claims[1] if claims is not None else [],
+            "gates": gates[1] if gates is not None else [],
+            "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
+    return write_report(report, out_dir, data)
+
+
+def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] | None) -> str:
+    crops = spec.budget.epochs * spec.budget.samples_per_epoch
+    return (
+        f"{variants} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
+        f"{spec.budget.samples_per_epoch} random crops ({crops:,} crops; identical budget, split, seeds and data "
+        f"order; the learning-rate schedule laid out over those steps), measured with its final weights on the "
+        f"validation images. Base config: {spec.base}. Hardware: {machine}."
+        + (f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})." if missing else "")
+    )
+
+
+def _detail_sections(report: Report, spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> None:
+    """Where the variants differ in fine detail: crops side by side, error by distance to the
+    boundary, and robustness to test-time corruption."""
     report.section("Fine detail, side by side").blocks += [
         FigureBlock(stem, fig, caption) for stem, fig, caption in figures.crops_figures(spec, grouped)
     ]
@@ -248,6 +262,11 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
             "seeds and validation images.",
             FigureBlock("corruption", robustness, "Dice and boundary F1 (2 px) against corruption strength."),
         ]
+
+
+def _training_sections(report: Report, grouped: dict[str, list[dict[str, Any]]]) -> tuple[Table, list[str]] | None:
+    """How the variants trained: gradients and gates, depth, loss and validation curves;
+    returns the gate table (and its rows) where there are gates."""
     gradients, gates, gate_fig = figures.gradient_figure(grouped), _gate_table(grouped), figures.gate_figure(grouped)
     if gradients is not None or gates is not None:
         section = report.section("Gradients and gates during training")
@@ -272,9 +291,4 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
     validation = figures.validation_figure(grouped)
     if validation is not None:
         curves.blocks.append(FigureBlock("validation_curves", validation, "Validation Dice at each validation epoch, mean over seeds."))
-    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(results),
-            "missing": missing or [], "reference": spec.reference_name, "summary": summary, "comparison": comparison,
-            "claims": claims[1] if claims is not None else [],
-            "gates": gates[1] if gates is not None else [],
-            "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
-    return write_report(report, out_dir, data)
+    return gates

@@ -227,16 +227,12 @@ def match_decoder_width(model: UNetConfig, target: int, tolerance: float, in_ch:
     being smaller.
     """
     from unetseg.models import build_model, count_parameters
-    from unetseg.models.unet import level_widths
+    from unetseg.models.unet import default_decoder_widths, level_widths
 
     if not isinstance(model, UNetConfig):
         raise ConfigError(f"match_parameters needs unetseg U-Net variants, got model.arch {model.arch!r}")
-    if model.decoder_widths is not None:
-        base = model.decoder_widths
-    elif model.encoder.startswith("smp:"):
-        base = [16 * 2**i for i in range(model.depth - 1)]
-    else:
-        base = level_widths(model.depth, model.base_width, model.width_growth, model.max_width)[:-1]
+    widths = level_widths(model.depth, model.base_width, model.width_growth, model.max_width)
+    base = model.decoder_widths or default_decoder_widths(model.encoder, widths)
 
     def count(scale: float) -> tuple[int, UNetConfig]:
         scaled = model.model_copy(update={"decoder_widths": [max(1, round(w * scale)) for w in base]})
@@ -251,6 +247,6 @@ def match_decoder_width(model: UNetConfig, target: int, tolerance: float, in_ch:
         best = count(mid)
         lo, hi = (mid, hi) if best[0] < target else (lo, mid)
     raise ConfigError(
-        f"cannot bring the decoder of {model.skip_modes()} within {tolerance:.0%} of {target:,} parameters "
+        f"cannot bring the decoder of {model.skip_modes} within {tolerance:.0%} of {target:,} parameters "
         f"(closest: {best[0]:,})"
     )

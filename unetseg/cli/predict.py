@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from unetseg.cli.common import make_output_dir, note_skipped, run_command, write_json
-from unetseg.config import load_config
+from unetseg.config import InferenceConfig, load_config
+from unetseg.config.base import field_choices
 
-INFERENCE_MODES = ["auto", "whole", "sliding"]
-TTA = ["none", "flips", "d4"]
+INFERENCE_MODES = field_choices(InferenceConfig, "mode")
+TTA = field_choices(InferenceConfig, "tta")
 
 
 def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from collections.abc import Iterable
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,3 +26,19 @@ class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are re-validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 1, sep: str = "; ") -> str:
+    """``sep`` + "did you mean 'x'?" naming the closest of ``choices`` to a misspelt ``word``
+    (up to ``n`` of them), or "" when none is close: the hint every unknown name gets."""
+    close = difflib.get_close_matches(word, list(choices), n=n)
+    if not close:
+        return ""
+    names = [repr(c) for c in close]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"{sep}did you mean {listed}?"
+
+
+def field_choices(section: type[BaseModel], key: str) -> list[str]:
+    """The values a ``Literal`` field of a config section allows, for a CLI option that sets it."""
+    return [str(value) for value in get_args(section.model_fields[key].annotation)]

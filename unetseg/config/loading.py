@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from unetseg.config.base import did_you_mean
 from unetseg.config.base import ConfigError
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig, _arch_of
 from unetseg.config.schema import Config
@@ -169,8 +169,7 @@ def format_validation_error(
         loc = tuple(p for p in problem["loc"] if p not in ("unet", "smp_unet", "monai_basicunet", "monai_unet"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), n=1)
-            msg = "unknown key" + (f", did you mean {hint[0]!r}?" if hint else "")
+            msg = "unknown key" + did_you_mean(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), sep=", ")
         elif problem["type"] == "missing":
             msg = "required key is missing"
         else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
+import inspect
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from unetseg.config.base import BLOCK_TYPES, RESIDUAL_BLOCKS, ActType, BlockType, NormType, SkipMode, Strict
+from unetseg.config.base import ActType, BlockType, NormType, SkipMode, Strict
+from unetseg.config.rules import check_unet, per_level_skips
 
 # --------------------------------------------------------------------------- model
 
@@ -67,42 +68,14 @@ class UNetConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _check_levels(self) -> "UNetConfig":
-        if isinstance(self.skips, list) and len(self.skips) != self.depth - 1:
-            raise ValueError(
-                f"skips lists one mode per level with a skip: expected {self.depth - 1} entries "
-                f"for depth {self.depth}, got {len(self.skips)}"
-            )
-        if self.decoder_widths is not None and len(self.decoder_widths) != self.depth - 1:
-            raise ValueError(
-                f"decoder_widths needs {self.depth - 1} entries for depth {self.depth}, got {len(self.decoder_widths)}"
-            )
-        if self.encoder not in BLOCK_TYPES and not (self.encoder.startswith("smp:") and len(self.encoder) > 4):
-            hint = difflib.get_close_matches(self.encoder, BLOCK_TYPES, n=1)
-            raise ValueError(
-                f"encoder {self.encoder!r} is not one of {', '.join(BLOCK_TYPES)} or 'smp:<name>'"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
-            )
-        if self.init == "looks_linear" and (self.act != "crelu" or self.encoder.startswith("smp:")):
-            raise ValueError("init 'looks_linear' needs act 'crelu' and one of unetseg's own encoders")
-        if self.deep_supervision > self.depth - 2:
-            raise ValueError(
-                f"deep_supervision heads sit on decoder levels 1..{self.depth - 2} for depth {self.depth}, "
-                f"so it can be at most {self.depth - 2}, got {self.deep_supervision}"
-            )
-        if self.refine_width and self.stem_stride == 1:
-            raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
-        if self.stem_stride > 1 and self.encoder.startswith("smp:"):
-            raise ValueError("stem_stride applies to unetseg's own encoders; smp: encoders bring their own stem")
-        if self.stochastic_depth > 0 and self.encoder not in RESIDUAL_BLOCKS:
-            raise ValueError(
-                f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {self.encoder!r}"
-            )
+    def _check_rules(self) -> UNetConfig:
+        check_unet(**{key: getattr(self, key) for key in inspect.signature(check_unet).parameters})
         return self
 
+    @property
     def skip_modes(self) -> list[str]:
         """One skip mode per level 0..depth-2."""
-        return list(self.skips) if isinstance(self.skips, list) else [self.skips] * (self.depth - 1)
+        return per_level_skips(self.skips, self.depth)
 
 
 class SmpUnetConfig(Strict):

@@ -25,12 +25,12 @@ come from a CReLU (see :mod:`.layers`).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from unetseg.config.base import did_you_mean
 from unetseg.models.layers import (  # noqa: F401  (make_act, make_norm, conv3x3: the blocks' public API)
     ConvNormAct,
     Slice,
@@ -270,11 +270,7 @@ RESIDUAL_TYPE = tuple(name for name, cls in BLOCKS.items() if cls.DROPPABLE)
 def block_class(name: str) -> type[nn.Module]:
     """The block class for a name; a ValueError with a close match for a typo."""
     if name not in BLOCKS:
-        hint = difflib.get_close_matches(name, BLOCKS, n=1)
-        raise ValueError(
-            f"unknown block {name!r}; choose from {', '.join(BLOCKS)}"
-            + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        )
+        raise ValueError(f"unknown block {name!r}; choose from {', '.join(BLOCKS)}" + did_you_mean(name, BLOCKS))
     return BLOCKS[name]
 
 

@@ -8,13 +8,14 @@ skip merges never need to know which one they are fed by.
 
 from __future__ import annotations
 
-import difflib
 
 import torch
 from torch import nn
 
+from unetseg.config.base import did_you_mean
 from unetseg.models.blocks import DEFAULT_OPTIONS, RESIDUAL_TYPE, BlockOptions, block_class, crelu_output, make_stage
-from unetseg.models.layers import Slice, check_init, conv3x3, looks_linear_
+from unetseg.config.rules import check_init
+from unetseg.models.layers import Slice, conv3x3, looks_linear_
 
 
 class EncoderStage(nn.Module):
@@ -107,10 +108,7 @@ def check_smp_encoder(name: str) -> None:
 
     known = list(smp.encoders.encoders)
     if name not in known:
-        hint = difflib.get_close_matches(name, known, n=3)
-        raise ValueError(
-            f"unknown smp encoder {name!r}" + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
-        )
+        raise ValueError(f"unknown smp encoder {name!r}" + did_you_mean(name, known, n=3))
 
 
 class SmpEncoder(nn.Module):

@@ -106,17 +106,6 @@ class ConvNormAct(nn.Sequential):
 
 # --------------------------------------------------------------------------- looks-linear
 
-INITS = ("default", "looks_linear")
-
-
-def check_init(init: str, act: str) -> None:
-    """Looks-linear init mirrors weights over CReLU pairs, so it needs ``act='crelu'``."""
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
-    if init == "looks_linear" and act != "crelu":
-        raise ValueError(f"init 'looks_linear' needs act 'crelu' (Balduzzi et al. 2017), got act {act!r}")
-
-
 def reads_crelu(conv: nn.Module, *channels: Slice | None) -> nn.Module:
     """Record that input ``channels`` (first, count) of ``conv`` come from a CReLU; returns ``conv``.
 

@@ -26,11 +26,11 @@ per-channel spatial mean (keeping its overall level but removing all spatial det
 
 from __future__ import annotations
 
-import difflib
 
 import torch
 from torch import nn
 
+from unetseg.config.base import did_you_mean
 from unetseg.config import SKIP_MODES
 
 # Gate = GATE_SCALE * sigmoid(GATE_SLOPE * g), g starting at 0: open (gate 1) at the sigmoid's
@@ -65,11 +65,7 @@ class SkipMerge(nn.Module):
     def __init__(self, mode: str, up_channels: int, skip_channels: int) -> None:
         super().__init__()
         if mode not in SKIP_MODES:
-            hint = difflib.get_close_matches(mode, SKIP_MODES, n=1)
-            raise ValueError(
-                f"unknown skip mode {mode!r}; choose from {', '.join(SKIP_MODES)}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            )
+            raise ValueError(f"unknown skip mode {mode!r}; choose from {', '.join(SKIP_MODES)}" + did_you_mean(mode, SKIP_MODES))
         self.mode = mode
         self.knockout: str | None = None
         self.proj: nn.Module | None = None

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetseg.config.rules import check_unet, is_smp, per_level_skips
 from unetseg.models.blocks import BlockOptions
 from unetseg.models.decoder import UNetDecoder
 from unetseg.models.encoder import SmpEncoder, UNetEncoder
-from unetseg.models.layers import act_factor, check_init, crelu_map, looks_linear_, make_act, reads_crelu
+from unetseg.models.layers import act_factor, crelu_map, looks_linear_, make_act, reads_crelu
 from unetseg.models.padding import pad_to_multiple
 from unetseg.models.skips import SkipMerge
 
@@ -18,6 +19,14 @@ def level_widths(depth: int, base_width: int, growth: float, max_width: int | No
     """Width of every level: ``base_width * growth**i``, rounded, capped at ``max_width``."""
     widths = [max(1, round(base_width * growth**i)) for i in range(depth)]
     return [min(w, max_width) for w in widths] if max_width else widths
+
+
+def default_decoder_widths(encoder: str, encoder_widths: list[int]) -> list[int]:
+    """Decoder width per level 0..depth-2 when none is given: the encoder's own, or 16, 32, 64, ...
+    behind an smp encoder (whose widths, up to 2048, would make a decoder larger than the net)."""
+    if is_smp(encoder):
+        return [16 * 2**i for i in range(len(encoder_widths) - 1)]
+    return encoder_widths[:-1]
 
 
 def _head(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
@@ -56,61 +65,14 @@ class FullResolutionRefinement(nn.Module):
 
 
 class UNet(nn.Module):
-    """2D U-Net with configurable long skips and encoder blocks.
+    """2D U-Net with configurable long skips and encoder blocks (Ronneberger et al. 2015; the
+    skip ablation follows Drozdzal et al. 2016).
 
-    Ronneberger et al. 2015, "U-Net: Convolutional Networks for Biomedical Image
-    Segmentation"; the skip ablation follows Drozdzal et al. 2016, "The Importance of Skip
-    Connections in Biomedical Image Segmentation".
-
-    Args:
-        in_channels: image channels.
-        out_channels: logits (1 for a binary task, one per class otherwise).
-        depth: resolution levels including the bottleneck (classic U-Net: 5).
-        base_width, width_growth, max_width: encoder width of level i is
-            ``min(base_width * width_growth**i, max_width)``.
-        encoder: ``plain``, ``residual``, ``preact``, ``highway``, ``dense`` (see
-            :mod:`unetseg.models.blocks`) or ``smp:<name>`` (any smp encoder).
-        encoder_weights: pretrained weights for an smp encoder (None: random init).
-        blocks_per_level: encoder blocks per level.
-        decoder_block: block type of the decoder levels.
-        decoder_widths: decoder width per level 0..depth-2 (default: the encoder's widths,
-            or 16, 32, 64, ... for smp encoders).
-        skips: one mode (``concat``/``add``/``none``) or a list, level 0 (full resolution) first.
-        norm, act: normalisation and activation names.
-        downsample: ``maxpool`` or ``conv`` (strided).
-        upsample: ``transpose``, ``bilinear`` or ``nearest``.
-        dropout: Dropout2d rate at the end of the contracting path.
-        shortcut: where an encoder block changes width, ``projection`` (1x1 conv + norm,
-            He et al. 2015 option B) or ``zero_pad`` (extra zero channels, option A).
-        shortcut_downsample: where it halves the resolution, ``stride`` (keep every second
-            pixel) or ``avgpool`` (2x2 average) before the projection or padding.
-        stochastic_depth: drop probability of the deepest encoder block, linear in the block
-            index (Huang et al. 2016); residual-type encoders only; never in evaluation.
-        zero_init_residual: residual blocks start with the last norm of their branch at zero.
-        stem_stride: 1 (level 0 at full resolution, as in the U-Net paper), 2 or 4: the image
-            enters as ``stem_stride**2`` channels at ``1/stem_stride`` resolution (space to
-            depth, lossless) and the head is a transposed convolution of stride
-            ``stem_stride`` whose kernels (``2 * stem_stride`` wide) overlap, so neighbouring
-            output pixels share evidence and no block pattern appears. On a CPU this is the
-            lever that matters: a full-resolution level costs as much as all the others
-            together, with too few channels to keep the matrix units busy.
-        head: with ``stem_stride`` > 1, how the logits return to full resolution:
-            ``transpose`` (the overlapping transposed convolution above) or ``shuffle`` (a 3x3
-            convolution to ``stem_stride**2`` sub-pixels per class, then pixel shuffle; Shi et
-            al. 2016). Both let a pixel see its neighbouring low-resolution cells (shuffle:
-            3x3 of them, transpose: 2x2); shuffle is a dense convolution that the CPU's
-            matrix kernels run about 1.7x as fast as a transposed convolution with one
-            output channel per class.
-        refine_width: with ``stem_stride`` > 1, 0 (the head returns the logits) or the width
-            of a :class:`FullResolutionRefinement` after the head.
-        deep_supervision: how many decoder levels below level 0 also get a 1x1 logit head
-            (nnU-Net; Lee et al. 2015, "Deeply-Supervised Nets"). Their logits, upsampled
-            bilinearly to full resolution, are returned beside the main ones when ``forward``
-            is called with ``deep_supervision=True`` (training); a plain call returns the main
-            logits only, so inference, export and the analyses never see them.
-        init: ``default`` (PyTorch's) or ``looks_linear`` (with ``act='crelu'``, Balduzzi
-            et al. 2017): the network starts as a linear map (exactly, with
-            ``downsample='conv'`` and skips other than ``attention`` or an unprojected ``add``).
+    The arguments are the keys of the config's ``model`` section (:class:`UNetConfig`), checked
+    by the same rules (:func:`unetseg.config.rules.check_unet`); docs/model.md says what each
+    does. Levels count from full resolution (level 0) to the bottleneck; ``skips`` is one mode
+    or one per level, level 0 first. Any input size works: it is padded to the network's
+    multiple and the logits are cropped back.
 
     Example:
         >>> net = UNet(1, 1, depth=4, base_width=8, skips=["concat", "add", "none"])
@@ -148,36 +110,34 @@ class UNet(nn.Module):
         deep_supervision: int = 0,
     ) -> None:
         super().__init__()
-        check_init(init, act)
-        if stem_stride not in (1, 2, 4):
-            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
+        check_unet(depth=depth, skips=skips, decoder_widths=decoder_widths, encoder=encoder, init=init, act=act,
+                   stem_stride=stem_stride, refine_width=refine_width, stochastic_depth=stochastic_depth,
+                   deep_supervision=deep_supervision)
         self.stem = nn.PixelUnshuffle(stem_stride) if stem_stride > 1 else nn.Identity()
-        in_channels *= stem_stride**2
-        skip_modes = [skips] * (depth - 1) if isinstance(skips, str) else list(skips)
         options = BlockOptions(shortcut, shortcut_downsample, zero_init_residual)
-        if encoder.startswith("smp:"):
-            if init != "default" or stochastic_depth or stem_stride > 1:
-                raise ValueError("init, stochastic_depth and stem_stride apply to unetseg's own encoders, not to smp: ones")
+        widths = level_widths(depth, base_width, width_growth, max_width)
+        if is_smp(encoder):
             self.encoder: nn.Module = SmpEncoder(encoder[4:], in_channels, depth, encoder_weights, dropout)
-            default_decoder = [16 * 2**i for i in range(depth - 1)]
         else:
-            widths = level_widths(depth, base_width, width_growth, max_width)
             self.encoder = UNetEncoder(
-                in_channels, widths, encoder, blocks_per_level, norm, act, downsample, dropout,
+                in_channels * stem_stride**2, widths, encoder, blocks_per_level, norm, act, downsample, dropout,
                 options=options, stochastic_depth=stochastic_depth, init=init,
             )
-            default_decoder = widths[:-1]
         self.decoder = UNetDecoder(
-            self.encoder.out_channels, decoder_widths or default_decoder, skip_modes, decoder_block, norm, act,
-            upsample, options=options, encoder_crelu=self.encoder.crelu_features, init=init,
+            self.encoder.out_channels, decoder_widths or default_decoder_widths(encoder, widths),
+            per_level_skips(skips, depth), decoder_block, norm, act, upsample,
+            options=options, encoder_crelu=self.encoder.crelu_features, init=init,
         )
-        if refine_width and stem_stride == 1:
-            raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
+        self._build_heads(in_channels, out_channels, stem_stride, head, refine_width, deep_supervision, act, init)
+        self.multiple = self.encoder.reduction * stem_stride
+
+    def _build_heads(self, in_channels: int, out_channels: int, stem_stride: int, head: str, refine_width: int,
+                     deep_supervision: int, act: str, init: str) -> None:
+        """The logit head (through the optional full-resolution refinement) and the auxiliary
+        deep-supervision heads of decoder levels 1..deep_supervision."""
         self.head = _head(self.decoder.out_channels, refine_width or out_channels, stem_stride, head)
         reads_crelu(self.head[0] if isinstance(self.head, nn.Sequential) else self.head, self.decoder.crelu_output)
-        self.refine = FullResolutionRefinement(refine_width, in_channels // stem_stride**2, out_channels, act) if refine_width else None
-        if not 0 <= deep_supervision <= depth - 2:
-            raise ValueError(f"deep_supervision must be 0..{depth - 2} (decoder levels below level 0), got {deep_supervision}")
+        self.refine = FullResolutionRefinement(refine_width, in_channels, out_channels, act) if refine_width else None
         self.aux_heads = nn.ModuleList(
             nn.Conv2d(self.decoder.widths[level], out_channels, 1) for level in range(1, deep_supervision + 1)
         )
@@ -185,7 +145,6 @@ class UNet(nn.Module):
             looks_linear_(self.head)
             if self.refine is not None:
                 looks_linear_(self.refine)
-        self.multiple = self.encoder.reduction * stem_stride
 
     @property
     def skip_modes(self) -> list[str]:

@@ -11,7 +11,8 @@ the structure to segment as 0 (ISBI's membranes between white cells).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -90,37 +91,56 @@ def _sample_values(values: np.ndarray, count: int, rng: np.random.Generator) -> 
     return values.astype(np.float64)
 
 
+@dataclass
+class _Tally:
+    """What :func:`measure` gathers plane by plane, before it is summed up."""
+
+    rng: np.random.Generator
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    dtypes: Counter[str] = field(default_factory=Counter)
+    means: list[float] = field(default_factory=list)
+    pooled: list[np.ndarray] = field(default_factory=list)
+    foreground: list[np.ndarray] = field(default_factory=list)
+    values: Counter[int] = field(default_factory=Counter)
+    distinct: list[int] = field(default_factory=list)
+    nonzero_shapes: list[Any] = field(default_factory=list)
+    zero_shapes: list[Any] = field(default_factory=list)
+    colour: int = 0
+    channels: int = 0
+    multichannel: bool = False
+
+    def add(self, sample: Sample) -> None:
+        planes = read_planes(sample)
+        raw = planes[0] if len(planes) == 1 else np.dstack(planes)
+        self.multichannel |= is_multichannel(sample, planes)
+        self.channels = max(self.channels, 1 if raw.ndim == 2 else raw.shape[2])
+        self.colour += (not is_multichannel(sample, planes)) and _is_colour(raw)
+        mask = read_raw(sample.mask, sample.page, sample.axis)
+        mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.int64)
+        self.sizes.append(raw.shape[:2])
+        self.dtypes[str(planes[0].dtype)] += 1
+        intensities = raw.astype(np.float64) if raw.dtype == np.bool_ else raw
+        self.pooled.append(_sample_values(np.asarray(intensities).ravel(), PIXELS_PER_PLANE, self.rng))
+        self.means.append(float(self.pooled[-1].mean()) if self.pooled[-1].size else 0.0)
+        labelled = (mask != 0) if raw.ndim == 2 else np.repeat((mask != 0)[..., None], raw.shape[2], axis=2)
+        self.foreground.append(_sample_values(np.asarray(intensities)[labelled], PIXELS_PER_PLANE // 4, self.rng))
+        found, counts = np.unique(mask, return_counts=True)
+        self.values.update(dict(zip(found.tolist(), counts.tolist())))
+        self.distinct.append(len(found))
+        self.nonzero_shapes.append(measure_shape(mask != 0))
+        self.zero_shapes.append(measure_shape(mask == 0))
+
+
 def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
     """The fingerprint of the labelled samples ``data`` describes (a broken dataset raises the
     first problem, as training would; ``unetseg data check`` lists them all)."""
     samples = labelled_samples(data)
-    rng = np.random.default_rng(0)
-    sizes, dtypes, means, pooled, foreground = [], Counter(), [], [], []
-    values: Counter[int] = Counter()
-    distinct, nonzero_shapes, zero_shapes = [], [], []
-    colour = channels = 0
-    multichannel = False
     picked = _pick(samples, max_planes)
+    tally = _Tally(np.random.default_rng(0))
     for sample in picked:
-        planes = read_planes(sample)
-        raw = planes[0] if len(planes) == 1 else np.dstack(planes)
-        multichannel |= is_multichannel(sample, planes)
-        channels = max(channels, 1 if raw.ndim == 2 else raw.shape[2])
-        colour += (not is_multichannel(sample, planes)) and _is_colour(raw)
-        mask = read_raw(sample.mask, sample.page, sample.axis)
-        mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.int64)
-        sizes.append(raw.shape[:2])
-        dtypes[str(planes[0].dtype)] += 1
-        intensities = raw.astype(np.float64) if raw.dtype == np.bool_ else raw
-        pooled.append(_sample_values(np.asarray(intensities).ravel(), PIXELS_PER_PLANE, rng))
-        means.append(float(pooled[-1].mean()) if pooled[-1].size else 0.0)
-        labelled = (mask != 0) if raw.ndim == 2 else np.repeat((mask != 0)[..., None], raw.shape[2], axis=2)
-        foreground.append(_sample_values(np.asarray(intensities)[labelled], PIXELS_PER_PLANE // 4, rng))
-        found, counts = np.unique(mask, return_counts=True)
-        values.update(dict(zip(found.tolist(), counts.tolist())))
-        distinct.append(len(found))
-        nonzero_shapes.append(measure_shape(mask != 0))
-        zero_shapes.append(measure_shape(mask == 0))
+        tally.add(sample)
+    pooled, foreground, values, means = tally.pooled, tally.foreground, tally.values, tally.means
+    channels, colour, multichannel = tally.channels, tally.colour, tally.multichannel
     all_values = np.concatenate(pooled) if pooled else np.zeros(1)
     fg_values = np.concatenate(foreground) if foreground else np.zeros(0)
     low, high = (float(v) for v in np.percentile(all_values, (0.5, 99.5)))
@@ -134,19 +154,19 @@ def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
         planes=len(samples),
         measured=len(picked),
         volumes=volumes,
-        sizes=sizes,
+        sizes=tally.sizes,
         channels=data.channels if data.layout in ("nnunet", "msd") else (channels if multichannel else 3 if colour else 1),
         colour=colour,
         multichannel=multichannel,
-        dtypes=dict(dtypes),
+        dtypes=dict(tally.dtypes),
         value_range=(float(all_values.min()), float(all_values.max())),
         percentiles=(low, high),
         foreground_percentiles=tuple(float(v) for v in np.percentile(fg_values, (0.5, 99.5))) if fg_values.size else None,
         mean_spread=float(np.std(means) / (high - low)) if high > low else 0.0,
         mask_values={k: v / total for k, v in sorted(values.items())},
-        values_per_mask=float(np.median(distinct)),
-        nonzero=summarise(nonzero_shapes),
-        zero=summarise(zero_shapes) if two_valued else None,
+        values_per_mask=float(np.median(tally.distinct)),
+        nonzero=summarise(tally.nonzero_shapes),
+        zero=summarise(tally.zero_shapes) if two_valued else None,
         spacing=_spacing(samples) if volumes else None,
         channel_names=listing.channel_names if listing else None,
         labels=listing.labels if listing else None,

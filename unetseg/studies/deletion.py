@@ -1,4 +1,5 @@
-"""Delete encoder blocks of a trained U-Net at test time (issue #9, claim 2).
+"""Delete encoder blocks of a trained U-Net at test time: do residual encoders degrade
+gracefully where plain ones break?
 
 Veit et al. 2016 ("Residual Networks Behave Like Ensembles of Relatively Shallow Networks")
 read a residual network as an ensemble of paths: deleting one block removes only some paths,

@@ -1,4 +1,4 @@
-"""The depth study of an ablation (issue #9, claim 1): final training loss by encoder type and
+"""Does a deeper encoder train worse under the same budget? Final training loss by encoder type and
 blocks per level, and the loss curves, read from the runs' histories. He et al. 2015's
 degradation shows as a plain encoder whose loss rises with depth under the same budget."""
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from unetseg.report.plots import epoch_panel, finish_row
 from unetseg.report.document import Table
 
 
@@ -61,10 +62,5 @@ def degradation(grouped: dict[str, list[dict[str, Any]]]) -> tuple[Table, Figure
             losses = [[row["train_loss"] for row in r["history"]] for r in runs if _depth_of(r) == (e, d)]
             if losses:
                 ax.plot(np.arange(1, len(losses[0]) + 1), np.mean(losses, axis=0), label=f"{d}/level")
-        ax.set_title(e, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("training loss")
-    axes[-1].legend(fontsize=7)
-    curves.tight_layout()
-    return table, fig, curves
+        epoch_panel(ax, e)
+    return table, fig, finish_row(curves, axes, "training loss")

@@ -1,4 +1,5 @@
-"""Short skips at initialisation and in the first iterations, measured on ISBI crops (issue #9).
+"""Do short skips keep gradients informative? Measured on ISBI crops at initialisation and in
+the first iterations.
 
 - Shattered gradients (Balduzzi et al. 2017, "The Shattered Gradients Problem"): move the
   input along a line ``x(t) = x0 + t d`` (``x0`` a real EM crop, ``d`` a random direction) and

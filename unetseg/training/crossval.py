@@ -22,6 +22,7 @@ from unetseg.models.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data.layouts import split_data
 from unetseg.report.table import format_table
+from unetseg.training.distributed import is_main
 from unetseg.training.trainer import Approve, Trainer, TrainingError
 
 SUMMARY = "cv_summary.json"
@@ -115,7 +116,7 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
         records.append(_fold_record(fold, fold_cfg, summary["history"], summary["best_epoch"]))
     result = {"folds": folds, "monitor": cfg.train.monitor, "output_dir": str(cfg.output_dir),
               "per_fold": records, "pooled": pool(records)}
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank trains; one writes
+    if is_main():  # under torchrun every rank trains; one writes
         _write_json(Path(cfg.output_dir) / SUMMARY, result)
     return result
 

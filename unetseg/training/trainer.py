@@ -369,29 +369,7 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self._prepare_output()
-        set_threads(cfg.train.threads)
-        seed_everything(cfg.seed, cfg.train.deterministic)
-        self._build_data()
-        self._build_model()
-        self.history: list[dict[str, Any]] = []
-        self.best_value: float | None = None
-        self.best_epoch = 0
-        start_epoch = self._restore() if self.resume else 0
-        self._write_config()
-        spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
-        precision = f" under {precision_name(self.amp)} autocast" if self.amp is not None else ""
-        if self.amp is None and self.device.type == "cpu" and cfg.train.amp in ("bf16", "fp16"):
-            why = "this CPU has no bf16 instructions" if cfg.train.amp == "bf16" else "fp16 is not used on a CPU"
-            precision = f" in fp32 (train.amp: {cfg.train.amp}, but {why})"
-        self.log(
-            f"training {count_parameters(self.model):,} parameters on {self.device}{precision} "
-            f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
-            f"epochs {start_epoch + 1}..{cfg.train.epochs}"
-            + (f" or {cfg.train.max_time_s:g} s, whichever ends first" if cfg.train.max_time_s else "")
-            + f" -> {self.out_dir}"
-            + (f", {self.dist.world} processes" if self.dist.enabled else "")
-        )
+        start_epoch, spent = self._start()
         logger = MetricsLogger(self.out_dir, log=self.log) if self.dist.main else None
         clock = time.perf_counter()
         deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
@@ -401,35 +379,9 @@ class Trainer:
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
                 loss, speed, seen, stopped = self._train_epoch(epoch, deadline)
-                last = stopped or epoch + 1 == cfg.train.epochs
-                row: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "train_loss": round(loss, 6),
-                    "train_img_per_s": round(speed, 3),
-                    "train_images": seen,
-                }
-                if self.probe is not None:
-                    row.update({k: round(v, 6) for k, v in self.probe.epoch_stats().items()})
-                if (epoch + 1) % cfg.train.val_every == 0 or last:
-                    metrics = self.dist.broadcast(self.validate() if self.dist.main else None)
-                    if logger is not None:
-                        logger.write_images(epoch + 1, self.predictor, self.val_ds)
-                    row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
-                    value = metrics.get(cfg.train.monitor)
-                    if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:
-                        self.scheduler.step(value)
-                    improved = value is not None and is_better(cfg.train.monitor, value, self.best_value)
-                    if improved:
-                        self.best_value, self.best_epoch = value, epoch + 1
+                row = self._epoch_row(epoch, loss, speed, seen, stopped or epoch + 1 == cfg.train.epochs, logger)
                 row["elapsed_s"] = round(spent + time.perf_counter() - clock, 2)
-                self.history.append(row)  # before saving, so best.pt holds its own epoch's row
-                if self.best_epoch == epoch + 1:
-                    self._save(self.best_path, epoch + 1)
-                self._save(self.last_path, epoch + 1)
-                if logger is not None:
-                    logger.write(self.history)
-                self.log(self._describe(row))
+                self._record(row, logger)
                 if stopped:
                     self.log(f"time budget of {cfg.train.max_time_s:.0f} s reached after epoch {epoch + 1}")
                     break
@@ -446,6 +398,78 @@ class Trainer:
             "best_" + cfg.train.monitor: self.best_value,
             "history": self.history,
         }
+
+    def _start(self) -> tuple[int, float]:
+        """Everything before the first step, announced in one line: (first epoch, seconds already
+        spent by the run being resumed)."""
+        cfg = self.cfg
+        self._prepare_output()
+        set_threads(cfg.train.threads)
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        self._build_data()
+        self._build_model()
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        start_epoch = self._restore() if self.resume else 0
+        self._write_config()
+        spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
+        self.log(
+            f"training {count_parameters(self.model):,} parameters on {self.device}{self._precision_note()} "
+            f"({len(self.train_ds.samples)} train / {len(self.val_ds.samples) if self.val_ds else 0} val pairs), "
+            f"epochs {start_epoch + 1}..{cfg.train.epochs}"
+            + (f" or {cfg.train.max_time_s:g} s, whichever ends first" if cfg.train.max_time_s else "")
+            + f" -> {self.out_dir}"
+            + (f", {self.dist.world} processes" if self.dist.enabled else "")
+        )
+        return start_epoch, spent
+
+    def _precision_note(self) -> str:
+        """Under which precision the steps run, and why not the one asked for where they differ."""
+        requested = self.cfg.train.amp
+        if self.amp is not None:
+            return f" under {precision_name(self.amp)} autocast"
+        if self.device.type == "cpu" and requested in ("bf16", "fp16"):
+            why = "this CPU has no bf16 instructions" if requested == "bf16" else "fp16 is not used on a CPU"
+            return f" in fp32 (train.amp: {requested}, but {why})"
+        return ""
+
+    def _epoch_row(self, epoch: int, loss: float, speed: float, seen: int, last: bool,
+                   logger: MetricsLogger | None) -> dict[str, Any]:
+        """The history row of an epoch: training figures, probe statistics and, on validation
+        epochs, the validation metrics (which also step a plateau schedule and track the best)."""
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": round(loss, 6),
+            "train_img_per_s": round(speed, 3),
+            "train_images": seen,
+        }
+        if self.probe is not None:
+            row.update({k: round(v, 6) for k, v in self.probe.epoch_stats().items()})
+        if (epoch + 1) % self.cfg.train.val_every != 0 and not last:
+            return row
+        metrics = self.dist.broadcast(self.validate() if self.dist.main else None)
+        if logger is not None:
+            logger.write_images(epoch + 1, self.predictor, self.val_ds)
+        row.update({f"val_{k}": round(v, 6) for k, v in metrics.items()})
+        value = metrics.get(self.cfg.train.monitor)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and value is not None:
+            self.scheduler.step(value)
+        if value is not None and is_better(self.cfg.train.monitor, value, self.best_value):
+            self.best_value, self.best_epoch = value, epoch + 1
+        return row
+
+    def _record(self, row: dict[str, Any], logger: MetricsLogger | None) -> None:
+        """Append the row, then write the checkpoints and metrics.csv (best.pt holds its own row)."""
+        epoch = row["epoch"]
+        self.history.append(row)
+        if self.best_epoch == epoch:
+            self._save(self.best_path, epoch)
+        self._save(self.last_path, epoch)
+        if logger is not None:
+            logger.write(self.history)
+        self.log(self._describe(row))
 
     def _describe(self, row: dict[str, Any]) -> str:
         parts = [self.progress.epoch_label(row["epoch"]), f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
