@@ -11,8 +11,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +79,9 @@ def step_flops(model: nn.Module, batch: torch.Tensor, target: torch.Tensor, loss
     return int(counter.get_total_flops())
 
 
-def time_steps(step: Callable[[], Any], device: torch.device, warmup: int = 2, min_steps: int = 3, min_s: float = 3.0) -> float:
+def time_steps(
+    step: Callable[[], Any], device: torch.device, warmup: int = 2, min_steps: int = 3, min_s: float = 3.0
+) -> float:
     """Seconds per call of ``step`` after ``warmup`` calls: at least ``min_steps`` calls and
     ``min_s`` seconds, so that fast models are timed over many steps and slow ones finish."""
     for _ in range(warmup):

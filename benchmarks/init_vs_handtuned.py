@@ -34,7 +34,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, write_results  # noqa: E402
+from common import environment, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -52,15 +52,27 @@ def _cli(args: list[str], log_path: Path) -> None:
         raise SystemExit(f"unetseg {args[0]} failed; see {log_path}")
 
 
-def _train_and_score(config: Path, run_dir: Path, handtuned: Path, overrides: list[str], log_path: Path) -> dict[str, Any]:
+def _train_and_score(
+    config: Path, run_dir: Path, handtuned: Path, overrides: list[str], log_path: Path
+) -> dict[str, Any]:
     """Train ``config`` into ``run_dir``; score its final weights on ``handtuned``'s validation split."""
     start = time.perf_counter()
     sets = [arg for item in overrides for arg in ("--set", item)]
     _cli(["train", "--config", str(config), "--out", str(run_dir), *sets], log_path)
     wall = time.perf_counter() - start
     scores = run_dir / "eval_final.json"
-    _cli(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--config", str(handtuned),
-          "--json", str(scores)], log_path)
+    _cli(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_dir / "checkpoints" / "last.pt"),
+            "--config",
+            str(handtuned),
+            "--json",
+            str(scores),
+        ],
+        log_path,
+    )
     mean = json.loads(scores.read_text())["mean"]
     for bulky in ("checkpoints", "tensorboard"):  # the results keep scores and curves, not weights
         shutil.rmtree(run_dir / bulky, ignore_errors=True)
@@ -88,13 +100,31 @@ def run_dataset(name: str, out: Path, budget: float | None, seed: int, epochs: i
     planned_cfg = runs / f"{name}_planned.yaml"
     log = runs / f"{name}.log"
     log.write_text("")
-    _cli(["init", data, "--out", str(planned_cfg), "--budget", f"{budget:g}", "--name", f"{name}_planned",
-          "--output-dir", str(runs / f"{name}_planned"), "--overwrite"], log)
+    _cli(
+        [
+            "init",
+            data,
+            "--out",
+            str(planned_cfg),
+            "--budget",
+            f"{budget:g}",
+            "--name",
+            f"{name}_planned",
+            "--output-dir",
+            str(runs / f"{name}_planned"),
+            "--overwrite",
+        ],
+        log,
+    )
     overrides = [f"seed={seed}", f"train.max_time_s={budget}"]
     if epochs:  # a budget in steps: the same crops for both, whatever else loads the machine
         overrides = [f"seed={seed}", f"train.epochs={epochs}", "train.schedule_by=steps", "train.max_time_s=null"]
     result = {
-        "data": data, "handtuned_config": handtuned, "budget_s": budget, "epochs": epochs, "seed": seed,
+        "data": data,
+        "handtuned_config": handtuned,
+        "budget_s": budget,
+        "epochs": epochs,
+        "seed": seed,
         "handtuned": _train_and_score(handtuned_cfg, runs / f"{name}_handtuned", handtuned_cfg, overrides, log),
         "planned": _train_and_score(planned_cfg, runs / f"{name}_planned", handtuned_cfg, overrides, log),
     }
@@ -122,8 +152,10 @@ def markdown(payload: dict[str, Any]) -> str:
             label = result["handtuned_config"] if which == "handtuned" else "`unetseg init`"
             best = f"{r['best_val_dice']:.4f}" if r["best_val_dice"] is not None else "-"
             budget = f"{result['epochs']} epochs" if result.get("epochs") else f"{result['budget_s']:g} s"
-            lines.append(f"| {name} | {budget} | {label} | {r['dice']:.4f} | {r['iou']:.4f} | "
-                         f"{r['pixel_error']:.4f} | {best} | {r['epochs']} | {r['crops_per_s']} |")
+            lines.append(
+                f"| {name} | {budget} | {label} | {r['dice']:.4f} | {r['iou']:.4f} | "
+                f"{r['pixel_error']:.4f} | {best} | {r['epochs']} | {r['crops_per_s']} |"
+            )
     lines.append("")
     for name, result in payload["datasets"].items():
         verdict = "within" if result["within_target"] else "outside"
@@ -134,8 +166,12 @@ def markdown(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="isbi,nuclei", help="comma-separated: isbi, nuclei")
-    parser.add_argument("--budget", type=float, help="seconds for every run (default: each hand-tuned config's max_time_s)")
-    parser.add_argument("--epochs", type=int, help="train both for this many epochs (cosine over the steps) instead of --budget")
+    parser.add_argument(
+        "--budget", type=float, help="seconds for every run (default: each hand-tuned config's max_time_s)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="train both for this many epochs (cosine over the steps) instead of --budget"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "init_vs_handtuned")
     args = parser.parse_args(argv)

@@ -33,12 +33,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, matmul_peak, step_flops, write_results  # noqa: E402
+from common import environment, matmul_peak, step_flops, write_results
 
-from unetseg.config import load_config  # noqa: E402
-from unetseg.models import build_model, count_parameters  # noqa: E402
-from unetseg.runtime import amp_dtype, precision_name  # noqa: E402
-from unetseg.training.losses import build_loss  # noqa: E402
+from unetseg.config import load_config
+from unetseg.models import build_model, count_parameters
+from unetseg.runtime import amp_dtype, precision_name
+from unetseg.training.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS: dict[str, dict[str, Any]] = {
     "smp_unet": {"arch": "smp_unet", "encoder": "resnet18"},
     "monai_basicunet": {"arch": "monai_basicunet"},
-    "monai_unet": {"arch": "monai_unet", "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    "monai_unet": {
+        "arch": "monai_unet",
+        "channels": [16, 32, 64, 128, 256],
+        "strides": [2, 2, 2, 2],
+        "num_res_units": 2,
+    },
 }
 PEER_LABELS = {
     "smp_unet": "smp Unet resnet18",
@@ -55,10 +60,22 @@ PEER_LABELS = {
 }
 # The training recipe behind issue #10's reference figures, for the ``<peer>_issue`` entrants.
 ISSUE_RECIPE: dict[str, dict[str, Any]] = {
-    "augment": {"crop_size": 256, "hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "elastic": {"p": 0.0}, "brightness_contrast": 0.0},
+    "augment": {
+        "crop_size": 256,
+        "hflip": 0.5,
+        "vflip": 0.5,
+        "rot90": 0.5,
+        "elastic": {"p": 0.0},
+        "brightness_contrast": 0.0,
+    },
     "train": {
-        "batch_size": 4, "optimizer": "adamw", "lr": 1e-3, "scheduler": "none", "warmup_epochs": 0,
-        "schedule_by": "steps", "loss": {"name": "dice_ce"},
+        "batch_size": 4,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "scheduler": "none",
+        "warmup_epochs": 0,
+        "schedule_by": "steps",
+        "loss": {"name": "dice_ce"},
     },
     "inference": {"tta": "none"},
 }
@@ -67,7 +84,17 @@ ISSUE = "_issue"
 # interval, threads), not the recipe. Any other key (ema, grad_clip, a border weight) would
 # quietly make the peer's recipe the config's; ``amp`` is left out too, since the issue's
 # reference figures were measured in fp32.
-LOOP_KEYS = ("epochs", "samples_per_epoch", "val_every", "monitor", "max_time_s", "threads", "device", "num_workers", "progress")
+LOOP_KEYS = (
+    "epochs",
+    "samples_per_epoch",
+    "val_every",
+    "monitor",
+    "max_time_s",
+    "threads",
+    "device",
+    "num_workers",
+    "progress",
+)
 
 
 def label(entrant: str) -> str:
@@ -79,10 +106,14 @@ def label(entrant: str) -> str:
 
 def known(entrant: str) -> bool:
     return entrant == "unetseg" or entrant.removesuffix(ISSUE) in PEERS
+
+
 METRICS = ("dice", "pixel_error", "rand_error")
 
 
-def entrant_config(base: dict[str, Any], entrant: str, seed: int, budget: float, threads: int, out: Path) -> dict[str, Any]:
+def entrant_config(
+    base: dict[str, Any], entrant: str, seed: int, budget: float, threads: int, out: Path
+) -> dict[str, Any]:
     cfg = yaml.safe_load(yaml.safe_dump(base))
     if entrant != "unetseg":
         cfg["model"] = PEERS[entrant.removesuffix(ISSUE)]
@@ -115,7 +146,11 @@ def flops_per_image(cfg_path: Path) -> tuple[int, int, int]:
     model = build_model(cfg.model, cfg.data.channels, cfg.data.out_channels)
     x = torch.randn(batch, cfg.data.channels, crop, crop)
     y = (torch.rand(batch, crop, crop) > 0.5).float()
-    return step_flops(model, x, y, build_loss(cfg.train.loss, cfg.data.out_channels)) // batch, count_parameters(model), crop
+    return (
+        step_flops(model, x, y, build_loss(cfg.train.loss, cfg.data.out_channels)) // batch,
+        count_parameters(model),
+        crop,
+    )
 
 
 def _cli(args: list[str], log_path: Path) -> None:
@@ -129,7 +164,10 @@ def score(run_dir: Path, tta: str, log_path: Path) -> dict[str, float]:
     """The final weights' scores from ``unetseg evaluate``: fp32 for every entrant, whatever
     precision it trained and validated in, so the scoring is the same for all."""
     path = run_dir / f"eval_tta_{tta}.json"
-    _cli(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--tta", tta, "--json", str(path)], log_path)
+    _cli(
+        ["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--tta", tta, "--json", str(path)],
+        log_path,
+    )
     return json.loads(path.read_text())["mean"]
 
 
@@ -176,7 +214,14 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["time_to_dice"] = statistics.fmean(reached) if None not in reached else None
     out["precision"] = "/".join(sorted({r["precision"] for r in runs}))
     out["crop"] = "/".join(str(c) for c in sorted({r["crop"] for r in runs}))
-    for key in (*METRICS, *(f"{m}_tta" for m in METRICS), "img_per_s", "gflops_per_s", "peak_fraction", "own_peak_fraction"):
+    for key in (
+        *METRICS,
+        *(f"{m}_tta" for m in METRICS),
+        "img_per_s",
+        "gflops_per_s",
+        "peak_fraction",
+        "own_peak_fraction",
+    ):
         values = [r[key] for r in runs]
         out[key] = statistics.fmean(values)
         out[key + "_range"] = [min(values), max(values)]
@@ -206,21 +251,36 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {'not reached' if s['time_to_dice'] is None else format(s['time_to_dice'], '.0f')} "
             f"| {_fmt(s, 'dice')} | {_fmt(s, 'pixel_error')} | {_fmt(s, 'rand_error')} |"
         )
-    lines += ["", "The same final weights scored with test-time augmentation (`unetseg evaluate --tta d4`, the mean of 8 flips/rotations):", "",
-              "| model | Dice | pixel error | adapted Rand error |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "The same final weights scored with test-time augmentation (`unetseg evaluate --tta d4`, the mean of 8 flips/rotations):",
+        "",
+        "| model | Dice | pixel error | adapted Rand error |",
+        "|---|---|---|---|",
+    ]
     for name, s in result["summary"].items():
         cells = [_fmt(s, f"{m}_tta") for m in METRICS]
         lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
     verdicts = verdict(result["summary"])
     if verdicts:
-        lines += ["", "unetseg against each peer run with several seeds: the gap in means, and whether every unetseg "
-                  "seed is better than every peer seed (the seed ranges do not overlap):", "",
-                  "| peer | scoring | Dice | pixel error | adapted Rand error |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "unetseg against each peer run with several seeds: the gap in means, and whether every unetseg "
+            "seed is better than every peer seed (the seed ranges do not overlap):",
+            "",
+            "| peer | scoring | Dice | pixel error | adapted Rand error |",
+            "|---|---|---|---|---|",
+        ]
         for v in verdicts:
             cells = [f"{v[m]['gap']:+.4f} ({'separate' if v[m]['separate'] else 'overlap'})" for m in METRICS]
             lines.append(f"| {label(v['peer'])} | {v['scoring']} | " + " | ".join(cells) + " |")
-    lines += ["", "Per run:", "", "| model | seed | img/s | epochs | Dice | pixel error | Rand error | Dice (TTA) | pixel error (TTA) | Rand error (TTA) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| model | seed | img/s | epochs | Dice | pixel error | Rand error | Dice (TTA) | pixel error (TTA) | Rand error (TTA) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         values = " | ".join(f"{r[m + suffix]:.4f}" for suffix in ("", "_tta") for m in METRICS)
         lines.append(f"| {label(r['entrant'])} | {r['seed']} | {r['img_per_s']:.1f} | {r['epochs']} | {values} |")
@@ -231,7 +291,9 @@ def _peak_cell(s: dict[str, Any]) -> str:
     """% of the fp32 peak, issue #10's yardstick for every entrant; an entrant computing in bf16
     also against the bf16 peak, which is what its convolutions could reach on this CPU."""
     cell = f"{100 * s['peak_fraction']:.0f}%"
-    return cell if s["precision"] == "fp32" else f"{cell} of fp32, {100 * s['own_peak_fraction']:.0f}% of {s['precision']}"
+    return (
+        cell if s["precision"] == "fp32" else f"{cell} of fp32, {100 * s['own_peak_fraction']:.0f}% of {s['precision']}"
+    )
 
 
 def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -271,7 +333,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of unetseg and MONAI UNet (both recipes)")
     parser.add_argument("--peer-seeds", default="0", help="seeds of smp Unet and MONAI BasicUNet")
     parser.add_argument(
-        "--entrants", default="unetseg,monai_unet_issue,monai_unet,smp_unet_issue,monai_basicunet_issue",
+        "--entrants",
+        default="unetseg,monai_unet_issue,monai_unet,smp_unet_issue,monai_basicunet_issue",
         help="unetseg and peers (smp_unet, monai_basicunet, monai_unet), each peer with '_issue' for the issue's recipe",
     )
     parser.add_argument("--dice-threshold", type=float, default=0.78, help="for the time-to-accuracy column")
@@ -283,7 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     entrants = [e.strip() for e in args.entrants.split(",") if e.strip()]
     unknown = [e for e in entrants if not known(e)]
     if unknown:
-        parser.error(f"unknown entrant(s) {', '.join(unknown)}; choose from unetseg, {', '.join(PEERS)} (each with or without '{ISSUE}')")
+        parser.error(
+            f"unknown entrant(s) {', '.join(unknown)}; choose from unetseg, {', '.join(PEERS)} (each with or without '{ISSUE}')"
+        )
     main_entrants = ("unetseg", "monai_unet", "monai_unet" + ISSUE)
     seeds = {e: [int(s) for s in (args.seeds if e in main_entrants else args.peer_seeds).split(",")] for e in entrants}
     peaks = {"fp32": matmul_peak(torch.device("cpu"))}
@@ -299,14 +364,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"{run_dir} already holds a run; remove it or pass another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir.parent / f"{entrant}_seed{seed}.yaml"
-        cfg_path.write_text(yaml.safe_dump(entrant_config(base, entrant, seed, args.budget, args.threads, run_dir), sort_keys=False))
+        cfg_path.write_text(
+            yaml.safe_dump(entrant_config(base, entrant, seed, args.budget, args.threads, run_dir), sort_keys=False)
+        )
         per_image, params[entrant], crop = flops_per_image(cfg_path)
         dtype = compute_dtype(cfg_path)
         precision = precision_name(dtype)
         if precision not in peaks:
             peaks[precision] = matmul_peak(torch.device("cpu"), dtype)
             print(f"{precision} matmul peak: {peaks[precision] / 1e9:.1f} GFLOP/s", flush=True)
-        print(f"{label(entrant)}, seed {seed}: {params[entrant] / 1e6:.2f} M parameters, training {args.budget:.0f} s ...", flush=True)
+        print(
+            f"{label(entrant)}, seed {seed}: {params[entrant] / 1e6:.2f} M parameters, training {args.budget:.0f} s ...",
+            flush=True,
+        )
         result = run_entrant(cfg_path, run_dir, run_dir.parent / f"{entrant}_seed{seed}.log")
         result.update(entrant=entrant, seed=seed, flops_per_image=per_image, precision=precision, crop=crop)
         result["time_to_dice"] = time_to_dice(result["dice_curve"], args.dice_threshold)
@@ -326,9 +396,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def results(
-    args: argparse.Namespace, entrants: list[str], runs: list[dict[str, Any]], params: dict[str, int], peaks: dict[str, float]
+    args: argparse.Namespace,
+    entrants: list[str],
+    runs: list[dict[str, Any]],
+    params: dict[str, int],
+    peaks: dict[str, float],
 ) -> dict[str, Any]:
-    summary = {e: summarise([r for r in runs if r["entrant"] == e]) for e in entrants if any(r["entrant"] == e for r in runs)}
+    summary = {
+        e: summarise([r for r in runs if r["entrant"] == e]) for e in entrants if any(r["entrant"] == e for r in runs)
+    }
     return {
         "environment": environment(torch.device("cpu")),
         "verdict": verdict(summary),

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, matmul_peak, step_flops, sync, time_steps, write_results  # noqa: E402
+from common import environment, matmul_peak, step_flops, sync, time_steps, write_results
 
-from unetseg.config import LossConfig, load_config  # noqa: E402
-from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig  # noqa: E402
-from unetseg.models import build_model, count_parameters  # noqa: E402
-from unetseg.runtime import amp_dtype, autocast, precision_name  # noqa: E402
-from unetseg.training.losses import build_loss  # noqa: E402
+from unetseg.config import LossConfig, load_config
+from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig
+from unetseg.models import build_model, count_parameters
+from unetseg.runtime import amp_dtype, autocast, precision_name
+from unetseg.training.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,10 @@ MODELS: dict[str, tuple[str, Any]] = {
     "smp_unet_resnet18": ("small", lambda: SmpUnetConfig(arch="smp_unet", encoder="resnet18")),
     "unetseg_default": ("large", lambda: UNetConfig()),
     "smp_unet_resnet34": ("large", lambda: SmpUnetConfig(arch="smp_unet", encoder="resnet34")),
-    "monai_basicunet_wide": ("large", lambda: MonaiBasicUNetConfig(arch="monai_basicunet", features=[64, 64, 128, 256, 512, 64])),
+    "monai_basicunet_wide": (
+        "large",
+        lambda: MonaiBasicUNetConfig(arch="monai_basicunet", features=[64, 64, 128, 256, 512, 64]),
+    ),
     "monai_unet_wide": ("large", lambda: MonaiUNetConfig(arch="monai_unet", channels=[32, 64, 128, 256, 512])),
 }
 
@@ -81,7 +84,7 @@ def measure(
         x = torch.randn(n, 1, size, size, device=device).contiguous(memory_format=fmt)
         y = (torch.rand(n, size, size, device=device) > 0.5).float()
 
-        def train_step() -> None:
+        def train_step(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, dtype):
                 loss = loss_fn(run(x), y)
@@ -163,8 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def child_args(args: argparse.Namespace) -> list[str]:
     """The settings a model's own process measures under (the model list stays here)."""
-    child = ["--device", args.device, "--amp", args.amp, "--batch", str(args.batch), "--min-seconds", str(args.min_seconds)]
-    child += (["--threads", str(args.threads)] if args.threads else []) + (["--channels-last"] if args.channels_last else [])
+    child = [
+        "--device",
+        args.device,
+        "--amp",
+        args.amp,
+        "--batch",
+        str(args.batch),
+        "--min-seconds",
+        str(args.min_seconds),
+    ]
+    child += (["--threads", str(args.threads)] if args.threads else []) + (
+        ["--channels-last"] if args.channels_last else []
+    )
     return child + (["--compile"] if args.compile else [])
 
 
@@ -176,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
 
     if args.one:
-        print(json.dumps(measure(args.one, device, args.amp, args.channels_last, args.compile, args.min_seconds, args.batch)))
+        print(
+            json.dumps(
+                measure(args.one, device, args.amp, args.channels_last, args.compile, args.min_seconds, args.batch)
+            )
+        )
         return {}
     names = args.models.split(",") if args.models else [n for n, (g, _) in MODELS.items() if args.group in ("all", g)]
     unknown = [n for n in names if n not in MODELS]
@@ -193,13 +211,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak = matmul_peak(device, peak_dtype)
     results = []
     for name in names:
-        proc = subprocess.run([sys.executable, __file__, *child_args(args), "--one", name], capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, __file__, *child_args(args), "--one", name], capture_output=True, text=True, cwd=ROOT
+        )
         if proc.returncode != 0:
             raise SystemExit(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{name:22s} {r['params'] / 1e6:6.2f} M  train {r['train_img_s_256']:6.2f} img/s @256  {r['train_img_s_512']:6.2f} @512  "
-              f"infer {r['infer_img_s_512']:6.2f} img/s  {r['train_gflops_s_256']:.0f} GFLOP/s", flush=True)
+        print(
+            f"{name:22s} {r['params'] / 1e6:6.2f} M  train {r['train_img_s_256']:6.2f} img/s @256  {r['train_img_s_512']:6.2f} @512  "
+            f"infer {r['infer_img_s_512']:6.2f} img/s  {r['train_gflops_s_256']:.0f} GFLOP/s",
+            flush=True,
+        )
     payload = {
         "environment": environment(device),
         "amp": args.amp,

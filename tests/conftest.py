@@ -40,7 +40,9 @@ def blob_pair(rng: np.random.Generator, h: int = 64, w: int = 64) -> tuple[np.nd
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def write_pairs(root: Path, n: int = 6, h: int = 64, w: int = 64, seed: int = 0, mask_suffix: str = "") -> tuple[Path, Path]:
+def write_pairs(
+    root: Path, n: int = 6, h: int = 64, w: int = 64, seed: int = 0, mask_suffix: str = ""
+) -> tuple[Path, Path]:
     """``root/images/img_<i>.png`` and ``root/masks/img_<i><suffix>.png``."""
     rng = np.random.default_rng(seed)
     images, masks = root / "images", root / "masks"
@@ -153,3 +155,15 @@ def meters(monkeypatch) -> list[RecordedMeter]:
 
     monkeypatch.setattr(unetseg.meter, "progress_bar", recording)
     return opened
+
+
+@pytest.fixture
+def trained(tiny_cfg_file, tmp_path) -> Path:
+    """A run of the tiny config trained through the command line."""
+    from cli_helpers import invoke
+
+    out = tmp_path / "cli_run"
+    result = invoke("train", "--config", tiny_cfg_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "done: best dice" in result.output
+    return out

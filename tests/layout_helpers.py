@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from conftest import blob_pair, write_pairs
 from test_volumes import blob_volume, save_nifti
 
@@ -35,12 +34,15 @@ def nnunet_2d(root: Path, n: int = 6, channels: int = 2, test_cases: int = 2) ->
             if labelled:
                 (dataset / "labelsTr").mkdir(exist_ok=True)
                 assert cv2.imwrite(str(dataset / "labelsTr" / f"{case}.png"), (mask > 0).astype(np.uint8))
-    write_json(dataset / "dataset.json", {
-        "channel_names": {str(c): name for c, name in enumerate(["bright", "dim"][:channels])},
-        "labels": {"background": 0, "blob": 1},
-        "numTraining": n,
-        "file_ending": ".png",
-    })
+    write_json(
+        dataset / "dataset.json",
+        {
+            "channel_names": {str(c): name for c, name in enumerate(["bright", "dim"][:channels])},
+            "labels": {"background": 0, "blob": 1},
+            "numTraining": n,
+            "file_ending": ".png",
+        },
+    )
     return dataset
 
 
@@ -53,9 +55,15 @@ def nnunet_3d(root: Path, n: int = 3, test_cases: int = 1) -> Path:
         save_nifti(dataset / "labelsTr" / f"vol_{i:03d}.nii.gz", mask)
     for i in range(test_cases):
         save_nifti(dataset / "imagesTs" / f"ts_{i:03d}_0000.nii.gz", blob_volume(seed=10 + i)[0])
-    write_json(dataset / "dataset.json", {
-        "channel_names": {"0": "T2"}, "labels": {"background": 0, "lesion": 1}, "numTraining": n, "file_ending": ".nii.gz",
-    })
+    write_json(
+        dataset / "dataset.json",
+        {
+            "channel_names": {"0": "T2"},
+            "labels": {"background": 0, "lesion": 1},
+            "numTraining": n,
+            "file_ending": ".nii.gz",
+        },
+    )
     return dataset
 
 
@@ -70,17 +78,24 @@ def msd(root: Path, n: int = 3, modalities: int = 2) -> Path:
         save_nifti(dataset / "imagesTr" / f"blob_{i:03d}.nii.gz", stacked)
         save_nifti(dataset / "labelsTr" / f"blob_{i:03d}.nii.gz", mask)
         training.append({"image": f"./imagesTr/blob_{i:03d}.nii.gz", "label": f"./labelsTr/blob_{i:03d}.nii.gz"})
-    write_json(dataset / "dataset.json", {
-        "name": "Blobs", "modality": {str(m): f"MR{m}" for m in range(modalities)},
-        "labels": {"0": "background", "1": "blob"}, "numTraining": n, "training": training, "test": [],
-    })
+    write_json(
+        dataset / "dataset.json",
+        {
+            "name": "Blobs",
+            "modality": {str(m): f"MR{m}" for m in range(modalities)},
+            "labels": {"0": "background", "1": "blob"},
+            "numTraining": n,
+            "training": training,
+            "test": [],
+        },
+    )
     return dataset
 
 
 def csv_manifest(root: Path, n: int = 6, with_split: bool = True) -> Path:
     """``cases.csv`` beside ``images/`` and ``masks/`` (paths relative to the CSV), the last
     two rows validation and one extra test row without a mask when ``with_split``."""
-    images, masks = write_pairs(root, n=n)
+    write_pairs(root, n=n)
     lines = ["image,mask,split" if with_split else "image,mask"]
     for i in range(n):
         split = ",val" if i >= n - 2 else ",train"

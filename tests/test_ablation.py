@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import write_yaml
 
 from unetseg.ablation.figures import disagreement, thin_structure_window
 from unetseg.ablation.spec import AblationSpec, load_spec, variant_config
 from unetseg.cli import main
 from unetseg.config import ConfigError
-
-from conftest import write_yaml
 
 
 @pytest.fixture
@@ -47,8 +46,11 @@ def test_grid_expands_to_named_combinations(tiny_cfg_file):
     )
     names = [v.name for v in spec.expand()]
     assert names == [
-        "skips-concat_encoder-plain", "skips-concat_encoder-residual",
-        "skips-none_encoder-plain", "skips-none_encoder-residual", "mask",
+        "skips-concat_encoder-plain",
+        "skips-concat_encoder-residual",
+        "skips-none_encoder-plain",
+        "skips-none_encoder-residual",
+        "mask",
     ]
     assert spec.reference_name == names[0]
 
@@ -273,9 +275,18 @@ def test_report_renders_in_headless_chromium(ablation_file, tmp_path):
     assert result.exit_code == 0, result.output
     shot = tmp_path / "shot.png"
     cmd = [
-        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-        f"--screenshot={shot}", "--window-size=1200,2400", (tmp_path / "abl" / "report.html").as_uri(),
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2400",
+        (tmp_path / "abl" / "report.html").as_uri(),
     ]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
     import cv2
@@ -302,7 +313,10 @@ def test_matched_controls_are_within_tolerance_of_the_reference(ablation_file):
         cfg = variant_config(matched, variant, 0)
         assert abs(parameter_count(cfg) - sizes["concat"]) <= 0.05 * sizes["concat"], variant.name
         if variant.name != "concat":
-            assert cfg.model.decoder_widths is not None and cfg.model.skip_modes == variant_config(plain, variant, 0).model.skip_modes
+            assert (
+                cfg.model.decoder_widths is not None
+                and cfg.model.skip_modes == variant_config(plain, variant, 0).model.skip_modes
+            )
 
 
 def test_changed_report_settings_measure_again_without_retraining(ablation_file, tmp_path):
@@ -344,8 +358,10 @@ def test_cross_validated_ablation_pools_every_image_once(ablation_file, tmp_path
 def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
     tree = yaml.safe_load(ablation_file.read_text())
     tree.update({"seeds": [0], "set": {"train.level_stats": True}, "report": {"crop_size": 32}})
-    tree["variants"] = [{"name": "concat", "set": {"model.skips": "concat"}},
-                        {"name": "gated", "set": {"model.skips": ["gated", "gated"]}}]
+    tree["variants"] = [
+        {"name": "concat", "set": {"model.skips": "concat"}},
+        {"name": "gated", "set": {"model.skips": ["gated", "gated"]}},
+    ]
     write_yaml(ablation_file, tree)
     result = CliRunner().invoke(main, ["ablate", "--config", str(ablation_file)])
     assert result.exit_code == 0, result.output
@@ -353,7 +369,7 @@ def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
     assert (out / "figures" / "gradients.png").is_file()
     md = (out / "report.md").read_text()
     assert "Gate value of each gated skip after training" in md
-    gate_part = md[md.index("Gate value of each gated skip"):]
+    gate_part = md[md.index("Gate value of each gated skip") :]
     gate_row = next(line for line in gate_part.splitlines() if line.startswith("| gated |"))
     cells = [c.strip() for c in gate_row.strip("|").split("|")[1:]]
     values = [float(c.split(" (min ")[0]) for c in cells]

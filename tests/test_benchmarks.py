@@ -15,11 +15,10 @@ from unetseg import runtime
 from unetseg.config import UNetConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import common  # noqa: E402
-import isbi_race  # noqa: E402
-import throughput  # noqa: E402
-
-from conftest import write_yaml  # noqa: E402
+import common
+import isbi_race
+import throughput
+from conftest import write_yaml
 
 
 def test_step_flops_of_one_conv_is_forward_plus_weight_gradient():
@@ -45,11 +44,23 @@ def test_throughput_measure_reports_every_number(monkeypatch):
     monkeypatch.setitem(throughput.MODELS, "tiny", ("small", lambda: UNetConfig(depth=2, base_width=2)))
     r = throughput.measure("tiny", torch.device("cpu"), "off", channels_last=True, compile_=False, min_s=0.0)
     assert r["params"] > 0 and r["group"] == "small"
-    for key in ("train_img_s_256", "train_img_s_512", "infer_img_s_512", "train_gflops_s_256", "train_flops_per_image_256"):
+    for key in (
+        "train_img_s_256",
+        "train_img_s_512",
+        "infer_img_s_512",
+        "train_gflops_s_256",
+        "train_flops_per_image_256",
+    ):
         assert r[key] > 0, key
     text = throughput.markdown(
-        {"environment": common.environment(torch.device("cpu")), "amp": "off", "channels_last": True, "compile": False,
-         "matmul_peak_gflops": 100.0, "models": [r]}
+        {
+            "environment": common.environment(torch.device("cpu")),
+            "amp": "off",
+            "channels_last": True,
+            "compile": False,
+            "matmul_peak_gflops": 100.0,
+            "models": [r],
+        }
     )
     assert "| tiny | small |" in text
 
@@ -58,8 +69,21 @@ def test_throughput_children_get_the_settings_but_not_the_model_list():
     """``--models a,b`` (space-separated) once reached the per-model processes as a stray argument."""
     parser = throughput.build_parser()
     for flags in (["--channels-last", "--compile", "--threads", "3"], []):
-        args = parser.parse_args(["--device", "cuda", "--models", "unetseg_cpu,monai_unet", "--amp", "bf16", "--batch", "32",
-                                  "--min-seconds", "0.5", *flags])
+        args = parser.parse_args(
+            [
+                "--device",
+                "cuda",
+                "--models",
+                "unetseg_cpu,monai_unet",
+                "--amp",
+                "bf16",
+                "--batch",
+                "32",
+                "--min-seconds",
+                "0.5",
+                *flags,
+            ]
+        )
         child = parser.parse_args([*throughput.child_args(args), "--one", "unetseg_cpu"])  # no stray argument: parses
         for key in ("device", "amp", "batch", "min_seconds", "threads", "channels_last", "compile"):
             assert getattr(child, key) == getattr(args, key), (key, flags)
@@ -75,7 +99,9 @@ def test_race_runs_entrants_under_one_config_end_to_end(tiny_cfg_dict, tmp_path,
     tiny_cfg_dict["train"].update(epochs=2, samples_per_epoch=4, val_every=1)
     base = write_yaml(tmp_path / "base.yaml", tiny_cfg_dict)
     out = tmp_path / "race"
-    result = isbi_race.main(["--config", str(base), "--budget", "30", "--seeds", "0", "--entrants", "unetseg,monai_unet", "--out", str(out)])
+    result = isbi_race.main(
+        ["--config", str(base), "--budget", "30", "--seeds", "0", "--entrants", "unetseg,monai_unet", "--out", str(out)]
+    )
     assert set(result["summary"]) == {"unetseg", "monai_unet"}
     for run in result["runs"]:
         assert 0.0 <= run["dice"] <= 1.0 and run["img_per_s"] > 0 and run["flops_per_image"] > 0
@@ -110,7 +136,11 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
     assert issue["train"]["lr"] == 1e-3 and issue["train"]["scheduler"] == "none"
     assert issue["train"]["loss"] == {"name": "dice_ce"} and issue["augment"]["elastic"]["p"] == 0.0
     assert own["augment"]["affine"] == {"p": 0.5} and "affine" not in issue["augment"]
-    assert issue["augment"]["crop_size"] == 256 and issue["train"]["batch_size"] == 4 and issue["inference"]["tta"] == "none"
+    assert (
+        issue["augment"]["crop_size"] == 256
+        and issue["train"]["batch_size"] == 4
+        and issue["inference"]["tta"] == "none"
+    )
     assert own["train"]["ema"] == 0.99 and "ema" not in issue["train"] and "grad_clip" not in issue["train"]
     assert "amp" not in issue["train"]  # the issue's figures are fp32; the config's amp is unetseg's recipe
     assert issue["train"]["samples_per_epoch"] == own["train"]["samples_per_epoch"]
@@ -119,7 +149,9 @@ def test_issue_recipe_entrants_change_the_recipe_not_the_loop(tiny_cfg_dict, tmp
         assert issue[key] == own[key], key
     assert issue["train"]["max_time_s"] == own["train"]["max_time_s"] == 480
     assert base["train"]["lr"] == 0.02  # the base config is not modified
-    assert "issue's recipe" in isbi_race.label("monai_unet_issue") and "unetseg's recipe" in isbi_race.label("monai_unet")
+    assert "issue's recipe" in isbi_race.label("monai_unet_issue") and "unetseg's recipe" in isbi_race.label(
+        "monai_unet"
+    )
 
 
 def test_race_counts_each_entrants_flops_at_its_own_crop(tiny_cfg_dict, tmp_path):
@@ -128,7 +160,9 @@ def test_race_counts_each_entrants_flops_at_its_own_crop(tiny_cfg_dict, tmp_path
     base["augment"]["crop_size"] = 384
     paths = {}
     for entrant in ("monai_unet", "monai_unet_issue"):
-        paths[entrant] = write_yaml(tmp_path / f"{entrant}.yaml", isbi_race.entrant_config(base, entrant, 0, 30, 2, tmp_path))
+        paths[entrant] = write_yaml(
+            tmp_path / f"{entrant}.yaml", isbi_race.entrant_config(base, entrant, 0, 30, 2, tmp_path)
+        )
     own_flops, own_params, own_crop = isbi_race.flops_per_image(paths["monai_unet"])
     issue_flops, issue_params, issue_crop = isbi_race.flops_per_image(paths["monai_unet_issue"])
     assert (own_crop, issue_crop) == (384, 256) and own_params == issue_params
@@ -149,18 +183,36 @@ def test_race_judges_a_bf16_entrant_against_both_peaks(tiny_cfg_dict, tmp_path, 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     peaks = {torch.float32: 100e9, torch.bfloat16: 250e9}
     measured: list[torch.dtype] = []
-    monkeypatch.setattr(isbi_race, "matmul_peak", lambda device, dtype=torch.float32: measured.append(dtype) or peaks[dtype])
+    monkeypatch.setattr(
+        isbi_race, "matmul_peak", lambda device, dtype=torch.float32: measured.append(dtype) or peaks[dtype]
+    )
     monkeypatch.setattr(isbi_race, "flops_per_image", lambda *_: (int(2e9), 1000, 256))
-    fake = {**{m: 0.5 for m in isbi_race.METRICS}, **{f"{m}_tta": 0.5 for m in isbi_race.METRICS}}
+    fake = {**dict.fromkeys(isbi_race.METRICS, 0.5), **{f"{m}_tta": 0.5 for m in isbi_race.METRICS}}
     monkeypatch.setattr(isbi_race, "run_entrant", lambda *_: {**fake, "img_per_s": 60.0, "epochs": 1, "dice_curve": []})
-    result = isbi_race.main(["--config", str(base), "--seeds", "0", "--entrants", "unetseg,monai_unet_issue", "--out", str(tmp_path / "race")])
+    result = isbi_race.main(
+        [
+            "--config",
+            str(base),
+            "--seeds",
+            "0",
+            "--entrants",
+            "unetseg,monai_unet_issue",
+            "--out",
+            str(tmp_path / "race"),
+        ]
+    )
     assert measured == [torch.float32, torch.bfloat16]  # the bf16 peak once, for the one bf16 entrant
     assert result["matmul_peaks_gflops"] == {"fp32": 100.0, "bf16": 250.0}
     ours, peer = result["summary"]["unetseg"], result["summary"]["monai_unet_issue"]
     assert (ours["precision"], peer["precision"]) == ("bf16", "fp32")
-    assert ours["peak_fraction"] == pytest.approx(1.2) and ours["own_peak_fraction"] == pytest.approx(0.48)  # 120 GFLOP/s
+    assert ours["peak_fraction"] == pytest.approx(1.2) and ours["own_peak_fraction"] == pytest.approx(
+        0.48
+    )  # 120 GFLOP/s
     assert peer["own_peak_fraction"] == peer["peak_fraction"]
     table = (tmp_path / "race" / "race.md").read_text()
-    assert "| bf16 | 256² | 60.0 | 120 (120% of fp32, 48% of bf16) |" in table and "| fp32 | 256² | 60.0 | 120 (120%) |" in table
+    assert (
+        "| bf16 | 256² | 60.0 | 120 (120% of fp32, 48% of bf16) |" in table
+        and "| fp32 | 256² | 60.0 | 120 (120%) |" in table
+    )
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert isbi_race.compute_dtype(base) == torch.float32  # what such a CPU would really run

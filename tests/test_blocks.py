@@ -63,13 +63,19 @@ def assert_linear(f, x, y, a=0.7, b=-1.3, rtol=1e-4):
 
 
 @pytest.mark.parametrize("act", ["relu", "crelu"])
-@pytest.mark.parametrize("in_ch, out_ch, stride", [pytest.param(*c, id="%d-%d-s%d" % c) for c in SHAPE_CASES])
+@pytest.mark.parametrize("in_ch, out_ch, stride", [pytest.param(*c, id="{}-{}-s{}".format(*c)) for c in SHAPE_CASES])
 @pytest.mark.parametrize("name, shortcut, downsample", combos(BLOCK_NAMES, SHORTCUTS, DOWNSAMPLES))
 def test_block_shape_and_gradient(name, shortcut, downsample, in_ch, out_ch, stride, act):
     """Odd input size: the output is ceil(n / stride), every parameter and the input get a
     gradient (zero_init_residual off, so no branch starts silent)."""
     block = make_block(
-        name, in_ch, out_ch, stride, act=act, shortcut=shortcut, shortcut_downsample=downsample,
+        name,
+        in_ch,
+        out_ch,
+        stride,
+        act=act,
+        shortcut=shortcut,
+        shortcut_downsample=downsample,
         zero_init_residual=False,
     )
     x = torch.randn(2, in_ch, 9, 11, requires_grad=True)
@@ -345,8 +351,20 @@ def test_looks_linear_unet_is_linear_at_init(encoder, decoder_block, skips, norm
     mode at init is a scaling)."""
     torch.manual_seed(0)
     net = UNet(
-        1, 2, depth=4, base_width=4, encoder=encoder, decoder_block=decoder_block, skips=skips, norm=norm,
-        act="crelu", init="looks_linear", downsample="conv", upsample=upsample, blocks_per_level=2, **stem,
+        1,
+        2,
+        depth=4,
+        base_width=4,
+        encoder=encoder,
+        decoder_block=decoder_block,
+        skips=skips,
+        norm=norm,
+        act="crelu",
+        init="looks_linear",
+        downsample="conv",
+        upsample=upsample,
+        blocks_per_level=2,
+        **stem,
     ).eval()
     assert_linear(net, torch.randn(2, 1, 37, 45), torch.randn(2, 1, 37, 45))
 
@@ -370,7 +388,14 @@ def test_looks_linear_needs_crelu():
 def test_unet_every_encoder_at_several_depths_and_odd_sizes(name, depth):
     torch.manual_seed(0)
     net = UNet(
-        1, 2, depth=depth, base_width=4, max_width=16, encoder=name, decoder_block=name, downsample="conv",
+        1,
+        2,
+        depth=depth,
+        base_width=4,
+        max_width=16,
+        encoder=name,
+        decoder_block=name,
+        downsample="conv",
         zero_init_residual=False,  # else a residual block's inner convolutions get no gradient at step 0
     )
     x = torch.randn(2, 1, 37, 45)
@@ -387,8 +412,14 @@ def test_unet_every_encoder_at_several_depths_and_odd_sizes(name, depth):
 )
 def test_unet_with_each_shortcut_option(name, shortcut, downsample):
     cfg = UNetConfig(
-        depth=4, base_width=4, encoder=name, blocks_per_level=2, downsample="conv", shortcut=shortcut,
-        shortcut_downsample=downsample, stochastic_depth=0.2 if name in RESIDUAL_BLOCKS else 0.0,
+        depth=4,
+        base_width=4,
+        encoder=name,
+        blocks_per_level=2,
+        downsample="conv",
+        shortcut=shortcut,
+        shortcut_downsample=downsample,
+        stochastic_depth=0.2 if name in RESIDUAL_BLOCKS else 0.0,
     )
     torch.manual_seed(0)
     net = build_model(cfg, 1, 2)
@@ -424,14 +455,22 @@ def test_blocks_per_level_range_and_weight_names():
 
 
 def test_config_lists_every_block_and_rejects_typos():
-    assert BLOCK_TYPES == tuple(BLOCKS)
+    assert tuple(BLOCKS) == BLOCK_TYPES
     with pytest.raises(ValueError, match="did you mean 'highway'"):
         UNetConfig(encoder="higway")
     with pytest.raises(ConfigError, match="model.shortcut"):
         config_from_dict({"data": {"images": "i", "masks": "m"}, "model": {"shortcut": "zeropad"}})
     cfg = UNetConfig(
-        depth=3, base_width=4, encoder="preact", decoder_block="highway", act="crelu", init="looks_linear",
-        shortcut="zero_pad", shortcut_downsample="avgpool", stochastic_depth=0.1, zero_init_residual=False,
+        depth=3,
+        base_width=4,
+        encoder="preact",
+        decoder_block="highway",
+        act="crelu",
+        init="looks_linear",
+        shortcut="zero_pad",
+        shortcut_downsample="avgpool",
+        stochastic_depth=0.1,
+        zero_init_residual=False,
     )
     assert UNetConfig.model_validate(cfg.model_dump()) == cfg
     assert build_model(cfg, 1, 1)(torch.randn(1, 1, 13, 17)).shape == (1, 1, 13, 17)

@@ -151,7 +151,14 @@ def test_isbi_label_self_and_eroded(isbi):
     label = cv2.imread(str(isbi / "train" / "label" / "0.png"), cv2.IMREAD_UNCHANGED)
     target = (label == 0).astype(np.int64)  # 0 = membrane
     perfect = detail_metrics(target, target, tolerances=(0, 1, 2))
-    assert perfect == {"bf1_0px": 1.0, "bf1_1px": 1.0, "bf1_2px": 1.0, "hd95": 0.0, "cldice": 1.0, "skeleton_recall": 1.0}
+    assert perfect == {
+        "bf1_0px": 1.0,
+        "bf1_1px": 1.0,
+        "bf1_2px": 1.0,
+        "hd95": 0.0,
+        "cldice": 1.0,
+        "skeleton_recall": 1.0,
+    }
 
     # Thin the membranes by one pixel on each side (not at the image border).
     eroded = binary_erosion(target > 0, border_value=1).astype(np.int64)

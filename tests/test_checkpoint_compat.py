@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
 from conftest import repo_pythonpath
+
 from unetseg.models.checkpoint import load_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pre_layout"
@@ -37,8 +37,12 @@ def test_old_checkpoint_predicts_and_describes_itself(tmp_path: Path) -> None:
     (images / "a.png").write_bytes((FIXTURE / "input.png").read_bytes())
     env = {"PYTHONPATH": repo_pythonpath(), "NO_ALBUMENTATIONS_UPDATE": "1", "PATH": "/usr/bin:/bin"}
     run = [sys.executable, "-m", "unetseg"]
-    predicted = subprocess.run([*run, "predict", str(images), "--checkpoint", str(FIXTURE / "tiny_gated.pt"),
-                                "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    predicted = subprocess.run(
+        [*run, "predict", str(images), "--checkpoint", str(FIXTURE / "tiny_gated.pt"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert predicted.returncode == 0, predicted.stderr
     mask = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED)
     assert mask is not None and mask.shape == (64, 64)

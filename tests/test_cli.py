@@ -13,33 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import assert_clean_failure, invoke
 from click.testing import CliRunner
+from conftest import REPO, write_yaml
 
 from unetseg.cli import main
 from unetseg.data.io import read_raw
-from conftest import REPO, write_yaml
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
-
-
-def assert_clean_failure(result, *fragments: str) -> None:
-    """Non-zero exit, the message shown, and no traceback (a user error, not a crash)."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
-
-
-@pytest.fixture
-def trained(tiny_cfg_file, tmp_path) -> Path:
-    out = tmp_path / "cli_run"
-    result = invoke("train", "--config", tiny_cfg_file, "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "done: best dice" in result.output
-    return out
 
 
 def test_help_via_entry_point_and_module():
@@ -87,8 +66,22 @@ def test_train_predict_evaluate_end_to_end(trained, tmp_path):
     assert_clean_failure(again, "already exist", "--overwrite")
 
     (inputs / "corrupt.png").unlink()
-    tta = invoke("predict", inputs, "--checkpoint", ckpt, "--out", masks, "--overwrite", "--tta", "d4",
-                 "--mode", "sliding", "--roi-size", "32", "--prob")
+    tta = invoke(
+        "predict",
+        inputs,
+        "--checkpoint",
+        ckpt,
+        "--out",
+        masks,
+        "--overwrite",
+        "--tta",
+        "d4",
+        "--mode",
+        "sliding",
+        "--roi-size",
+        "32",
+        "--prob",
+    )
     assert tta.exit_code == 0, tta.output
     assert (masks / "odd_prob.tif").is_file()
 
@@ -127,7 +120,9 @@ def test_threshold_option_sets_where_foreground_starts(trained, tmp_path):
 
     scores = {}
     for threshold in ("0.01", "0.99"):
-        ev = invoke("evaluate", "--checkpoint", ckpt, "--threshold", threshold, "--json", tmp_path / f"{threshold}.json")
+        ev = invoke(
+            "evaluate", "--checkpoint", ckpt, "--threshold", threshold, "--json", tmp_path / f"{threshold}.json"
+        )
         assert ev.exit_code == 0, ev.output
         scores[threshold] = json.loads((tmp_path / f"{threshold}.json").read_text())["mean"]["dice"]
     assert scores["0.01"] != scores["0.99"]
@@ -135,15 +130,28 @@ def test_threshold_option_sets_where_foreground_starts(trained, tmp_path):
 
 
 def test_evaluate_with_other_config(trained, tiny_cfg_file, tmp_path):
-    ev = invoke("evaluate", "--checkpoint", trained / "checkpoints" / "last.pt", "--config", tiny_cfg_file,
-                "--set", "data.split.fold=0", "--json", tmp_path / "m.json")
+    ev = invoke(
+        "evaluate",
+        "--checkpoint",
+        trained / "checkpoints" / "last.pt",
+        "--config",
+        tiny_cfg_file,
+        "--set",
+        "data.split.fold=0",
+        "--json",
+        tmp_path / "m.json",
+    )
     assert ev.exit_code == 0, ev.output
     assert [r["name"] for r in json.loads((tmp_path / "m.json").read_text())["images"]] == ["img_0", "img_1"]
     ckpt = trained / "checkpoints" / "last.pt"
-    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt, "--config", tiny_cfg_file, "--set", "data.channels=3"),
-                         "does not describe the data", "data.channels 3 vs 1")
-    assert_clean_failure(invoke("evaluate", "--checkpoint", ckpt, "--set", "data.split.fold=0"),
-                         "give --config too")  # an override with nothing to override is not silently dropped
+    assert_clean_failure(
+        invoke("evaluate", "--checkpoint", ckpt, "--config", tiny_cfg_file, "--set", "data.channels=3"),
+        "does not describe the data",
+        "data.channels 3 vs 1",
+    )
+    assert_clean_failure(
+        invoke("evaluate", "--checkpoint", ckpt, "--set", "data.split.fold=0"), "give --config too"
+    )  # an override with nothing to override is not silently dropped
 
 
 def test_unknown_config_key_is_reported_without_traceback(tiny_cfg_dict, tmp_path):
@@ -166,7 +174,12 @@ def test_unknown_smp_encoder_is_reported_without_traceback(tiny_cfg_file):
 
 @pytest.mark.parametrize(
     "device,message",
-    [("gpu0", "not a device name"), ("cuda:99", "device 'cuda:99'"), ("mps", "runs on cpu or cuda"), ("meta", "runs on cpu or cuda")],
+    [
+        ("gpu0", "not a device name"),
+        ("cuda:99", "device 'cuda:99'"),
+        ("mps", "runs on cpu or cuda"),
+        ("meta", "runs on cpu or cuda"),
+    ],
 )
 def test_unusable_device_is_reported_without_traceback(tiny_cfg_dict, tiny_cfg_file, tmp_path, device, message):
     """A device this machine lacks (no CUDA here, or a hundredth GPU on a GPU machine), or a kind
@@ -175,7 +188,10 @@ def test_unusable_device_is_reported_without_traceback(tiny_cfg_dict, tiny_cfg_f
     assert not Path(tiny_cfg_dict["output_dir"]).exists()
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
-    assert_clean_failure(invoke("predict", image, "--checkpoint", tmp_path / "x.pt", "--out", tmp_path / "o", "--device", device), message)
+    assert_clean_failure(
+        invoke("predict", image, "--checkpoint", tmp_path / "x.pt", "--out", tmp_path / "o", "--device", device),
+        message,
+    )
 
 
 def test_missing_and_invalid_config_files(tmp_path):
@@ -237,7 +253,9 @@ def test_unwritable_predict_output_is_one_clear_error(trained, tmp_path):
         result = invoke("predict", image, "--checkpoint", trained / "checkpoints" / "best.pt", "--out", out)
         assert_clean_failure(result, f"cannot write to output directory {out}")
         assert result.output.count("Error") == 1
-    file_as_out = invoke("predict", image, "--checkpoint", trained / "checkpoints" / "best.pt", "--out", tmp_path / "afile")
+    file_as_out = invoke(
+        "predict", image, "--checkpoint", trained / "checkpoints" / "best.pt", "--out", tmp_path / "afile"
+    )
     assert_clean_failure(file_as_out, "is a file")
 
 
@@ -245,10 +263,12 @@ def test_unwritable_report_outputs_are_one_clear_error(trained, tmp_path, isbi):
     """--json and report folders under a file or in a read-only place: one message, no traceback."""
     ckpt = trained / "checkpoints" / "best.pt"
     for out in _unwritable_dirs(tmp_path):
-        for args in (["evaluate", "--checkpoint", ckpt, "--json", out / "m.json"],
-                     ["info", ckpt, "--json", out / "i.json"],
-                     ["data", "check", isbi / "train", "--brief", "--json", out / "c.json"],
-                     ["analyze-skips", "--checkpoint", ckpt, "--out", out / "skips"]):
+        for args in (
+            ["evaluate", "--checkpoint", ckpt, "--json", out / "m.json"],
+            ["info", ckpt, "--json", out / "i.json"],
+            ["data", "check", isbi / "train", "--brief", "--json", out / "c.json"],
+            ["analyze-skips", "--checkpoint", ckpt, "--out", out / "skips"],
+        ):
             result = invoke(*args)
             assert_clean_failure(result, "cannot write to output directory", str(out))
             assert result.output.count("Error") == 1, args
@@ -281,19 +301,46 @@ def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
     assert runner.invoke(main, ["train", "--config", str(tiny_cfg_file), "--out", str(out)]).exit_code == 0
     images, masks = write_pairs(tmp_path / "test", n=3, seed=7)
     json_path = tmp_path / "test.json"
-    result = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"),
-                                  "--images", str(images), "--masks", str(masks), "--json", str(json_path)])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(out / "checkpoints" / "last.pt"),
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--json",
+            str(json_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(json_path.read_text())
     assert data["split"] == "all" and len(data["images"]) == 3
     assert "bf1_1px" not in data["mean"]
-    detailed = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"),
-                                    "--images", str(images), "--masks", str(masks), "--detail", "--json", str(json_path)])
+    detailed = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(out / "checkpoints" / "last.pt"),
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--detail",
+            "--json",
+            str(json_path),
+        ],
+    )
     assert detailed.exit_code == 0, detailed.output
     mean = json.loads(json_path.read_text())["mean"]
     assert {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"} <= set(mean) and 0 <= mean["bf1_2px"] <= 1
     assert {row["name"] for row in data["images"]} == {"img_0", "img_1", "img_2"}
-    half = runner.invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--images", str(images)])
+    half = runner.invoke(
+        main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--images", str(images)]
+    )
     assert half.exit_code != 0 and "--images and --masks go together" in half.output
 
 
@@ -304,8 +351,8 @@ def test_checkpoint_with_non_finite_weights_is_refused_by_predict_and_evaluate_a
     """Issue #27: NaN weights made predict write all-foreground masks, evaluate print metrics
     and info say nothing, all with exit code 0."""
     import torch
-
     from ckpt_helpers import write_checkpoint
+
     from unetseg.models.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = write_checkpoint(tmp_path / "diverged.pt", tiny_cfg_dict)
@@ -331,12 +378,16 @@ def test_bad_settings_are_one_message_before_anything_is_written(tiny_cfg_file, 
     and tensorboard/ were written; ``--set seed=-5`` ended in numpy's traceback."""
     out = tmp_path / "run"
     result = invoke("train", "--config", tiny_cfg_file, "--out", out, "--set", "augment.crop_size=100000")
-    assert_clean_failure(result, "augment.crop_size 100000 is larger than every training image", "64x64, WxH",
-                         "at most 64")
+    assert_clean_failure(
+        result, "augment.crop_size 100000 is larger than every training image", "64x64, WxH", "at most 64"
+    )
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
     result = invoke("train", "--config", tiny_cfg_file, "--out", out, "--set", "seed=-5")
     assert_clean_failure(result, "seed: Input should be greater than or equal to 0 (got -5)")
-    assert invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "ok", "--set", "augment.crop_size=64").exit_code == 0
+    assert (
+        invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "ok", "--set", "augment.crop_size=64").exit_code
+        == 0
+    )
 
 
 @pytest.mark.parametrize("key, value", [("history", None), ("history", "garbage"), ("best", None)])

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO, repo_pythonpath, write_yaml
 
 import unetseg.training.compile_check as compile_check
 from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.models import build_model
-from conftest import REPO, repo_pythonpath, write_yaml
 
 SEGFAULT = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
 
@@ -49,8 +49,10 @@ def test_a_crashing_compile_trial_means_training_without_compile(tiny_cfg_dict, 
     result = CliRunner().invoke(main, ["train", "--config", str(config)])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("train.compile:")]
-    assert notes == [f"train.compile: a compiled training step of this model crashed (SIGSEGV) on this CPU "
-                     f"(torch {torch.__version__}); training without torch.compile"]
+    assert notes == [
+        f"train.compile: a compiled training step of this model crashed (SIGSEGV) on this CPU "
+        f"(torch {torch.__version__}); training without torch.compile"
+    ]
     assert "done: best dice" in result.output
 
 
@@ -67,8 +69,14 @@ def test_compiled_training_with_strided_projections_runs_to_the_end(tiny_cfg_dic
     """The real thing, in a child process so that a segfault fails this test instead of pytest:
     compiled where the trial passes (as on the machines this was tried on), eager where it crashes."""
     config = write_yaml(tmp_path / "compiled.yaml", strided(tiny_cfg_dict))
-    proc = subprocess.run([sys.executable, "-m", "unetseg", "train", "--config", str(config)], capture_output=True,
-                          text=True, timeout=900, cwd=REPO, env={**os.environ, "PYTHONPATH": repo_pythonpath()})
+    proc = subprocess.run(
+        [sys.executable, "-m", "unetseg", "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": repo_pythonpath()},
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     assert "done: best dice" in proc.stdout
 
@@ -102,5 +110,7 @@ def test_a_second_input_shape_compiles_with_our_options() -> None:
     training step at 32x32, then one at 48x48. torch's default fails in its second compilation
     (torch 2.14.1: InductorError, cannot determine truth value of Relational); ours compiles."""
     env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
-    ours = subprocess.run([sys.executable, "-c", TWO_SHAPES, "ours"], capture_output=True, text=True, timeout=600, env=env)
+    ours = subprocess.run(
+        [sys.executable, "-c", TWO_SHAPES, "ours"], capture_output=True, text=True, timeout=600, env=env
+    )
     assert ours.returncode == 0 and "both shapes trained" in ours.stdout, ours.stderr[-2000:]

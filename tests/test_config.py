@@ -5,17 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-
-from unetseg.config import (
-    Config,
-    ConfigError,
-    UNetConfig,
-    apply_overrides,
-    config_from_dict,
-    dump_config,
-    load_config,
-)
 from conftest import REPO, write_yaml
+
+from unetseg.config import Config, ConfigError, UNetConfig, apply_overrides, config_from_dict, dump_config, load_config
 
 
 def _error(tree: dict) -> str:
@@ -273,8 +265,10 @@ def test_unquoted_off_gets_a_hint_to_quote_it(tiny_cfg_dict, tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "c.yaml")
-    assert "train.amp: Input should be 'auto', 'off', 'bf16' or 'fp16' (got False); YAML reads an unquoted " \
-           "off/no/false as False: quote it, amp: 'off'" in str(info.value)
+    assert (
+        "train.amp: Input should be 'auto', 'off', 'bf16' or 'fp16' (got False); YAML reads an unquoted "
+        "off/no/false as False: quote it, amp: 'off'" in str(info.value)
+    )
     (tmp_path / "c.yaml").write_text(text.replace("amp: off", "amp: 'off'"))
     assert load_config(tmp_path / "c.yaml").train.amp == "off"
     assert "YAML reads" not in _error({**tiny_cfg_dict, "inference": {"mode": False}})  # no boolean word to suggest
@@ -287,7 +281,9 @@ BILLION_LAUGHS = "\n".join(
 )
 
 
-@pytest.mark.parametrize("text", [BILLION_LAUGHS, "a: &a [1, *a]\ndata: {images: i, masks: m}"], ids=["bomb", "recursive"])
+@pytest.mark.parametrize(
+    "text", [BILLION_LAUGHS, "a: &a [1, *a]\ndata: {images: i, masks: m}"], ids=["bomb", "recursive"]
+)
 def test_yaml_alias_bomb_is_refused_at_once(tmp_path, text):
     """Nine lines that expand to 10**9 values: validation (and the error's repr) walked them all,
     ending in a MemoryError, and ``data check --config`` spun for minutes."""
@@ -296,7 +292,9 @@ def test_yaml_alias_bomb_is_refused_at_once(tmp_path, text):
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=f"{path}: its aliases .* expand it to more than 100,000 values, or into itself"):
+    with pytest.raises(
+        ConfigError, match=f"{path}: its aliases .* expand it to more than 100,000 values, or into itself"
+    ):
         load_config(path)
     with pytest.raises(ConfigError, match="--set data.images: its aliases"):
         apply_overrides({}, ["data.images=&x [*x]"])

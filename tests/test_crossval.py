@@ -8,15 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_helpers import assert_clean_failure, invoke
 
-from test_cli import assert_clean_failure, invoke
-from unetseg.models.checkpoint import load_checkpoint
 from unetseg.config import config_from_dict
+from unetseg.models.checkpoint import load_checkpoint
 from unetseg.training.crossval import fold_config, is_finished, pool
 
 
 def test_fold_config_sets_a_block_split_and_its_own_folder(tiny_cfg_dict):
-    cfg = config_from_dict({**tiny_cfg_dict, "data": {**tiny_cfg_dict["data"], "split": {"mode": "names", "val_names": ["img_0"]}}})
+    cfg = config_from_dict(
+        {**tiny_cfg_dict, "data": {**tiny_cfg_dict["data"], "split": {"mode": "names", "val_names": ["img_0"]}}}
+    )
     fold = fold_config(cfg, 4, 2)
     assert fold.data.split.mode == "block" and (fold.data.split.folds, fold.data.split.fold) == (4, 2)
     assert fold.output_dir == cfg.output_dir / "fold2" and fold.name == "tiny_fold2"
@@ -24,7 +26,11 @@ def test_fold_config_sets_a_block_split_and_its_own_folder(tiny_cfg_dict):
 
 
 def test_pool_is_mean_and_sample_std_over_finite_values():
-    records = [{"val": {"dice": 0.5, "hd95": 3.0}}, {"val": {"dice": 0.7, "hd95": float("nan")}}, {"val": {"dice": 0.9}}]
+    records = [
+        {"val": {"dice": 0.5, "hd95": 3.0}},
+        {"val": {"dice": 0.7, "hd95": float("nan")}},
+        {"val": {"dice": 0.9}},
+    ]
     pooled = pool(records)
     assert pooled["dice"]["mean"] == pytest.approx(0.7) and pooled["dice"]["std"] == pytest.approx(0.2)
     assert pooled["hd95"] == {"mean": 3.0, "std": pytest.approx(float("nan"), nan_ok=True), "n": 1}
@@ -40,7 +46,12 @@ def test_three_folds_from_one_command_then_resume_reuses_finished_folds(tiny_cfg
     assert [f["val_names"] for f in folds] == [["img_0", "img_1"], ["img_2", "img_3"], ["img_4", "img_5"]]
     for i, fold in enumerate(folds):
         state = load_checkpoint(out / f"fold{i}" / "checkpoints" / "last.pt")
-        assert state["config"]["data"]["split"] == {**state["config"]["data"]["split"], "mode": "block", "folds": 3, "fold": i}
+        assert state["config"]["data"]["split"] == {
+            **state["config"]["data"]["split"],
+            "mode": "block",
+            "folds": 3,
+            "fold": i,
+        }
         assert fold["best_epoch"] == state["best"]["epoch"] and fold["epochs_run"] == 2
         best_row = next(r for r in state["history"] if r["epoch"] == fold["best_epoch"])
         assert fold["val"]["dice"] == best_row["val_dice"]
@@ -57,7 +68,9 @@ def test_three_folds_from_one_command_then_resume_reuses_finished_folds(tiny_cfg
     shutil.rmtree(out / "fold2")
     resumed = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "fold 0/3: finished before, reused" in resumed.output and "fold 1/3: finished before, reused" in resumed.output
+    assert (
+        "fold 0/3: finished before, reused" in resumed.output and "fold 1/3: finished before, reused" in resumed.output
+    )
     assert "fold 2/3: training" in resumed.output
     assert (out / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns == finished
     assert json.loads((out / "cv_summary.json").read_text())["per_fold"][:2] == folds[:2]
@@ -66,10 +79,14 @@ def test_three_folds_from_one_command_then_resume_reuses_finished_folds(tiny_cfg
     summary_text = (out / "cv_summary.json").read_text()
     two_folds = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 2, "--resume")
     assert_clean_failure(two_folds, "fold 0 in", "finished under other settings (data.split.folds)")
-    other_lr = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.lr=0.5")
+    other_lr = invoke(
+        "train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.lr=0.5"
+    )
     assert_clean_failure(other_lr, "(train.lr)")
     assert (out / "cv_summary.json").read_text() == summary_text
-    faster = invoke("train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.threads=1")
+    faster = invoke(
+        "train", "--config", tiny_cfg_file, "--out", out, "--folds", 3, "--resume", "--set", "train.threads=1"
+    )
     assert faster.exit_code == 0, faster.output  # how fast a run goes is not a change of what it learned
 
 

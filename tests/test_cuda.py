@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import config_from_dict
 from unetseg.config.model import UNetConfig
 from unetseg.config.schema import InferenceConfig
 from unetseg.inference.predictor import Predictor
 from unetseg.models import build_model
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.training import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -38,9 +38,7 @@ def _cuda_tree(tree: dict, **train: object) -> dict:
     return tree
 
 
-@pytest.mark.parametrize(
-    "amp,channels_last", [("bf16", False), ("bf16", True), ("fp16", True), ("off", True)]
-)
+@pytest.mark.parametrize("amp,channels_last", [("bf16", False), ("bf16", True), ("fp16", True), ("off", True)])
 def test_training_on_cuda(tiny_cfg_dict, amp, channels_last):
     """A short run under each precision writes fp32 weights that predict the same on the CPU."""
     tree = _cuda_tree(tiny_cfg_dict, amp=amp, channels_last=channels_last, epochs=3)

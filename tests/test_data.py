@@ -578,14 +578,16 @@ def test_entries_that_are_not_inputs_are_named_with_a_reason(tmp_path):
 
 
 def test_predict_and_data_check_name_every_skipped_entry(tmp_path, tiny_cfg_dict):
+    from ckpt_helpers import write_checkpoint
     from click.testing import CliRunner
 
-    from ckpt_helpers import write_checkpoint
     from unetseg.cli import main
 
     folder = _folder_with_non_inputs(tmp_path / "in")
     ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
-    result = CliRunner().invoke(main, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     for name in ("anim.gif", "array.npy", "loop.png", "x.png"):
         assert f"note: skipped {folder / name}: " in result.output

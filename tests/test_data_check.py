@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-
+from cli_helpers import assert_clean_failure, invoke
 from conftest import write_pairs, write_yaml
-from test_cli import assert_clean_failure, invoke
+
 from unetseg.config import DataConfig
 from unetseg.data.check import check_dataset
 
@@ -105,8 +105,17 @@ def test_data_check_command_table_json_and_exit_code(tmp_path):
     out = tmp_path / "check.json"
     result = invoke("data", "check", tmp_path / "set", "--json", out)
     assert result.exit_code == 1, result.output
-    for fragment in ("5 error(s)", "severity", "no mask", "lonely.png", "size mismatch", "non-finite", "img_3.tif",
-                     "per image:", "class frequencies"):
+    for fragment in (
+        "5 error(s)",
+        "severity",
+        "no mask",
+        "lonely.png",
+        "size mismatch",
+        "non-finite",
+        "img_3.tif",
+        "per image:",
+        "class frequencies",
+    ):
         assert fragment in result.output, fragment
     assert result.output.index("error ") < result.output.index("warning ")  # errors first
     data = json.loads(out.read_text())
@@ -135,7 +144,9 @@ def test_train_stops_with_the_table_before_writing_anything(tmp_path, tiny_cfg_d
     tiny_cfg_dict["data"].update(images=str(images), masks=str(masks))
     config = write_yaml(tmp_path / "bad.yaml", tiny_cfg_dict)
     result = invoke("train", "--config", config)
-    assert_clean_failure(result, "1 error(s), 1 warning(s)", "size mismatch", "img_2.png", "empty mask", "unetseg data check")
+    assert_clean_failure(
+        result, "1 error(s), 1 warning(s)", "size mismatch", "img_2.png", "empty mask", "unetseg data check"
+    )
     assert not Path(tiny_cfg_dict["output_dir"]).exists()
     unchecked = invoke("train", "--config", config, "--no-check")
     assert_clean_failure(unchecked, "img_2.png")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from unetseg.studies.deletion import deletable_blocks, deletion_study, without_blocks
-from unetseg.studies.depth import degradation
 from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.models import UNet
+from unetseg.studies.deletion import deletable_blocks, deletion_study, without_blocks
+from unetseg.studies.depth import degradation
 from unetseg.training import Trainer
 
 
@@ -56,7 +56,9 @@ def test_deletion_study_on_a_trained_model(trained):
 
 def test_analyze_blocks_cli(trained, tmp_path, tiny_cfg_dict, meters):
     out = tmp_path / "blocks"
-    result = CliRunner().invoke(main, ["analyze-blocks", "--checkpoint", str(trained), "--out", str(out), "--draws", "1"])
+    result = CliRunner().invoke(
+        main, ["analyze-blocks", "--checkpoint", str(trained), "--out", str(out), "--draws", "1"]
+    )
     assert result.exit_code == 0, result.output
     # intact, 3 single deletions, 1 + 1 random sets of one and two blocks, all three deleted
     assert [(m.desc, m.expected, m.done) for m in meters] == [("analyze-blocks", 7, 7)]
@@ -67,14 +69,24 @@ def test_analyze_blocks_cli(trained, tmp_path, tiny_cfg_dict, meters):
 def test_analyze_blocks_refuses_single_block_models(tiny_cfg_dict, tmp_path):
     tiny_cfg_dict["train"].update(epochs=1, samples_per_epoch=2)
     Trainer(config_from_dict(tiny_cfg_dict), log=lambda *_: None).fit()
-    result = CliRunner().invoke(main, ["analyze-blocks", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"),
-                                       "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze-blocks",
+            "--checkpoint",
+            str(tmp_path / "run" / "checkpoints" / "last.pt"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0 and "blocks_per_level > 1" in result.output
 
 
 def _run(encoder: str, blocks: int, losses: list[float]) -> dict:
-    return {"config": {"model": {"encoder": encoder, "blocks_per_level": blocks}},
-            "history": [{"train_loss": v} for v in losses]}
+    return {
+        "config": {"model": {"encoder": encoder, "blocks_per_level": blocks}},
+        "history": [{"train_loss": v} for v in losses],
+    }
 
 
 def test_degradation_table_reads_final_losses_by_encoder_and_depth():

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import repo_pythonpath, write_yaml
 
-from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import ConfigError, config_from_dict
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.distributed import Distributed, rank_seed
-from conftest import repo_pythonpath, write_yaml
 
 WORLD = 2
 
@@ -62,14 +62,18 @@ def _assert_same_rows(a: Path, b: Path) -> None:
 
 def _rank_main(rank: int, port: int, report: Path, fn, args) -> None:
     os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_WORLD_SIZE=str(WORLD),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     try:
         fn(*args)
         outcome = "ok"
-    except BaseException as err:  # noqa: BLE001 - reported to the test process
+    except BaseException as err:
         outcome = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
     (report / f"rank{rank}.txt").write_text(outcome)
 
@@ -93,7 +97,9 @@ def run_ranks(tmp_path: Path, fn, *args, timeout: float = 120) -> list[str]:
     for p in alive:
         p.kill()
     assert not alive, "a rank hung"
-    return [(report / f"rank{r}.txt").read_text() if (report / f"rank{r}.txt").exists() else "died" for r in range(WORLD)]
+    return [
+        (report / f"rank{r}.txt").read_text() if (report / f"rank{r}.txt").exists() else "died" for r in range(WORLD)
+    ]
 
 
 def fit(tree: dict, resume: bool = False, trainer_cls=Trainer) -> None:
@@ -116,7 +122,11 @@ def _nan_on_rank_one(tree: dict) -> None:
 
     def build(cfg, out):
         loss = real(cfg, out)
-        return (lambda logits, target, weight=None: loss(logits, target, weight) * float("nan")) if os.environ["RANK"] == "1" else loss
+        return (
+            (lambda logits, target, weight=None: loss(logits, target, weight) * float("nan"))
+            if os.environ["RANK"] == "1"
+            else loss
+        )
 
     trainer_module.build_loss = build
     fit(tree)
@@ -180,7 +190,16 @@ def test_rank_shards_cover_the_epoch_and_depend_only_on_seed_and_epoch(monkeypat
 def _torchrun(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=repo_pythonpath())
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m", "unetseg", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "unetseg",
+        *args,
+    ]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -205,7 +224,11 @@ def test_torchrun_two_processes_train_once_and_deterministically(tiny_cfg_dict, 
     assert "2 processes" in output
     written = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert [str(p) for p in written if p.parts[0] != "tensorboard"] == [
-        "checkpoints", "checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "metrics.csv",
+        "checkpoints",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "config.yaml",
+        "metrics.csv",
     ]
     assert len(list(out.glob("tensorboard/events.*"))) <= 1  # when tensorboard is installed, rank 0 alone logs
     rows = _rows(out / "metrics.csv")
@@ -214,7 +237,7 @@ def test_torchrun_two_processes_train_once_and_deterministically(tiny_cfg_dict, 
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["world_size"] == WORLD
     assert not any(k.startswith("module.") for k in state["model"])
-    model, cfg, _ = load_model(out / "checkpoints" / "best.pt")
+    model, _, _ = load_model(out / "checkpoints" / "best.pt")
     assert model(torch.rand(1, 1, 40, 24)).shape == (1, 1, 40, 24)
 
     _assert_same_weights(out / "checkpoints" / "last.pt", tmp_path / "forked" / "checkpoints" / "last.pt")
@@ -258,7 +281,9 @@ def test_ddp_resume_is_exact(tiny_cfg_dict, tmp_path):
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
     assert run_ranks(tmp_path, _fit_with_random_validation, stopped, True) == ["ok", "ok"]
 
-    _assert_same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", tmp_path / "stopped" / "checkpoints" / "last.pt")
+    _assert_same_weights(
+        tmp_path / "straight" / "checkpoints" / "last.pt", tmp_path / "stopped" / "checkpoints" / "last.pt"
+    )
     _assert_same_rows(tmp_path / "straight" / "metrics.csv", tmp_path / "stopped" / "metrics.csv")
     # and the two ranks really trained on different crops: a one-process run ends elsewhere
     single = copy.deepcopy(straight)

@@ -21,15 +21,25 @@ def test_configuration_reference_is_up_to_date():
     page = ROOT / "docs" / "configuration.md"
     written, expected = page.read_text(encoding="utf-8"), render()
     if written != expected:
-        diff = "".join(list(difflib.unified_diff(
-            written.splitlines(True), expected.splitlines(True), "docs/configuration.md", "schema"))[:40])
-        pytest.fail(f"docs/configuration.md is out of date; run\n"
-                    f"  python -m unetseg.config.docs > docs/configuration.md\n{diff}")
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    written.splitlines(True), expected.splitlines(True), "docs/configuration.md", "schema"
+                )
+            )[:40]
+        )
+        pytest.fail(
+            f"docs/configuration.md is out of date; run\n"
+            f"  python -m unetseg.config.docs > docs/configuration.md\n{diff}"
+        )
 
 
 def test_configuration_reference_describes_every_key():
-    undocumented = [line.split("|")[1].strip() for line in render().splitlines()
-                    if line.startswith("| `") and line.rstrip().endswith("|  |")]
+    undocumented = [
+        line.split("|")[1].strip()
+        for line in render().splitlines()
+        if line.startswith("| `") and line.rstrip().endswith("|  |")
+    ]
     assert not undocumented, f"config keys without a description in the schema: {undocumented}"
 
 
@@ -87,7 +97,7 @@ def test_docs_pages_are_reachable_from_the_readme():
             if path and not re.match(r"[a-z][a-z0-9+.-]*:", path):
                 dest = (page.parent / path).resolve()
                 todo.append(dest / "README.md" if dest.is_dir() else dest)
-    pages = [p for p in (ROOT / "docs").glob("*.md")] + list((ROOT / "docs" / "results").glob("*.md"))
+    pages = list((ROOT / "docs").glob("*.md")) + list((ROOT / "docs" / "results").glob("*.md"))
     unreachable = [str(p.relative_to(ROOT)) for p in pages if p.resolve() not in seen]
     assert not unreachable, f"pages no link from the README leads to: {unreachable}"
 
@@ -115,8 +125,11 @@ def _pip(command: str) -> list[str]:
 def test_ci_runs_the_readme_set_up():
     """.ci/run installs as the README's first command does and runs its test command."""
     install, tests = _setup_commands()
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
     readme_pips = [_pip(part) for part in install.split(" && ") if part.startswith("pip install")]
     ci_pips = [_pip(line) for line in ci if "pip install" in line]
     assert ci_pips == readme_pips

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from ckpt_helpers import write_checkpoint
-from test_cli import assert_clean_failure, invoke
+from cli_helpers import assert_clean_failure, invoke
+
 from unetseg.config import InferenceConfig
 from unetseg.data.io import read_raw
 from unetseg.inference.predictor import Ensemble, Predictor

@@ -9,12 +9,12 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-
 from ckpt_helpers import write_checkpoint
-from test_cli import assert_clean_failure, invoke
-from unetseg.models.checkpoint import load_model
+from cli_helpers import assert_clean_failure, invoke
+
 from unetseg.data.io import read_image
 from unetseg.inference.export import read_metadata, run_exported
+from unetseg.models.checkpoint import load_model
 from unetseg.models.padding import pad_to_multiple
 
 # name -> (model changes, tolerance on the logits). onnxruntime's InstanceNormalization loses
@@ -43,7 +43,7 @@ def test_exported_model_matches_pytorch_on_isbi_at_any_size(fmt, model, isbi, ti
     result = invoke("export", "--checkpoint", ckpt, "--format", fmt, "--out", out, "--size", 256, 256)
     assert result.exit_code == 0, result.output
     assert "checked against PyTorch" in result.output
-    net, cfg, _ = load_model(ckpt)
+    net, _, _ = load_model(ckpt)
     image = read_image(isbi / "train" / "image" / "0.png", 1, "dtype").transpose(2, 0, 1)[None]  # 1x1x512x512
     odd = np.ascontiguousarray(image[..., 100:433, :500])  # 333x500: not a multiple of the stride
     batch = np.concatenate([image[..., :200, :300], image[..., 300:500, 200:500]])  # batch of two, 200x300
@@ -70,12 +70,16 @@ def test_export_refuses_overwrite_and_too_small_size(tiny_cfg_dict, tmp_path):
     ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict)
     out = tmp_path / "m.ts"
     assert invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", out).exit_code == 0
-    assert_clean_failure(invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", out),
-                         "already exists", "--overwrite")
-    assert_clean_failure(invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", tmp_path / "s.ts",
-                                "--size", 2, 64), "at least the network's multiple (4)")
-    assert_clean_failure(invoke("export", "--checkpoint", tmp_path / "none.pt", "--format", "onnx", "--out", out),
-                         "none.pt")
+    assert_clean_failure(
+        invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", out), "already exists", "--overwrite"
+    )
+    assert_clean_failure(
+        invoke("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", tmp_path / "s.ts", "--size", 2, 64),
+        "at least the network's multiple (4)",
+    )
+    assert_clean_failure(
+        invoke("export", "--checkpoint", tmp_path / "none.pt", "--format", "onnx", "--out", out), "none.pt"
+    )
 
 
 def test_onnx_export_without_onnx_says_what_to_install(tiny_cfg_dict, tmp_path, monkeypatch):

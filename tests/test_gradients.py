@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import write_yaml
 
+from unetseg.cli import main
 from unetseg.studies.gradients import (
     GradientStudy,
     autocorrelation,
@@ -19,9 +21,6 @@ from unetseg.studies.gradients import (
     line_gradients,
     load_crops,
 )
-from unetseg.cli import main
-
-from conftest import write_yaml
 
 
 def test_autocorrelation_by_hand():
@@ -59,7 +58,9 @@ def test_line_gradient_matches_finite_differences():
         direction = torch.randn(x0.shape, generator=gen)
         direction /= direction.std()
         with torch.no_grad():
-            readout = torch.randn(model.encoder(model.stem(x0[None]))[-1].shape[1:], generator=gen)  # residual: no CReLU
+            readout = torch.randn(
+                model.encoder(model.stem(x0[None]))[-1].shape[1:], generator=gen
+            )  # residual: no CReLU
 
             @torch.no_grad()
             def f(t: float) -> float:
@@ -108,8 +109,25 @@ def test_load_crops_pairs_images_with_masks(pair_dirs):
 def test_analyze_gradients_cli_end_to_end(tiny_cfg_dict, tmp_path, meters):
     cfg = write_yaml(tmp_path / "cfg.yaml", tiny_cfg_dict)
     out = tmp_path / "grads"
-    args = ["analyze-gradients", "--config", str(cfg), "--out", str(out), "--variants", "plain,residual,looks_linear",
-            "--blocks", "1,2", "--seeds", "0,1", "--iterations", "2", "--crop", "32", "--threads", "1"]
+    args = [
+        "analyze-gradients",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--variants",
+        "plain,residual,looks_linear",
+        "--blocks",
+        "1,2",
+        "--seeds",
+        "0,1",
+        "--iterations",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     # 3 variants x 2 depths x 2 seeds for the line gradients, then plain and residual x 2 seeds.
@@ -127,5 +145,7 @@ def test_analyze_gradients_cli_end_to_end(tiny_cfg_dict, tmp_path, meters):
 
 def test_analyze_gradients_rejects_unknown_variant(tiny_cfg_dict, tmp_path):
     cfg = write_yaml(tmp_path / "cfg.yaml", tiny_cfg_dict)
-    result = CliRunner().invoke(main, ["analyze-gradients", "--config", str(cfg), "--out", str(tmp_path / "o"), "--variants", "plain,resnet"])
+    result = CliRunner().invoke(
+        main, ["analyze-gradients", "--config", str(cfg), "--out", str(tmp_path / "o"), "--variants", "plain,resnet"]
+    )
     assert result.exit_code != 0 and "resnet" in result.output

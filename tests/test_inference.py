@@ -128,7 +128,9 @@ def test_sliding_window_matches_whole_image_for_pixelwise_model():
             recorder.calls.append(tuple(x.shape))
             return self.conv(x)
 
-    sliding = predictor(Recording(), 3, mode="sliding", roi_size=128, overlap=0.25, sw_batch_size=2).probabilities(image)
+    sliding = predictor(Recording(), 3, mode="sliding", roi_size=128, overlap=0.25, sw_batch_size=2).probabilities(
+        image
+    )
     assert sliding.shape == whole.shape == (3, 700, 300)
     assert torch.allclose(sliding, whole, atol=1e-5)
     assert all(shape[-2:] == (128, 128) for shape in recorder.calls)
@@ -260,7 +262,9 @@ def test_predict_samples_probabilities_and_label_map(tmp_path):
     image = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (4, 1))
     cv2.imwrite(str(folder / "ramp.png"), image)
     out = tmp_path / "out"
-    report = predict_samples(predictor(PixelModel()), find_images(folder), out, 1, "dtype", {0: 1, 255: 0}, with_probs=True)
+    report = predict_samples(
+        predictor(PixelModel()), find_images(folder), out, 1, "dtype", {0: 1, 255: 0}, with_probs=True
+    )
     assert sorted(p.name for p in report.written) == ["ramp.png", "ramp_prob.tif"]
     prob = tifffile.imread(out / "ramp_prob.tif")
     assert prob.dtype == np.float32 and prob.shape == (4, 16)
@@ -350,8 +354,8 @@ def test_large_image_is_predicted_tile_by_tile_as_if_whole(tmp_path, mode, atol)
     window too). Above Tiling.max_pixels (lowered here so 600x600 takes the path) the model
     never sees more than a tile with its margin, and the stitched masks and probabilities
     equal the untiled ones (exactly for a whole-image pass, up to window blending otherwise)."""
-    from unetseg.models import UNet
     from unetseg.inference.tiling import Tiling
+    from unetseg.models import UNet
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -361,10 +365,22 @@ def test_large_image_is_predicted_tile_by_tile_as_if_whole(tmp_path, mode, atol)
     run = {}
     for name, tiling in (("untiled", Tiling()), ("tiled", Tiling(max_pixels=256 * 256, tile=256, halo=64))):
         model.largest = 0
-        report = predict_samples(predictor(model, mode=mode, roi_size=128), find_images(folder), tmp_path / name, 1,
-                                 "dtype", None, with_probs=True, tiling=tiling)
+        report = predict_samples(
+            predictor(model, mode=mode, roi_size=128),
+            find_images(folder),
+            tmp_path / name,
+            1,
+            "dtype",
+            None,
+            with_probs=True,
+            tiling=tiling,
+        )
         assert not report.failed and report.masks == 1
-        run[name] = (read_raw(tmp_path / name / "big.png"), tifffile.imread(tmp_path / name / "big_prob.tif"), model.largest)
+        run[name] = (
+            read_raw(tmp_path / name / "big.png"),
+            tifffile.imread(tmp_path / name / "big_prob.tif"),
+            model.largest,
+        )
     (mask, prob, _), (tiled_mask, tiled_prob, largest) = run["untiled"], run["tiled"]
     assert largest <= (256 + 2 * 64) ** 2 and largest < 600 * 600
     assert tiled_prob.shape == (600, 600) and tiled_prob.dtype == np.float32
@@ -406,7 +422,9 @@ def test_tiny_images_do_not_crash_predict(tmp_path):
         assert cv2.imwrite(str(folder / f"im{i}.png"), (rng.random((h, w)) * 255).astype(np.uint8))
     torch.manual_seed(0)
     model = UNet(1, 1, depth=3, base_width=4, norm="instance", stem_stride=4, head="shuffle")
-    report = predict_samples(predictor(model, mode="whole"), find_images(folder), tmp_path / "out", 1, "percentile", None)
+    report = predict_samples(
+        predictor(model, mode="whole"), find_images(folder), tmp_path / "out", 1, "percentile", None
+    )
     assert not report.failed and report.masks == len(sizes)
     for i, size in enumerate(sizes):
         assert read_raw(tmp_path / "out" / f"im{i}.png").shape == size

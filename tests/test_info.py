@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
+from ckpt_helpers import write_checkpoint
+from cli_helpers import assert_clean_failure, invoke
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ckpt_helpers import write_checkpoint
-from test_cli import assert_clean_failure, invoke, trained  # noqa: F401  (fixture)
-from unetseg.models.checkpoint import load_model
 from unetseg.config import config_from_dict
-from unetseg.models.info import count_flops, level_rows, model_info
 from unetseg.models import build_model
+from unetseg.models.checkpoint import load_model
+from unetseg.models.info import count_flops, level_rows, model_info
 
 HISTORY = [
     {"epoch": 1, "lr": 0.01, "train_loss": 0.9, "val_dice": 0.5, "val_hd95": float("nan"), "elapsed_s": 1.0},
@@ -51,7 +51,9 @@ def test_levels_show_widths_and_skip_modes(tiny_cfg_dict):
 
 
 def test_info_command_prints_and_writes_json(tiny_cfg_dict, tmp_path):
-    ckpt = write_checkpoint(tmp_path / "m.pt", tiny_cfg_dict, history=HISTORY, model_changes={"skips": ["add", "concat"]})
+    ckpt = write_checkpoint(
+        tmp_path / "m.pt", tiny_cfg_dict, history=HISTORY, model_changes={"skips": ["add", "concat"]}
+    )
     out = tmp_path / "info" / "m.json"
     result = invoke("info", ckpt, "--size", 64, 96, "--json", out)
     assert result.exit_code == 0, result.output
@@ -83,7 +85,7 @@ def test_info_on_a_trained_run_and_a_bad_file(trained, tmp_path):
     assert "best (none recorded)" not in best.output
     best_line = next(line for line in best.output.splitlines() if line.strip().startswith("best epoch"))
     last_line = next(line for line in best.output.splitlines() if line.strip().startswith("last epoch"))
-    assert best_line.strip()[len("best "):] == last_line.strip()[len("last "):]
+    assert best_line.strip()[len("best ") :] == last_line.strip()[len("last ") :]
     assert_clean_failure(invoke("info", tmp_path / "missing.pt"), "missing.pt")
 
 

@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
+from cli_helpers import assert_clean_failure, invoke
 from conftest import REPO, blob_pair, write_pairs
 from layout_helpers import csv_manifest, lines_pairs, msd, nnunet_2d, nnunet_3d, walls_pairs
-from test_cli import assert_clean_failure, invoke
 from test_volumes import save_nifti
+
 from unetseg.config import DataConfig, load_config
 from unetseg.data.layouts import detect_data, split_data
 from unetseg.planning import Machine, plan_dataset
 from unetseg.planning.anchors import BLOBS, THIN
 
 CPU = Machine("cpu", cores=2, memory_gb=16.0, processor="test CPU", native_bf16=False)
-GPU = Machine("cuda", cores=8, memory_gb=64.0, processor="test CPU", native_bf16=False, gpu="test GPU", gpu_memory_gb=80.0)
+GPU = Machine(
+    "cuda", cores=8, memory_gb=64.0, processor="test CPU", native_bf16=False, gpu="test GPU", gpu_memory_gb=80.0
+)
 
 
 def plan_of(data: DataConfig, machine: Machine = CPU, budget: float = 300.0):
@@ -150,12 +152,31 @@ def test_isbi_plans_near_isbi_cpu(isbi):
     assert cfg.model == shipped.model
     assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize"]) == {}
     assert _same(cfg.augment, shipped.augment, ["crop_size", "affine", "elastic"]) == {}
-    assert _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "weight_decay", "ema", "loss",
-                                            "schedule_by", "max_time_s", "val_every", "amp", "threads"]) == {}
+    assert (
+        _same(
+            cfg.train,
+            shipped.train,
+            [
+                "batch_size",
+                "samples_per_epoch",
+                "lr",
+                "weight_decay",
+                "ema",
+                "loss",
+                "schedule_by",
+                "max_time_s",
+                "val_every",
+                "amp",
+                "threads",
+            ],
+        )
+        == {}
+    )
     assert cfg.eval == shipped.eval
     _, planned_val = split_data(cfg.data)
-    _, shipped_val = split_data(shipped.data.model_copy(update={"images": isbi / "train" / "image",
-                                                                "masks": isbi / "train" / "label"}))
+    _, shipped_val = split_data(
+        shipped.data.model_copy(update={"images": isbi / "train" / "image", "masks": isbi / "train" / "label"})
+    )
     assert [s.name for s in planned_val] == [s.name for s in shipped_val] == [str(i) for i in range(25, 30)]
 
 
@@ -168,7 +189,10 @@ def test_nuclei_plans_near_nuclei_cpu():
     assert cfg.model == shipped.model and cfg.eval == shipped.eval
     assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize", "split"]) == {}
     assert _same(cfg.augment, shipped.augment, ["crop_size", "brightness_contrast", "affine"]) == {}
-    assert _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "loss", "val_every", "max_time_s"]) == {}
+    assert (
+        _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "loss", "val_every", "max_time_s"])
+        == {}
+    )
     assert (cfg.inference.mode, cfg.inference.roi_size) == ("auto", 512)
 
 
@@ -182,7 +206,9 @@ def _init_train_predict(tmp_path: Path, data: Path, inputs: Path, channels: int)
     assert f"{channels} channel(s)" in result.output
     trained = invoke("train", "--config", out)
     assert trained.exit_code == 0, trained.output
-    predicted = invoke("predict", inputs, "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt", "--out", tmp_path / "pred")
+    predicted = invoke(
+        "predict", inputs, "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt", "--out", tmp_path / "pred"
+    )
     assert predicted.exit_code == 0, predicted.output
     return sorted(p.name for p in (tmp_path / "pred").iterdir())
 
@@ -210,8 +236,12 @@ def test_csv_manifest_through_init_train_predict(tmp_path):
 def test_init_errors_are_one_message(tmp_path):
     root = nnunet_2d(tmp_path)
     (root / "labelsTr" / "case_000.png").rename(root / "labelsTr" / "orphan.png")
-    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "no label case_000.png", "unetseg data check")
-    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml", "--budget", "soon"), "expected a positive duration")
+    assert_clean_failure(
+        invoke("init", root, "--out", tmp_path / "p.yaml"), "no label case_000.png", "unetseg data check"
+    )
+    assert_clean_failure(
+        invoke("init", root, "--out", tmp_path / "p.yaml", "--budget", "soon"), "expected a positive duration"
+    )
     (tmp_path / "p.yaml").write_text("mine")
     assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "already exists; pass --overwrite")
     assert (tmp_path / "p.yaml").read_text() == "mine"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from cli_helpers import assert_clean_failure, invoke
 from layout_helpers import csv_manifest, msd, nnunet_2d, nnunet_3d, write_json
-from test_cli import assert_clean_failure, invoke
 from test_inference import PixelModel, predictor
+
 from unetseg.config import ConfigError, DataConfig, config_from_dict
 from unetseg.data.channels import read_input
 from unetseg.data.check import check_dataset
@@ -83,7 +83,9 @@ def test_nnunet_missing_dataset_json_key_names_file_and_key(tmp_path, key):
 def test_nnunet_label_without_image_and_image_without_label(tmp_path):
     root = nnunet_2d(tmp_path)
     (root / "labelsTr" / "case_000.png").rename(root / "labelsTr" / "ghost.png")
-    with pytest.raises(DataError, match=r"case_000_0000\.png: no label case_000\.png in .*labelsTr \(and 1 more problem"):
+    with pytest.raises(
+        DataError, match=r"case_000_0000\.png: no label case_000\.png in .*labelsTr \(and 1 more problem"
+    ):
         labelled_samples(DataConfig(layout="nnunet", root=root))
     result = invoke("data", "check", root)
     assert_clean_failure(result, "ghost.png", "no image ghost_0000.png in", "no label case_000.png")
@@ -105,7 +107,9 @@ def test_nnunet_region_labels_and_unreadable_ending_are_refused(tmp_path):
 
 def test_nnunet_volumes_split_by_case_and_splits_final(tmp_path):
     root = nnunet_3d(tmp_path, n=4)
-    data = DataConfig.model_validate({**detect_data(root).model_dump(), "split": {"mode": "cases", "folds": 2, "fold": -1}})
+    data = DataConfig.model_validate(
+        {**detect_data(root).model_dump(), "split": {"mode": "cases", "folds": 2, "fold": -1}}
+    )
     train, val = split_data(data)
     assert {s.case for s in val} == {"vol_002", "vol_003"} and {s.case for s in train} == {"vol_000", "vol_001"}
     assert len(val) == 2 * 6 and val[0].name == "vol_002_0000" and val[0].axis == 2
@@ -115,7 +119,9 @@ def test_nnunet_volumes_split_by_case_and_splits_final(tmp_path):
     _, val = split_data(data)
     assert {s.case for s in val} == {"vol_001"}
     write_json(root / "splits_final.json", [{"train": [], "val": ["nobody"]}])
-    with pytest.raises(DataError, match=r"splits_final\.json: fold 0 validates on case\(s\) the dataset does not hold: \['nobody'\]"):
+    with pytest.raises(
+        DataError, match=r"splits_final\.json: fold 0 validates on case\(s\) the dataset does not hold: \['nobody'\]"
+    ):
         split_data(data)
 
 
@@ -170,7 +176,9 @@ def test_msd_listing_problems_name_the_entry(tmp_path):
     meta = json.loads((root / "dataset.json").read_text())
     meta["training"][1]["image"] = "./imagesTr/missing.nii.gz"
     write_json(root / "dataset.json", meta)
-    with pytest.raises(DataError, match=r"dataset\.json: training\[1\]\.image \./imagesTr/missing\.nii\.gz: no such file"):
+    with pytest.raises(
+        DataError, match=r"dataset\.json: training\[1\]\.image \./imagesTr/missing\.nii\.gz: no such file"
+    ):
         labelled_samples(DataConfig(layout="msd", root=root, channels=2))
     del meta["training"]
     write_json(root / "dataset.json", meta)
@@ -204,7 +212,9 @@ def test_csv_row_pointing_nowhere_names_the_line(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"cases\.csv: line 4: image images/nothing\.png: no such file"):
         labelled_samples(DataConfig(layout="csv", root=manifest))
-    assert_clean_failure(invoke("data", "check", manifest), "cases.csv", "line 4: image images/nothing.png: no such file")
+    assert_clean_failure(
+        invoke("data", "check", manifest), "cases.csv", "line 4: image images/nothing.png: no such file"
+    )
     manifest.write_text("image,mask,split\nimages/img_0.png,masks/img_0.png,holdout\n")
     with pytest.raises(DataError, match=r"line 2: split 'holdout' is not one of train, val, test"):
         labelled_samples(DataConfig(layout="csv", root=manifest))

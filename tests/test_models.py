@@ -400,8 +400,16 @@ def test_build_model_unet_matches_config():
 def test_state_dict_names_are_per_level():
     net = tiny_unet(skips="add", decoder_widths=[4, 12, 16])
     keys = list(net.state_dict())
-    for prefix in ("encoder.stages.0.", "encoder.stages.2.", "encoder.stages.3.", "decoder.ups.2.",
-                   "decoder.blocks.0.", "decoder.blocks.2.", "decoder.skips.1.proj.", "head."):
+    for prefix in (
+        "encoder.stages.0.",
+        "encoder.stages.2.",
+        "encoder.stages.3.",
+        "decoder.ups.2.",
+        "decoder.blocks.0.",
+        "decoder.blocks.2.",
+        "decoder.skips.1.proj.",
+        "head.",
+    ):
         assert any(k.startswith(prefix) for k in keys), prefix
     assert not any(k.startswith("encoder.stages.4.") or k.startswith("decoder.blocks.3.") for k in keys)
     modules = dict(net.named_modules())
@@ -422,7 +430,9 @@ def test_state_dict_loads_across_instances_only_for_same_layout():
 @pytest.mark.parametrize("stride", [2, 4])
 @pytest.mark.parametrize("size", [(64, 64), (37, 51), (7, 9)])
 def test_stem_keeps_any_input_size(stride, size):
-    net = UNet(3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride).eval()  # 1x1 bottlenecks: no batch stats
+    net = UNet(
+        3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride
+    ).eval()  # 1x1 bottlenecks: no batch stats
     assert net(torch.randn(1, 3, *size)).shape == (1, 2, *size)
     assert net.multiple == 4 * stride  # two down-samplings below the stem
 
@@ -483,7 +493,9 @@ def test_stem_gradient_reaches_every_input_pixel():
 
 @pytest.mark.parametrize("stride", [2, 4])
 def test_refinement_keeps_any_input_size(stride):
-    net = UNet(3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride, head="shuffle", refine_width=6).eval()
+    net = UNet(
+        3, 2, depth=3, base_width=4, encoder="residual", stem_stride=stride, head="shuffle", refine_width=6
+    ).eval()
     assert net.head[0].out_channels == 6 * stride**2  # features per pixel now, not logits
     assert net.refine.conv.in_channels == 6 + 3  # the head's channels and the image's
     for size in [(64, 64), (37, 51), (7, 9)]:
@@ -537,7 +549,9 @@ def test_stem_config_rules():
 # --------------------------------------------------------------------------- deep supervision
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"encoder": "residual", "stem_stride": 4, "head": "shuffle", "refine_width": 4}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"encoder": "residual", "stem_stride": 4, "head": "shuffle", "refine_width": 4}]
+)
 def test_deep_supervision_outputs_full_size_logits_and_a_plain_call_only_the_main_ones(kwargs):
     net = tiny_unet(deep_supervision=2, **kwargs).eval()
     x = torch.randn(2, 1, 37, 51)
@@ -552,7 +566,7 @@ def test_deep_supervision_heads_train_only_the_levels_they_read():
     """An auxiliary head's loss reaches its own decoder level and everything below it, but not
     the finer levels above (whose outputs it never sees)."""
     net = tiny_unet(deep_supervision=2)
-    _, aux1, aux2 = net(torch.randn(2, 1, 32, 32), deep_supervision=True)
+    _, _, aux2 = net(torch.randn(2, 1, 32, 32), deep_supervision=True)
     aux2.square().mean().backward()
     grads = {name: p.grad for name, p in net.named_parameters()}
     assert grads["aux_heads.1.weight"].abs().sum() > 0 and grads["aux_heads.0.weight"] is None

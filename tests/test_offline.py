@@ -40,8 +40,14 @@ main(sys.argv[1:], prog_name="unetseg")
 def run_offline(*args: object) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     env.update(PYTHONPATH=repo_pythonpath(), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", GUARDED_CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", GUARDED_CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_help_train_and_predict_open_no_connection(tiny_cfg_file: Path, pair_dirs, tmp_path: Path) -> None:

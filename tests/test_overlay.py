@@ -7,14 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from ckpt_helpers import write_checkpoint
+from cli_helpers import invoke
 from torch import nn
 
-from ckpt_helpers import write_checkpoint
-from test_cli import invoke
 from unetseg.config import InferenceConfig
 from unetseg.data import attach_masks, find_images
 from unetseg.data.io import read_raw
-from unetseg.inference.predictor import Predictor, predict_samples
 from unetseg.inference.overlay import (
     CONTOUR_COLOURS,
     FALSE_NEGATIVE,
@@ -23,6 +22,7 @@ from unetseg.inference.overlay import (
     display_image,
     error_overlay,
 )
+from unetseg.inference.predictor import Predictor, predict_samples
 
 
 def test_display_image_scales_any_normalisation_to_8_bit_rgb():
@@ -98,7 +98,9 @@ def test_predict_overlay_from_the_cli_with_and_without_masks(tmp_path, pair_dirs
     cv2.imwrite(str(bad / "img_1.png"), np.zeros((10, 10), np.uint8))  # wrong size; the others have no mask
     result = invoke("predict", images, "--checkpoint", ckpt, "--out", tmp_path / "b", "--overlay", "--masks", bad)
     assert result.exit_code == 1
-    assert "5 image(s) have no mask" in result.output and "img_1: overlay:" in result.output and "10x10" in result.output
+    assert (
+        "5 image(s) have no mask" in result.output and "img_1: overlay:" in result.output and "10x10" in result.output
+    )
     assert "wrote 6 mask(s)" in result.output and not (tmp_path / "b" / "img_1_overlay.png").exists()
     with_truth = invoke("predict", images, "--checkpoint", ckpt, "--out", tmp_path / "c", "--overlay", "--masks", masks)
     assert with_truth.exit_code == 0, with_truth.output

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import write_yaml
 
 from unetseg.cli import main
 from unetseg.cli.runs import finished_checkpoints, predictions_folder
-from conftest import write_yaml
 
 
 def invoke(*args: object):
@@ -44,7 +44,10 @@ def test_predictions_go_beside_the_run(tmp_path: Path) -> None:
     best = tmp_path / "runs" / "a" / "checkpoints" / "best.pt"
     (tmp_path / "test").mkdir()
     assert predictions_folder(best, tmp_path / "test") == tmp_path / "runs" / "a" / "predictions" / "test"
-    assert predictions_folder(best, tmp_path / "test" / "slice.07.png") == tmp_path / "runs" / "a" / "predictions" / "slice.07"
+    assert (
+        predictions_folder(best, tmp_path / "test" / "slice.07.png")
+        == tmp_path / "runs" / "a" / "predictions" / "slice.07"
+    )
     assert predictions_folder(tmp_path / "model.pt", tmp_path / "case.nii.gz") == tmp_path / "predictions" / "case"
 
 
@@ -60,12 +63,16 @@ def test_no_model_yet_is_one_message_saying_how_to_get_one(tmp_path: Path, monke
     cfg = write_yaml(tmp_path / "mine.yaml", {**tiny_cfg_dict, "output_dir": "runs/mine"})
     result = invoke("predict", tiny_cfg_dict["data"]["images"], "--config", cfg)
     assert result.exit_code == 1
-    assert f"no trained model in runs/mine/ (no run there has checkpoints/best.pt): train one first with " \
-           f"`unetseg train --config {cfg}`, or give --checkpoint" in result.output
+    assert (
+        f"no trained model in runs/mine/ (no run there has checkpoints/best.pt): train one first with "
+        f"`unetseg train --config {cfg}`, or give --checkpoint" in result.output
+    )
     assert not (tmp_path / "runs" / "started" / "predictions").exists()
 
 
-def test_predict_takes_the_newest_run_and_writes_beside_it(tmp_path: Path, monkeypatch, tiny_cfg_file, pair_dirs) -> None:
+def test_predict_takes_the_newest_run_and_writes_beside_it(
+    tmp_path: Path, monkeypatch, tiny_cfg_file, pair_dirs
+) -> None:
     monkeypatch.chdir(tmp_path)
     images = pair_dirs[0]
     assert invoke("train", "--config", tiny_cfg_file, "--out", "runs/first", "--set", "train.epochs=1").exit_code == 0
@@ -92,14 +99,20 @@ def test_predict_takes_the_newest_run_and_writes_beside_it(tmp_path: Path, monke
     cfg = write_yaml(tmp_path / "first.yaml", {**yaml.safe_load(tiny_cfg_file.read_text()), "output_dir": "runs/first"})
     chosen = invoke("predict", images, "--config", cfg)
     assert chosen.exit_code == 0, chosen.output
-    assert chosen.output.splitlines()[0] == f"using {Path('runs/first/checkpoints/best.pt')} (the newest finished run in runs/first/)"
+    assert (
+        chosen.output.splitlines()[0]
+        == f"using {Path('runs/first/checkpoints/best.pt')} (the newest finished run in runs/first/)"
+    )
     assert (tmp_path / "runs" / "first" / "predictions" / "images" / "img_0.png").is_file()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--checkpoint", "a.pt", "--checkpoint", "b.pt"], "give --out for its masks"),
-    (["--checkpoint", "a.pt", "--config", "c.yaml"], "--config only says where to look for the newest run"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--checkpoint", "a.pt", "--checkpoint", "b.pt"], "give --out for its masks"),
+        (["--checkpoint", "a.pt", "--config", "c.yaml"], "--config only says where to look for the newest run"),
+    ],
+)
 def test_predict_option_clashes_are_usage_errors(tmp_path: Path, pair_dirs, extra: list[str], message: str) -> None:
     result = invoke("predict", pair_dirs[0], *extra)
     assert result.exit_code == 2 and message in result.output

@@ -20,7 +20,7 @@ def test_probe_measures_every_level_and_resets():
         opt.zero_grad()
         net(torch.randn(2, 1, 16, 16)).square().mean().backward()
         probe.before_step()
-        norms.append(torch.sqrt(sum((p.grad ** 2).sum() for p in probe.groups["enc0"])).item())
+        norms.append(torch.sqrt(sum((p.grad**2).sum() for p in probe.groups["enc0"])).item())
         opt.step()
         probe.after_step()
     stats = probe.epoch_stats()
@@ -42,7 +42,7 @@ def test_trainer_logs_level_stats_and_gates(tiny_cfg_dict):
     tiny_cfg_dict["train"]["level_stats"] = True
     cfg = config_from_dict(tiny_cfg_dict)
     Trainer(cfg, log=lambda m: None).fit()
-    rows = list(csv.DictReader(open(cfg.output_dir / "metrics.csv")))
+    rows = list(csv.DictReader((cfg.output_dir / "metrics.csv").read_text().splitlines()))
     assert len(rows) == 2
     for row in rows:
         assert float(row["grad_enc0"]) > 0 and float(row["update_dec0"]) > 0
@@ -60,5 +60,5 @@ def test_gates_are_logged_even_without_level_stats(tiny_cfg_dict):
     tiny_cfg_dict["model"]["skips"] = ["concat", "gated"]
     cfg = config_from_dict(tiny_cfg_dict)
     Trainer(cfg, log=lambda m: None).fit()
-    header = next(csv.reader(open(cfg.output_dir / "metrics.csv")))
+    header = next(csv.reader((cfg.output_dir / "metrics.csv").read_text().splitlines()))
     assert "gate1" in header and not any(h.startswith("grad_") for h in header)

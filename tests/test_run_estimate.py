@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 
 import unetseg.cli.train as cli_train
 from unetseg.cli import main
 from unetseg.cli.train import cpu_alternative
 from unetseg.config import load_config
 from unetseg.training.progress import RunProgress, duration
-from conftest import REPO
 
 
 class FakeClock:
@@ -26,7 +26,7 @@ class FakeClock:
 
 def run_steps(progress: RunProgress, clock: FakeClock, steps: int, first_s: float, step_s: float) -> list[bool]:
     announced = []
-    for i in range(steps):
+    for _ in range(steps):
         clock.now += first_s if progress.steps == 0 else step_s
         announced.append(progress.step())
     return announced
@@ -34,7 +34,12 @@ def run_steps(progress: RunProgress, clock: FakeClock, steps: int, first_s: floa
 
 def test_duration_reads_like_a_person_would_say_it() -> None:
     assert [duration(s) for s in (42, 480, 3 * 3600 + 1800, 30 * 3600, 3 * 86400)] == [
-        "42 s", "8 min", "3.5 h", "30.0 h", "3.0 days"]
+        "42 s",
+        "8 min",
+        "3.5 h",
+        "30.0 h",
+        "3.0 days",
+    ]
 
 
 def test_estimate_from_the_first_steps_when_the_epochs_end_the_run() -> None:
@@ -60,7 +65,8 @@ def test_estimate_when_the_time_budget_ends_the_run_first() -> None:
     assert progress.epoch_label(1) == f"epoch 1 of ~{expected}"
     assert progress.estimate() == (
         "expected duration: about 8 min; the time budget (train.max_time_s = 480 s) ends the run after about "
-        f"{expected} of 1000 epochs (13 steps an epoch at 0.28 s a step)")
+        f"{expected} of 1000 epochs (13 steps an epoch at 0.28 s a step)"
+    )
     clock.now += 100
     assert progress.status() == f"{duration(102.56)} of the 8 min budget, ETA 6 min"
 
@@ -98,8 +104,18 @@ def test_a_gpu_sized_run_on_the_cpu_stops_at_the_question(tiny_cfg_file: Path, t
     """A real estimate: 10^8 epochs of 4 steps take far over an hour on any CPU (at 1 ms a step, 4.6 days)."""
     monkeypatch.setattr(cli_train, "interactive", lambda: True)
     run = tmp_path / "run"
-    result = invoke("train", "--config", tiny_cfg_file, "--out", run, "--set", "train.device=cpu",
-                    "--set", "train.epochs=100000000", input="n\n")
+    result = invoke(
+        "train",
+        "--config",
+        tiny_cfg_file,
+        "--out",
+        run,
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "train.epochs=100000000",
+        input="n\n",
+    )
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     lines = result.output.splitlines()
@@ -111,16 +127,32 @@ def test_a_gpu_sized_run_on_the_cpu_stops_at_the_question(tiny_cfg_file: Path, t
     assert not (run / "checkpoints" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("flags, answer, said", [
-    (["--yes"], None, "going on (--yes)"),
-    ([], "y\n", "Train on this CPU anyway? [y/N]: y"),
-    ([], None, "going on: stdin is not a terminal"),
-])
-def test_a_long_cpu_run_goes_on_when_told_to(tiny_cfg_file: Path, tmp_path: Path, monkeypatch, flags, answer, said) -> None:
+@pytest.mark.parametrize(
+    "flags, answer, said",
+    [
+        (["--yes"], None, "going on (--yes)"),
+        ([], "y\n", "Train on this CPU anyway? [y/N]: y"),
+        ([], None, "going on: stdin is not a terminal"),
+    ],
+)
+def test_a_long_cpu_run_goes_on_when_told_to(
+    tiny_cfg_file: Path, tmp_path: Path, monkeypatch, flags, answer, said
+) -> None:
     monkeypatch.setattr(cli_train, "GPU_RUN_S", 0.0)  # every run counts as long: the tiny one finishes
     monkeypatch.setattr(cli_train, "interactive", lambda: answer is not None or bool(flags))
-    result = invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "run", "--set", "train.device=cpu",
-                    "--set", "train.epochs=1", *flags, input=answer)
+    result = invoke(
+        "train",
+        "--config",
+        tiny_cfg_file,
+        "--out",
+        tmp_path / "run",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "train.epochs=1",
+        *flags,
+        input=answer,
+    )
     assert result.exit_code == 0, result.output
     assert "looks meant for a GPU" in result.output and said in result.output
     assert "done: best dice" in result.output
@@ -129,7 +161,10 @@ def test_a_long_cpu_run_goes_on_when_told_to(tiny_cfg_file: Path, tmp_path: Path
 def test_the_cpu_config_for_the_same_data_is_named(monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     isbi = Path("configs/isbi.yaml")
-    assert cpu_alternative(isbi, load_config(isbi)) == "for a CPU use `unetseg train --config configs/isbi_cpu.yaml` (about 8 minutes)"
+    assert (
+        cpu_alternative(isbi, load_config(isbi))
+        == "for a CPU use `unetseg train --config configs/isbi_cpu.yaml` (about 8 minutes)"
+    )
     nuclei = Path("configs/nuclei.yaml")
     assert cpu_alternative(nuclei, load_config(nuclei)).endswith("configs/nuclei_cpu.yaml` (about 8 minutes)")
     own = Path("configs/isbi_cpu.yaml")  # already the CPU config: shorten it instead

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import repo_pythonpath, write_yaml
+
 from unetseg.config import config_from_dict
 from unetseg.training import Trainer, TrainingError
 from unetseg.training.runlock import LOCK_NAME, RunLock, RunLockedError, pid_alive
@@ -166,8 +166,13 @@ def test_two_trainings_into_one_folder_at_once(tiny_cfg_dict, tmp_path):
     config = write_yaml(tmp_path / "first.yaml", tree)
     out = Path(tree["output_dir"])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo_pythonpath()}
-    first = subprocess.Popen([sys.executable, "-m", "unetseg", "train", "--config", str(config), "--no-check"],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "unetseg", "train", "--config", str(config), "--no-check"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         metrics = out / "metrics.csv"  # written just after the first checkpoint
         deadline = time.monotonic() + 120
@@ -179,7 +184,9 @@ def test_two_trainings_into_one_folder_at_once(tiny_cfg_dict, tmp_path):
         # passes that check, so only the lock stands between it and the running first run.
         result = CliRunner().invoke(main, ["train", "--config", str(config), "--no-check", "--set", "seed=7"])
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        result = CliRunner().invoke(main, ["train", "--config", str(config), "--no-check", "--resume", "--set", "seed=7"])
+        result = CliRunner().invoke(
+            main, ["train", "--config", str(config), "--no-check", "--resume", "--set", "seed=7"]
+        )
         assert result.exit_code == 1, result.output
         assert f"{out} is in use by another training (process {first.pid}" in result.output
         assert "Traceback" not in result.output

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from unetseg.studies.skips import linear_cka
 from unetseg.cli import main
 from unetseg.config import config_from_dict
+from unetseg.studies.skips import linear_cka
 from unetseg.training import Trainer
 
 
@@ -34,9 +34,13 @@ def trained_checkpoint(tiny_cfg_dict):
 
 def test_analyze_skips_cli_reports_used_levels_only(trained_checkpoint, tmp_path, meters):
     out = tmp_path / "analysis"
-    result = CliRunner().invoke(main, ["analyze-skips", "--checkpoint", str(trained_checkpoint), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(
+        main, ["analyze-skips", "--checkpoint", str(trained_checkpoint), "--out", str(out), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
-    assert [(m.desc, m.expected, m.done) for m in meters] == [("analyze-skips", 3, 3)]  # intact, then level 0 zero and mean
+    assert [(m.desc, m.expected, m.done) for m in meters] == [
+        ("analyze-skips", 3, 3)
+    ]  # intact, then level 0 zero and mean
     data = json.loads((out / "skip_analysis.json").read_text())
     assert data["skips"] == ["gated", "none"]
     rows = data["knockout"]
@@ -56,6 +60,13 @@ def test_analyze_skips_refuses_reference_models(tiny_cfg_dict, tmp_path):
     cfg = config_from_dict(tiny_cfg_dict)
     Trainer(cfg, log=lambda m: None).fit()
     result = CliRunner().invoke(
-        main, ["analyze-skips", "--checkpoint", str(cfg.output_dir / "checkpoints" / "last.pt"), "--out", str(tmp_path / "a")]
+        main,
+        [
+            "analyze-skips",
+            "--checkpoint",
+            str(cfg.output_dir / "checkpoints" / "last.pt"),
+            "--out",
+            str(tmp_path / "a"),
+        ],
     )
     assert result.exit_code != 0 and "needs a unetseg U-Net" in result.output and "Traceback" not in result.output

@@ -22,7 +22,7 @@ def test_paired_test_matches_scipy_wilcoxon():
 
 def test_paired_test_edge_cases():
     assert paired_test(np.ones(4), np.ones(4)) == (0.0, 1.0, 4)
-    diff, p, n = paired_test(np.array([1.0, np.nan, 3.0]), np.array([0.0, 1.0, np.nan]))
+    diff, _, n = paired_test(np.array([1.0, np.nan, 3.0]), np.array([0.0, 1.0, np.nan]))
     assert (diff, n) == (1.0, 1)
     assert np.isnan(paired_test(np.array([np.nan]), np.array([1.0]))[0])
 

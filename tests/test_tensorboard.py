@@ -84,8 +84,10 @@ def test_a_failing_tensorboard_writer_does_not_stop_training(tiny_cfg_dict, monk
     summary = Trainer(config_from_dict(tiny_cfg_dict), log=messages.append).fit()
     assert len(calls) > 3
     notes = [m for m in messages if "TensorBoard" in m]
-    assert notes == ["note: TensorBoard logging stopped (File too large); training goes on, metrics.csv and "
-                     "checkpoints are still written"]
+    assert notes == [
+        "note: TensorBoard logging stopped (File too large); training goes on, metrics.csv and "
+        "checkpoints are still written"
+    ]
     out = Path(tiny_cfg_dict["output_dir"])
     assert summary["history"][-1]["epoch"] == 3
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 3

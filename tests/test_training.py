@@ -16,17 +16,17 @@ import torch
 import yaml
 
 from unetseg import runtime
-from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.config import LossConfig, TrainConfig, config_from_dict
 from unetseg.data import SegmentationDataset, find_pairs, read_image, read_mask, split_samples
 from unetseg.inference.evaluation import evaluate
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.region import overlap_metrics
 from unetseg.models import UNet
+from unetseg.models.checkpoint import load_checkpoint, load_model
 from unetseg.training import Trainer, TrainingError
+from unetseg.training.averaging import WeightAverage, ema_decay
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss, deep_supervision_weights
-from unetseg.training.averaging import WeightAverage, ema_decay
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 
 LOSSES = ["dice", "dice_ce", "dice_focal", "bce", "ce"]
@@ -98,7 +98,16 @@ def test_trainer_writes_run_outputs(tiny_cfg_dict):
 
     rows = _rows(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    for key in ("lr", "train_loss", "train_img_per_s", "train_images", "val_dice", "val_iou", "val_rand_error", "elapsed_s"):
+    for key in (
+        "lr",
+        "train_loss",
+        "train_img_per_s",
+        "train_images",
+        "val_dice",
+        "val_iou",
+        "val_rand_error",
+        "elapsed_s",
+    ):
         assert key in rows[0], key
     assert all(int(r["train_images"]) == 8 for r in rows)
     assert all(np.isfinite(float(r["train_loss"])) for r in rows)
@@ -225,7 +234,9 @@ def test_resume_of_a_run_saved_before_a_schema_key_existed_is_not_a_change(tiny_
 def test_nan_loss_stops_training(tiny_cfg_dict, monkeypatch):
     import unetseg.training.trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "build_loss", lambda cfg, out: (lambda logits, target, weight=None: logits.mean() * float("nan")))
+    monkeypatch.setattr(
+        trainer_module, "build_loss", lambda cfg, out: lambda logits, target, weight=None: logits.mean() * float("nan")
+    )
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 1.*lr"):
         _fit(tiny_cfg_dict)
     assert not (Path(tiny_cfg_dict["output_dir"]) / "checkpoints" / "last.pt").exists()
@@ -250,7 +261,9 @@ def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg_dict, monkeypatc
     with pytest.raises(TrainingError, match=r"loss became inf at epoch 2, step 1.*last good checkpoint is .*last.pt"):
         _fit(tiny_cfg_dict)
     state = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
     assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == [1]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
@@ -514,13 +527,24 @@ def test_isbi_cpu_config_learns_membranes(isbi, tmp_path):
     (validation on the held-out slices 25-29, whole 512x512 images). In the default suite, so
     a change to the config that its shrunk form no longer accepts fails CI."""
     from conftest import REPO
+
     from unetseg.config import load_config
 
     overrides = [
-        f"data.images={isbi / 'train' / 'image'}", f"data.masks={isbi / 'train' / 'label'}",
-        f"output_dir={tmp_path / 'isbi'}", "train.epochs=20", "train.samples_per_epoch=32",
-        "augment.crop_size=128", "model.base_width=8", "model.depth=4", "model.deep_supervision=2", "train.val_every=10",
-        "train.threads=1", "train.progress=false", "train.max_time_s=null", "train.schedule_by=steps",
+        f"data.images={isbi / 'train' / 'image'}",
+        f"data.masks={isbi / 'train' / 'label'}",
+        f"output_dir={tmp_path / 'isbi'}",
+        "train.epochs=20",
+        "train.samples_per_epoch=32",
+        "augment.crop_size=128",
+        "model.base_width=8",
+        "model.depth=4",
+        "model.deep_supervision=2",
+        "train.val_every=10",
+        "train.threads=1",
+        "train.progress=false",
+        "train.max_time_s=null",
+        "train.schedule_by=steps",
     ]
     cfg = load_config(REPO / "configs" / "isbi_cpu.yaml", overrides)
     summary = Trainer(cfg, log=quiet).fit()
@@ -543,6 +567,7 @@ def isbi_cpu_recipe(isbi: Path, root: Path, epochs: int) -> dict:
     import shutil
 
     from conftest import REPO
+
     from unetseg.config import dump_config, load_config
 
     for kind in ("image", "label"):
@@ -550,9 +575,17 @@ def isbi_cpu_recipe(isbi: Path, root: Path, epochs: int) -> dict:
         for i in range(6):
             shutil.copy(isbi / "train" / kind / f"{i}.png", root / kind / f"{i}.png")
     overrides = [
-        f"data.images={root / 'image'}", f"data.masks={root / 'label'}", f"output_dir={root / 'run'}",
-        "train.max_time_s=null", "train.schedule_by=steps", f"train.epochs={epochs}", "train.samples_per_epoch=8",
-        "augment.crop_size=128", "train.deterministic=true", "train.threads=1", "train.progress=false",
+        f"data.images={root / 'image'}",
+        f"data.masks={root / 'label'}",
+        f"output_dir={root / 'run'}",
+        "train.max_time_s=null",
+        "train.schedule_by=steps",
+        f"train.epochs={epochs}",
+        "train.samples_per_epoch=8",
+        "augment.crop_size=128",
+        "train.deterministic=true",
+        "train.threads=1",
+        "train.progress=false",
     ]
     return dump_config(load_config(REPO / "configs" / "isbi_cpu.yaml", overrides))
 
@@ -609,8 +642,8 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
     import time
 
     from click.testing import CliRunner
-
     from conftest import repo_pythonpath, write_yaml
+
     from unetseg.cli import main
 
     if recipe == "tiny":
@@ -631,8 +664,13 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
     out = tmp_path / "killed"
     config = write_yaml(tmp_path / "killed.yaml", {**tree, "output_dir": str(out)})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo_pythonpath()}
-    proc = subprocess.Popen([sys.executable, "-m", "unetseg", "train", "--config", str(config)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unetseg", "train", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     metrics = out / "metrics.csv"  # written just after checkpoints/last.pt
     deadline = time.monotonic() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
@@ -640,7 +678,9 @@ def test_kill_9_at_any_moment_then_resume_matches_uninterrupted_run(tiny_cfg_dic
         assert time.monotonic() < deadline, "no checkpoint after 120 s"
         time.sleep(0.01)
     time.sleep(random.uniform(0.0, 0.3))  # an arbitrary moment within the next epoch or two
-    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it was killed: {proc.stderr.read().decode()}"
+    assert proc.poll() is None, (
+        f"the run ended (exit {proc.returncode}) before it was killed: {proc.stderr.read().decode()}"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     proc.stderr.close()
@@ -714,7 +754,7 @@ def test_deep_supervision_loss_is_the_weighted_sum_of_the_outputs_losses():
     base = build_loss(LossConfig(name="dice_ce", border_weight={"w0": 10, "sigma": 5}), 1)
     logits = [torch.randn(2, 1, 16, 16) for _ in range(3)]
     target, weight = (torch.rand(2, 16, 16) > 0.5).long(), 1 + torch.rand(2, 16, 16)
-    expected = sum(w * base(l, target, weight) for w, l in zip([4 / 7, 2 / 7, 1 / 7], logits))
+    expected = sum(w * base(logit, target, weight) for w, logit in zip([4 / 7, 2 / 7, 1 / 7], logits))
     assert deep_supervision_loss(base, 3)(logits, target, weight) == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="expects 3 logit maps, got 2"):
         deep_supervision_loss(base, 3)(logits[:2], target, weight)
@@ -763,7 +803,13 @@ def test_ema_is_validated():
 
 @pytest.mark.parametrize(
     "setting,native,expected",
-    [("auto", True, None), ("off", True, None), ("fp16", True, None), ("bf16", True, torch.bfloat16), ("bf16", False, None)],
+    [
+        ("auto", True, None),
+        ("off", True, None),
+        ("fp16", True, None),
+        ("bf16", True, torch.bfloat16),
+        ("bf16", False, None),
+    ],
 )
 def test_cpu_autocast_dtype(monkeypatch, setting, native, expected):
     """A CPU run is fp32 unless bf16 is asked for and the CPU computes it natively: emulated bf16
@@ -774,7 +820,12 @@ def test_cpu_autocast_dtype(monkeypatch, setting, native, expected):
 
 @pytest.mark.parametrize(
     "machine,avx512_bf16,amx,expected",
-    [("x86_64", False, False, False), ("x86_64", True, False, True), ("x86_64", False, True, True), ("AMD64", True, False, True)],
+    [
+        ("x86_64", False, False, False),
+        ("x86_64", True, False, True),
+        ("x86_64", False, True, True),
+        ("AMD64", True, False, True),
+    ],
 )
 def test_cpu_bf16_detection(monkeypatch, machine, avx512_bf16, amx, expected):
     """An AVX512 core without AVX512-BF16 (Skylake to Ice Lake Xeons) runs oneDNN's bf16 by
@@ -820,11 +871,15 @@ def test_bf16_training_on_a_cpu(tiny_cfg_dict, monkeypatch):
     assert all(np.isfinite(float(r["train_loss"])) for r in rows)
     model, cfg, _ = load_model(out / "checkpoints" / "last.pt")
     _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
-    metrics, _ = evaluate(Predictor(model, cfg.inference, cfg.data.num_classes), SegmentationDataset(val, cfg.data), cfg.eval.regions)
+    metrics, _ = evaluate(
+        Predictor(model, cfg.inference, cfg.data.num_classes), SegmentationDataset(val, cfg.data), cfg.eval.regions
+    )
     assert float(rows[-1]["val_dice"]) == pytest.approx(metrics["dice"], abs=0.02)
 
 
-@pytest.mark.parametrize("amp,why", [("bf16", "this CPU has no bf16 instructions"), ("fp16", "fp16 is not used on a CPU")])
+@pytest.mark.parametrize(
+    "amp,why", [("bf16", "this CPU has no bf16 instructions"), ("fp16", "fp16 is not used on a CPU")]
+)
 def test_half_precision_a_cpu_cannot_use_trains_in_fp32_and_says_so(tiny_cfg_dict, monkeypatch, amp, why):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     tree = copy.deepcopy(tiny_cfg_dict)

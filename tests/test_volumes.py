@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
+from cli_helpers import invoke
 from conftest import blob_pair, tiny_config, write_yaml
-from test_cli import invoke
 from test_inference import PixelModel, predictor
+
 from unetseg.config import ConfigError, config_from_dict
 from unetseg.data import SegmentationDataset, find_images, find_pairs, read_image
 from unetseg.data.intensity import Normalization
@@ -98,7 +98,10 @@ def test_pairing_strips_the_double_suffix_and_nnunet_channel(tmp_path):
     save_nifti(tmp_path / "lbl" / "b_seg.nii.gz", mask)
     pairs = find_pairs(tmp_path / "img", tmp_path / "lbl")
     assert [(s.name, s.mask.name) for s in pairs] == [
-        ("a_0000", "a.nii.gz"), ("a_0001", "a.nii.gz"), ("b_0000", "b_seg.nii.gz"), ("b_0001", "b_seg.nii.gz")
+        ("a_0000", "a.nii.gz"),
+        ("a_0001", "a.nii.gz"),
+        ("b_0000", "b_seg.nii.gz"),
+        ("b_0001", "b_seg.nii.gz"),
     ]
 
 
@@ -228,7 +231,12 @@ def test_train_then_predict_volumes_end_to_end(tmp_path):
     result = invoke("predict", inputs, "--checkpoint", ckpt, "--out", out, "--prob", "--device", "cpu")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "wrote 2 mask(s)" in result.output and "corrupt" in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["case0.nii.gz", "case0_prob.nii.gz", "case1.nii.gz", "case1_prob.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case0.nii.gz",
+        "case0_prob.nii.gz",
+        "case1.nii.gz",
+        "case1_prob.nii.gz",
+    ]
     for name in ("case0", "case1"):
         assert_same_grid(out / f"{name}.nii.gz", inputs / f"{name}.nii.gz")
         assert_same_grid(out / f"{name}_prob.nii.gz", inputs / f"{name}.nii.gz")
@@ -287,4 +295,3 @@ def test_dicom_series_folder_is_one_volume_written_as_nifti(tmp_path):
     written = nib.load(str(tmp_path / "out" / "ct1.nii.gz"))
     assert np.allclose(written.affine, expected)
     assert np.array_equal(np.asarray(written.dataobj), np.where(hu.transpose(1, 0, 2) > 0, 255, 0))
-

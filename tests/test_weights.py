@@ -27,10 +27,10 @@ def two_cells(gap: int) -> np.ndarray:
 def test_thin_wall_gets_the_papers_weight():
     w = border_weights(two_cells(3), w0=10, sigma=5, objects="background")
     # The wall's middle pixel is 2 px from both cells; its neighbours in the wall 1 and 3 px.
-    assert w[10, 13] == pytest.approx(1 + 10 * math.exp(-(2 + 2) ** 2 / 50), rel=1e-5)
-    assert w[10, 12] == pytest.approx(1 + 10 * math.exp(-(1 + 3) ** 2 / 50), rel=1e-5)
+    assert w[10, 13] == pytest.approx(1 + 10 * math.exp(-((2 + 2) ** 2) / 50), rel=1e-5)
+    assert w[10, 12] == pytest.approx(1 + 10 * math.exp(-((1 + 3) ** 2) / 50), rel=1e-5)
     # Inside a cell, one pixel from the wall: d1 = 0, d2 = 4.
-    assert w[10, 11] == pytest.approx(1 + 10 * math.exp(-(0 + 4) ** 2 / 50), rel=1e-5)
+    assert w[10, 11] == pytest.approx(1 + 10 * math.exp(-((0 + 4) ** 2) / 50), rel=1e-5)
 
 
 def test_wider_walls_and_lone_objects_weigh_less():
@@ -54,7 +54,7 @@ def test_weights_of_an_isbi_label_are_high_on_thin_membranes(isbi):
     mask = read_mask(sorted((isbi / "train" / "label").iterdir())[0], {0: 1, 255: 0})
     w = border_weights(mask, w0=10, sigma=5, objects="background")
     assert w.shape == mask.shape and w.dtype == np.float32
-    assert 1.0 <= w.min() and w.max() <= 11.0
+    assert w.min() >= 1.0 and w.max() <= 11.0
     assert w[mask == 1].mean() > 2 * w[mask == 0].mean()  # membranes are where cells meet
 
 
@@ -84,7 +84,10 @@ def test_dataset_moves_the_weights_with_the_mask(pair_dirs):
     images, masks = pair_dirs
     data = DataConfig(images=images, masks=masks)
     pairs = find_pairs(images, masks)
-    weights = lambda m: border_weights(m, w0=10, sigma=3, objects="foreground")  # noqa: E731
+
+    def weights(m):
+        return border_weights(m, w0=10, sigma=3, objects="foreground")
+
     aug = AugmentConfig(crop_size=None, hflip=0.5, vflip=0.5, rot90=1.0)
     ds = SegmentationDataset(pairs, data, build_train_transform(aug, seed=3), length=12, weights=weights)
     for i in range(12):
@@ -122,7 +125,9 @@ def test_training_with_border_weights(tmp_path, pair_dirs):
     from conftest import tiny_config
 
     tree = tiny_config(*pair_dirs, tmp_path / "run")
-    tree["train"].update({"epochs": 2, "samples_per_epoch": 4, "loss": {"name": "dice_ce", "border_weight": {"sigma": 3}}})
+    tree["train"].update(
+        {"epochs": 2, "samples_per_epoch": 4, "loss": {"name": "dice_ce", "border_weight": {"sigma": 3}}}
+    )
     trainer = Trainer(config_from_dict(tree), log=lambda *_: None)
     summary = trainer.fit()
     assert all(np.isfinite(row["train_loss"]) for row in summary["history"])

@@ -9,8 +9,9 @@ function called from code or a test prints nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from tqdm.auto import tqdm
 

@@ -9,13 +9,14 @@ Claims whose variants the grid lacks are left out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from unetseg.report.document import Table
 from unetseg.metrics.stats import bootstrap_ci, paired_test
+from unetseg.report.document import Table
 
 Grouped = dict[str, list[dict[str, Any]]]
 LOWER_IS_BETTER = {"hd95", "rand_error", "vi", "pixel_error", "error_near_boundary", "merges", "splits"}
@@ -116,8 +117,10 @@ def _robustness_cost(grouped: Grouped, reference: str) -> tuple[str, str] | None
     ref = {r["seed"]: loss(r) for r in grouped[reference]}
     none = {r["seed"]: loss(r) for r in grouped["none"]}
     gaps = [ref[s] - none[s] for s in seeds]
-    evidence = (f"Dice lost to the strongest corruptions (mean over kinds): {reference} "
-                f"{np.mean([ref[s] for s in seeds]):.4f}, none {np.mean([none[s] for s in seeds]):.4f} over seeds {seeds}")
+    evidence = (
+        f"Dice lost to the strongest corruptions (mean over kinds): {reference} "
+        f"{np.mean([ref[s] for s in seeds]):.4f}, none {np.mean([none[s] for s in seeds]):.4f} over seeds {seeds}"
+    )
     if len(gaps) >= 3 and all(g > 0 for g in gaps):
         return "agree", evidence
     if len(gaps) >= 3 and all(g < 0 for g in gaps):
@@ -126,20 +129,28 @@ def _robustness_cost(grouped: Grouped, reference: str) -> tuple[str, str] | None
 
 
 CLAIMS = [
-    Claim("Ronneberger et al. 2015; Drozdzal et al. 2016",
-          "Long skips recover the fine detail that down-sampling loses: with them boundaries are sharper.",
-          _skips_recover_detail),
-    Claim("Zhou et al. 2018 (UNet++)",
-          "A semantic gap separates shallow encoder features from the decoder's, so plain shallow skips help less "
-          "than deep ones (here: deep-only beats shallow-only on Dice).",
-          _semantic_gap),
-    Claim("Wang et al. 2022 (UCTransNet)",
-          "Not every skip helps; some hurt, so a network with fewer skips can beat one with all of them.",
-          _some_skips_hurt),
-    Claim("Kamath et al. 2023",
-          "Skips help most on hard tasks but may cost robustness: under corrupted input a U-Net with skips loses "
-          "more than one without.",
-          _robustness_cost),
+    Claim(
+        "Ronneberger et al. 2015; Drozdzal et al. 2016",
+        "Long skips recover the fine detail that down-sampling loses: with them boundaries are sharper.",
+        _skips_recover_detail,
+    ),
+    Claim(
+        "Zhou et al. 2018 (UNet++)",
+        "A semantic gap separates shallow encoder features from the decoder's, so plain shallow skips help less "
+        "than deep ones (here: deep-only beats shallow-only on Dice).",
+        _semantic_gap,
+    ),
+    Claim(
+        "Wang et al. 2022 (UCTransNet)",
+        "Not every skip helps; some hurt, so a network with fewer skips can beat one with all of them.",
+        _some_skips_hurt,
+    ),
+    Claim(
+        "Kamath et al. 2023",
+        "Skips help most on hard tasks but may cost robustness: under corrupted input a U-Net with skips loses "
+        "more than one without.",
+        _robustness_cost,
+    ),
 ]
 
 
@@ -149,7 +160,9 @@ def claims_table(grouped: Grouped, reference: str) -> tuple[Table, list[dict[str
     for claim in CLAIMS:
         outcome = claim.test(grouped, reference) if reference in grouped else None
         if outcome is not None:
-            rows.append({"source": claim.source, "claim": claim.statement, "verdict": outcome[0], "evidence": outcome[1]})
+            rows.append(
+                {"source": claim.source, "claim": claim.statement, "verdict": outcome[0], "evidence": outcome[1]}
+            )
     if not rows:
         return None
     table = Table(

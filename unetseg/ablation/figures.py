@@ -10,10 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
-from unetseg.inference.evaluation import validation_set
 from unetseg.ablation.spec import AblationSpec, fold_ids, result_dir, variant_config
-from unetseg.report.plots import epoch_panel, finish_row
 from unetseg.data import read_mask
+from unetseg.inference.evaluation import validation_set
+from unetseg.report.plots import epoch_panel, finish_row
 
 Grouped = dict[str, list[dict[str, Any]]]
 
@@ -80,9 +80,9 @@ EARLY_EPOCHS = 3
 
 def level_mean(runs: list[dict[str, Any]], prefix: str, epochs: slice) -> dict[int, float]:
     """Per level: the ``<prefix><level>`` column averaged over the given epochs and the seeds."""
-    keys = {k for r in runs for row in r["history"] for k in row if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    keys = {k for r in runs for row in r["history"] for k in row if k.startswith(prefix) and k[len(prefix) :].isdigit()}
     return {
-        int(k[len(prefix):]): float(np.nanmean([row.get(k, np.nan) for r in runs for row in r["history"][epochs]]))
+        int(k[len(prefix) :]): float(np.nanmean([row.get(k, np.nan) for r in runs for row in r["history"][epochs]]))
         for k in keys
     }
 
@@ -216,16 +216,20 @@ def crops_figures(spec: AblationSpec, grouped: Grouped) -> list[tuple[str, Figur
     assert best is not None
     chosen = names.index(spec.report.crop_image) if spec.report.crop_image in names else 0
     _, target = dataset.load(chosen)
-    windows = [("crops", best[1], (best[2], best[3]), "where the variants disagree most (over all validation images)"),
-               ("crops_thin", chosen, thin_structure_window(target, size), "with the most thin structure")]
+    windows = [
+        ("crops", best[1], (best[2], best[3]), "where the variants disagree most (over all validation images)"),
+        ("crops_thin", chosen, thin_structure_window(target, size), "with the most thin structure"),
+    ]
     figures = []
     for stem, index, (y, x), why in windows:
         image, target = dataset.load(index)
         side = min(size, *target.shape)
         window = (slice(y, y + side), slice(x, x + side))
         panels = [("image", image[..., 0][window], "gray"), ("truth", target[window], "gray_r")]
-        panels += [(name, _error_map(_prediction(spec, grouped, name, names[index], fold)[window], target[window]), None)
-                   for name in grouped]
+        panels += [
+            (name, _error_map(_prediction(spec, grouped, name, names[index], fold)[window], target[window]), None)
+            for name in grouped
+        ]
         cols = min(3 if len(panels) == 9 else 4, len(panels))
         rows = int(np.ceil(len(panels) / cols))
         fig = Figure(figsize=(3.0 * cols, 3.1 * rows))
@@ -234,7 +238,9 @@ def crops_figures(spec: AblationSpec, grouped: Grouped) -> list[tuple[str, Figur
             ax.imshow(data, cmap=cmap, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-        caption = (f"Validation image {names[index]}, {side} px window at (y, x) = ({y}, {x}) {why}; each variant's "
-                   "first seed. Errors: red = false positive, blue = false negative, dark = correct foreground.")
+        caption = (
+            f"Validation image {names[index]}, {side} px window at (y, x) = ({y}, {x}) {why}; each variant's "
+            "first seed. Errors: red = false positive, blue = false negative, dark = correct foreground."
+        )
         figures.append((stem, fig, caption))
     return figures

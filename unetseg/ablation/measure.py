@@ -12,6 +12,7 @@ import numpy as np
 
 from unetseg.ablation.spec import ReportSpec
 from unetseg.data.corruptions import corrupt
+from unetseg.data.dataset import SegmentationDataset
 from unetseg.inference.evaluation import measure, score_images, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.boundary import boundary_f1
@@ -19,13 +20,13 @@ from unetseg.metrics.region import segmentation_metrics
 from unetseg.models import count_parameters
 from unetseg.models.checkpoint import load_model
 from unetseg.runtime import select_device
-from unetseg.data.dataset import SegmentationDataset
-
 
 SWEPT = ("dice", "bf1_2px")
 
 
-def corruption_sweep(predictor: Predictor, dataset: SegmentationDataset, report: ReportSpec) -> dict[str, dict[str, list[float]]]:
+def corruption_sweep(
+    predictor: Predictor, dataset: SegmentationDataset, report: ReportSpec
+) -> dict[str, dict[str, list[float]]]:
     """Dice and boundary F1 (2 px) under each corruption and strength, mean over images."""
     sweep: dict[str, dict[str, list[float]]] = {}
 
@@ -36,6 +37,7 @@ def corruption_sweep(predictor: Predictor, dataset: SegmentationDataset, report:
     for kind, strengths in report.corruptions.items():
         curves: dict[str, list[float]] = {"strength": list(strengths), **{k: [] for k in SWEPT}}
         for strength in strengths:
+
             def perturb(index: int, image: np.ndarray, kind: str = kind, strength: float = strength) -> np.ndarray:
                 return corrupt(image, kind, strength, seed=index)
 
@@ -46,7 +48,9 @@ def corruption_sweep(predictor: Predictor, dataset: SegmentationDataset, report:
     return sweep
 
 
-def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_dir: Path | None = None) -> dict[str, Any]:
+def analyse_run(
+    checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_dir: Path | None = None
+) -> dict[str, Any]:
     """Metrics of the run's final weights (not the best epoch: every variant gets the same
     budget, and picking epochs on the validation images would favour noisy variants), with the
     predicted masks written to ``pred_dir``."""
@@ -64,6 +68,10 @@ def analyse_run(checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_
         "encoder": getattr(cfg.model, "encoder", cfg.model.arch),
         "mean": result.mean,
         "images": result.rows,
-        "distance": {"bins": report.distance_bins, "error": result.distance_error.tolist(), "counts": result.distance_counts.tolist()},
+        "distance": {
+            "bins": report.distance_bins,
+            "error": result.distance_error.tolist(),
+            "counts": result.distance_counts.tolist(),
+        },
         "history": state["history"],
     }

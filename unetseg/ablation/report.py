@@ -11,13 +11,13 @@ import numpy as np
 
 from unetseg.ablation import figures
 from unetseg.ablation.claims import claims_table, compare, score_grid
-from unetseg.studies.depth import degradation
 from unetseg.ablation.spec import AblationSpec, fold_ids, variant_config
 from unetseg.metrics.region import mean_metrics
-from unetseg.models.info import count_flops
-from unetseg.models import build_model
-from unetseg.report.document import FigureBlock, Report, Table, write_report
 from unetseg.metrics.stats import bootstrap_ci
+from unetseg.models import build_model
+from unetseg.models.info import count_flops
+from unetseg.report.document import FigureBlock, Report, Table, write_report
+from unetseg.studies.depth import degradation
 
 METRICS = [
     ("dice", "Dice"),
@@ -64,8 +64,10 @@ def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, di
     summary = {}
     flops = variant_flops(spec)
     for name, runs in _by_variant(spec, results).items():
-        keys = [k for k in runs[0]["mean"]]
-        values = {k: np.array([r["mean"][k] if r["mean"][k] is not None else np.nan for r in runs], float) for k in keys}
+        keys = list(runs[0]["mean"])
+        values = {
+            k: np.array([r["mean"][k] if r["mean"][k] is not None else np.nan for r in runs], float) for k in keys
+        }
         summary[name] = {
             "seeds": [r["seed"] for r in runs],
             "parameters": runs[0]["parameters"],
@@ -74,8 +76,10 @@ def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, di
             "encoder": runs[0]["encoder"],
             "mean": {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
             "std": {k: float(np.nanstd(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
-            "ci": {k: list(bootstrap_ci(score_grid(runs, k))) if np.isfinite(v).any() else [float("nan")] * 2
-                   for k, v in values.items()},
+            "ci": {
+                k: list(bootstrap_ci(score_grid(runs, k))) if np.isfinite(v).any() else [float("nan")] * 2
+                for k, v in values.items()
+            },
         }
     return summary
 
@@ -91,8 +95,14 @@ def _table(spec: AblationSpec, summary: dict[str, dict[str, Any]]) -> Table:
     present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
     rows = []
     for name, s in summary.items():
-        row: list[Any] = [name, "/".join(SKIP_LETTERS.get(m, m) for m in s["skips"]) or "-", s["encoder"], f"{s['parameters'] / 1e6:.2f} M",
-                          f"{s['flops'] / 1e9:.2f}", len(s["seeds"])]
+        row: list[Any] = [
+            name,
+            "/".join(SKIP_LETTERS.get(m, m) for m in s["skips"]) or "-",
+            s["encoder"],
+            f"{s['parameters'] / 1e6:.2f} M",
+            f"{s['flops'] / 1e9:.2f}",
+            len(s["seeds"]),
+        ]
         row += [_with_ci(s["mean"][k], s["ci"][k]) for k, _ in present]
         rows.append(row)
     return Table(
@@ -126,12 +136,16 @@ def _comparison_table(spec: AblationSpec, comparison: dict[str, dict[str, Any]])
         row: list[Any] = [name]
         for m in metrics:
             c = per_metric.get(m)
-            row.append("–" if c is None or not np.isfinite(c["diff"]) else
-                       f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p']:.2g}")
+            row.append(
+                "–"
+                if c is None or not np.isfinite(c["diff"])
+                else f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p']:.2g}"
+            )
         rows.append(row)
     pairs = next((c["pairs"] for pm in comparison.values() for c in pm.values()), 0)
     return Table(
-        ["variant"] + metrics, rows,
+        ["variant"] + metrics,
+        rows,
         f"Difference to the reference {spec.reference_name!r}: mean of the paired (seed, image) differences "
         f"[bootstrap 95% CI over seeds and images] and the two-sided Wilcoxon signed-rank p-value over the {pairs} pairs.",
     )
@@ -150,16 +164,27 @@ def _gate_table(grouped: dict[str, list[dict[str, Any]]]) -> tuple[Table, list[s
         closed = [level for level, (m, _) in final.items() if m < 0.5]
         half = [level for level, (_, lo) in final.items() if lo < 0.5]
         notes.append(
-            f"{name}: " + (f"the gates closed (mean below 0.5) at level(s) {closed}." if closed else
-                           "no level's gates closed (every level's mean stays above 0.5)")
-            + ("" if closed else (f"; some channels fell below 0.5 at level(s) {half}." if half else "; no channel fell below 0.5."))
+            f"{name}: "
+            + (
+                f"the gates closed (mean below 0.5) at level(s) {closed}."
+                if closed
+                else "no level's gates closed (every level's mean stays above 0.5)"
+            )
+            + (
+                ""
+                if closed
+                else (f"; some channels fell below 0.5 at level(s) {half}." if half else "; no channel fell below 0.5.")
+            )
         )
     if not rows:
         return None
     width = max(len(r) for r in rows) - 1
-    table = Table(["variant"] + [f"level {lv}" for lv in range(width)], [r + ["–"] * (width + 1 - len(r)) for r in rows],
-                  "Gate value of each gated skip after training, mean over seeds: channel mean (and smallest channel). "
-                  "Gates start at 1 (plain concat) and range from 0 (closed) to 2.")
+    table = Table(
+        ["variant"] + [f"level {lv}" for lv in range(width)],
+        [r + ["–"] * (width + 1 - len(r)) for r in rows],
+        "Gate value of each gated skip after training, mean over seeds: channel mean (and smallest channel). "
+        "Gates start at 1 (plain concat) and range from 0 (closed) to 2.",
+    )
     return table, notes
 
 
@@ -175,20 +200,31 @@ def pool_folds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         pooled.setdefault((r["variant"], r["seed"]), []).append(r)
     out = []
-    for (variant, seed), runs in pooled.items():
+    for runs in pooled.values():
         images = [row for r in runs for row in r["images"]]
         counts = np.array([r["distance"]["counts"] for r in runs], dtype=float)
         errors = np.nan_to_num(np.array([r["distance"]["error"] for r in runs], dtype=float)) * counts
         total = counts.sum(0)
-        merged = {**runs[0], "fold": None, "images": images,
-                  "mean": mean_metrics([{k: v for k, v in row.items() if k != "name"} for row in images]),
-                  "distance": {**runs[0]["distance"], "counts": total.tolist(),
-                               "error": np.where(total > 0, errors.sum(0) / np.maximum(total, 1), np.nan).tolist()},
-                  "per_fold": {r["fold"]: r["mean"] for r in runs}}
+        merged = {
+            **runs[0],
+            "fold": None,
+            "images": images,
+            "mean": mean_metrics([{k: v for k, v in row.items() if k != "name"} for row in images]),
+            "distance": {
+                **runs[0]["distance"],
+                "counts": total.tolist(),
+                "error": np.where(total > 0, errors.sum(0) / np.maximum(total, 1), np.nan).tolist(),
+            },
+            "per_fold": {r["fold"]: r["mean"] for r in runs},
+        }
         if runs[0].get("corruption"):
             merged["corruption"] = {
-                kind: {key: (curve if key == "strength" else np.mean([r["corruption"][kind][key] for r in runs], 0).tolist())
-                       for key, curve in runs[0]["corruption"][kind].items()}
+                kind: {
+                    key: (
+                        curve if key == "strength" else np.mean([r["corruption"][kind][key] for r in runs], 0).tolist()
+                    )
+                    for key, curve in runs[0]["corruption"][kind].items()
+                }
                 for kind in runs[0]["corruption"]
             }
         out.append(merged)
@@ -201,11 +237,16 @@ def _fold_table(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) ->
     for name, runs in grouped.items():
         for metric in ("dice", "bf1_2px"):
             rows.append([name, metric] + [float(np.mean([r["per_fold"][f][metric] for r in runs])) for f in folds])
-    return Table(["variant", "metric"] + [f"fold {f}" for f in folds], rows,
-                 f"Per contiguous-block fold (mean over seeds); the tables above pool the {len(folds)} folds' validation images.")
+    return Table(
+        ["variant", "metric"] + [f"fold {f}" for f in folds],
+        rows,
+        f"Per contiguous-block fold (mean over seeds); the tables above pool the {len(folds)} folds' validation images.",
+    )
 
 
-def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path, missing: list[str] | None = None) -> dict[str, Path]:
+def build_report(
+    spec: AblationSpec, results: list[dict[str, Any]], out_dir: Path, missing: list[str] | None = None
+) -> dict[str, Path]:
     """The report from the finished runs alone; ``missing`` lists runs the grid still lacks
     (the report then says it is partial and which runs it lacks)."""
     if spec.folds:
@@ -224,11 +265,19 @@ def build_report(spec: AblationSpec, results: list[dict[str, Any]], out_dir: Pat
         report.section("What this says about published claims").blocks.append(claims[0])
     _detail_sections(report, spec, grouped)
     gates = _training_sections(report, grouped)
-    data = {"name": spec.name, "seeds": spec.seeds, "budget": spec.budget.model_dump(), "hardware": hardware(results),
-            "missing": missing or [], "reference": spec.reference_name, "summary": summary, "comparison": comparison,
-            "claims": claims[1] if claims is not None else [],
-            "gates": gates[1] if gates is not None else [],
-            "runs": [{k: v for k, v in r.items() if k != "config"} for r in results]}
+    data = {
+        "name": spec.name,
+        "seeds": spec.seeds,
+        "budget": spec.budget.model_dump(),
+        "hardware": hardware(results),
+        "missing": missing or [],
+        "reference": spec.reference_name,
+        "summary": summary,
+        "comparison": comparison,
+        "claims": claims[1] if claims is not None else [],
+        "gates": gates[1] if gates is not None else [],
+        "runs": [{k: v for k, v in r.items() if k != "config"} for r in results],
+    }
     return write_report(report, out_dir, data)
 
 
@@ -239,7 +288,11 @@ def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] |
         f"{spec.budget.samples_per_epoch} random crops ({crops:,} crops; identical budget, split, seeds and data "
         f"order; the learning-rate schedule laid out over those steps), measured with its final weights on the "
         f"validation images. Base config: {spec.base}. Hardware: {machine}."
-        + (f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})." if missing else "")
+        + (
+            f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})."
+            if missing
+            else ""
+        )
     )
 
 
@@ -252,7 +305,9 @@ def _detail_sections(report: Report, spec: AblationSpec, grouped: dict[str, list
     report.section("Error by distance to the true boundary").blocks += [
         "Pixel error rate as a function of the distance to the nearest true boundary, pooled over the validation "
         "images; line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",
-        FigureBlock("distance_curves", figures.distance_figure(spec, grouped), "Error rate by distance bin (log scale)."),
+        FigureBlock(
+            "distance_curves", figures.distance_figure(spec, grouped), "Error rate by distance bin (log scale)."
+        ),
     ]
     robustness = figures.corruption_figure(grouped)
     if robustness is not None:
@@ -271,24 +326,42 @@ def _training_sections(report: Report, grouped: dict[str, list[dict[str, Any]]])
     if gradients is not None or gates is not None:
         section = report.section("Gradients and gates during training")
         if gradients is not None:
-            section.blocks.append(FigureBlock("gradients", gradients, "Gradient norm reaching each encoder stage early in "
-                                              "training (vanishing gradients show as a fall towards level 0)."))
+            section.blocks.append(
+                FigureBlock(
+                    "gradients",
+                    gradients,
+                    "Gradient norm reaching each encoder stage early in "
+                    "training (vanishing gradients show as a fall towards level 0).",
+                )
+            )
         if gates is not None:
             section.blocks += [gates[0], " ".join(gates[1])]
         if gate_fig is not None:
-            section.blocks.append(FigureBlock("gates", gate_fig, "Gate per level over training, mean over seeds (solid: "
-                                              "channel mean; dashed: the smallest channel)."))
+            section.blocks.append(
+                FigureBlock(
+                    "gates",
+                    gate_fig,
+                    "Gate per level over training, mean over seeds (solid: "
+                    "channel mean; dashed: the smallest channel).",
+                )
+            )
     depth = degradation(grouped)
     if depth is not None:
         table, final_fig, curves_fig = depth
         report.section("Depth: training loss under the same budget").blocks += [
             table,
             FigureBlock("degradation", final_fig, "Final training loss against blocks per level, mean over seeds."),
-            FigureBlock("degradation_curves", curves_fig, "Training loss per epoch for each depth, one panel per encoder."),
+            FigureBlock(
+                "degradation_curves", curves_fig, "Training loss per epoch for each depth, one panel per encoder."
+            ),
         ]
     curves = report.section("Training curves")
-    curves.blocks.append(FigureBlock("training_curves", figures.training_figure(grouped), "Training loss per epoch, mean over seeds."))
+    curves.blocks.append(
+        FigureBlock("training_curves", figures.training_figure(grouped), "Training loss per epoch, mean over seeds.")
+    )
     validation = figures.validation_figure(grouped)
     if validation is not None:
-        curves.blocks.append(FigureBlock("validation_curves", validation, "Validation Dice at each validation epoch, mean over seeds."))
+        curves.blocks.append(
+            FigureBlock("validation_curves", validation, "Validation Dice at each validation epoch, mean over seeds.")
+        )
     return gates

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unetseg.ablation.measure import analyse_run
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
@@ -141,14 +142,24 @@ def _submitit_executor(kind: str, folder: Path, workers: int, slurm: SlurmOption
     executor.update_parameters(timeout_min=options.time_min, name="unetseg-ablate")
     if kind == "slurm":
         executor.update_parameters(
-            slurm_partition=options.partition, slurm_array_parallelism=workers, gpus_per_node=options.gpus_per_task,
-            cpus_per_task=options.cpus_per_task, **{f"slurm_{k}": v for k, v in options.extra.items()},
+            slurm_partition=options.partition,
+            slurm_array_parallelism=workers,
+            gpus_per_node=options.gpus_per_task,
+            cpus_per_task=options.cpus_per_task,
+            **{f"slurm_{k}": v for k, v in options.extra.items()},
         )
     return executor
 
 
-def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm: SlurmOptions | None,
-                  log: Callable[[str], None], meter: Meter) -> tuple[dict[Job, dict[str, Any]], list[str]]:
+def _run_submitit(
+    kind: str,
+    jobs: list[Job],
+    workers: int,
+    folder: Path,
+    slurm: SlurmOptions | None,
+    log: Callable[[str], None],
+    meter: Meter,
+) -> tuple[dict[Job, dict[str, Any]], list[str]]:
     """Each job through submitit; local jobs are started ``workers`` at a time (submitit's local
     executor would start them all at once), SLURM ones as one array that the scheduler throttles."""
     executor = _submitit_executor(kind, folder, workers, slurm)
@@ -162,8 +173,10 @@ def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm:
             results[job] = handle.result()
             log(f"[{_tag(job)}] done ({kind} job {handle.job_id})")
         except Exception as err:  # keep the other runs going; report every failure at the end
-            failed.append(f"{_tag(job)}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r} "
-                          f"(log: {folder / f'{handle.job_id}_0_log.err'})")
+            failed.append(
+                f"{_tag(job)}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r} "
+                f"(log: {folder / f'{handle.job_id}_0_log.err'})"
+            )
 
     if kind == "slurm":
         with executor.batch():
@@ -186,8 +199,14 @@ def _run_submitit(kind: str, jobs: list[Job], workers: int, folder: Path, slurm:
 
 
 def run_ablation(
-    spec_path: Path, quick: bool = False, workers: int = 1, devices: list[str] | None = None,
-    log: Callable[[str], None] = print, meter: Meter = QUIET, executor: str = "pool", slurm: SlurmOptions | None = None,
+    spec_path: Path,
+    quick: bool = False,
+    workers: int = 1,
+    devices: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    meter: Meter = QUIET,
+    executor: str = "pool",
+    slurm: SlurmOptions | None = None,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
     """Every run of the ablation, in variant, seed, fold order; ``meter`` counts the runs done."""
     if executor not in EXECUTORS:
@@ -220,11 +239,15 @@ def run_ablation(
     else:
         results, failed = _run_pool(jobs, workers, log, meter)
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed))
+        raise RuntimeError(
+            f"{len(failed)} run(s) failed (the others are saved and will be reused):\n  " + "\n  ".join(failed)
+        )
     return spec, [results[job] for job in jobs_in_report_order]
 
 
-def _run_pool(jobs: list[Job], workers: int, log: Callable[[str], None], meter: Meter) -> tuple[dict[Job, dict[str, Any]], list[str]]:
+def _run_pool(
+    jobs: list[Job], workers: int, log: Callable[[str], None], meter: Meter
+) -> tuple[dict[Job, dict[str, Any]], list[str]]:
     results: dict[Job, dict[str, Any]] = {}
     failed: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

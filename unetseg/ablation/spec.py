@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unetseg.inference.evaluation import DISTANCE_BINS, TOLERANCES
 from unetseg.config import (
     Config,
     ConfigError,
@@ -34,11 +33,21 @@ from unetseg.config import (
     read_yaml,
     set_dotted,
 )
+from unetseg.inference.evaluation import DISTANCE_BINS, TOLERANCES
 
 # Where and how a run trains, not what it is: they may differ between the machines and
 # invocations that complete one grid.
-RUNTIME_KEYS = frozenset({"output_dir", "train.device", "train.threads", "train.num_workers", "train.progress",
-                          "train.compile", "train.channels_last"})
+RUNTIME_KEYS = frozenset(
+    {
+        "output_dir",
+        "train.device",
+        "train.threads",
+        "train.num_workers",
+        "train.progress",
+        "train.compile",
+        "train.channels_last",
+    }
+)
 
 
 class Variant(Strict):
@@ -64,10 +73,13 @@ class ReportSpec(Strict):
 class AblationSpec(Strict):
     name: str = "ablation"
     base: Path = Field(description="training config the variants modify (path, relative to this file)")
-    output_dir: Path = Field(Path("runs/ablation"), description="checkpoints of every run (a cache; not kept with the results)")
+    output_dir: Path = Field(
+        Path("runs/ablation"), description="checkpoints of every run (a cache; not kept with the results)"
+    )
     results_dir: Path | None = Field(
-        None, description="each finished run's measured results (results/<variant>/seed<k>/) and the report; "
-        "enough to rebuild the report without checkpoints (default: output_dir)"
+        None,
+        description="each finished run's measured results (results/<variant>/seed<k>/) and the report; "
+        "enough to rebuild the report without checkpoints (default: output_dir)",
     )
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     budget: Budget
@@ -80,13 +92,16 @@ class AblationSpec(Strict):
     )
     set: dict[str, Any] = Field({}, description="overrides applied to the base config for every variant")
     match_parameters: bool = Field(
-        False, description="widen or narrow each variant's decoder until its parameter count is within "
-        "match_tolerance of the reference variant's (unetseg U-Nets only)"
+        False,
+        description="widen or narrow each variant's decoder until its parameter count is within "
+        "match_tolerance of the reference variant's (unetseg U-Nets only)",
     )
     match_tolerance: float = Field(0.05, gt=0.0, lt=1.0)
     folds: int | None = Field(
-        None, ge=2, description="cross-validation: every (variant, seed) is trained on each of this many contiguous "
-        "block folds (data.split mode block), and results are given per fold and pooled"
+        None,
+        ge=2,
+        description="cross-validation: every (variant, seed) is trained on each of this many contiguous "
+        "block folds (data.split mode block), and results are given per fold and pooled",
     )
     report: ReportSpec = ReportSpec()
 
@@ -99,7 +114,7 @@ class AblationSpec(Strict):
         return grid
 
     @model_validator(mode="after")
-    def _has_variants(self) -> "AblationSpec":
+    def _has_variants(self) -> AblationSpec:
         if not self.grid and not self.variants:
             raise ValueError("an ablation needs a grid or a list of variants")
         names = [v.name for v in self.expand()]
@@ -207,7 +222,9 @@ def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | 
     if spec.match_parameters and variant.name != spec.reference_name:
         reference = next(v for v in spec.expand() if v.name == spec.reference_name)
         target = parameter_count(variant_config(spec, reference, seed))
-        cfg.model = match_decoder_width(cfg.model, target, spec.match_tolerance, cfg.data.channels, cfg.data.out_channels)
+        cfg.model = match_decoder_width(
+            cfg.model, target, spec.match_tolerance, cfg.data.channels, cfg.data.out_channels
+        )
     cfg.output_dir = run_dir(spec, variant.name, seed, fold, run_key(cfg))
     return cfg
 

@@ -7,28 +7,52 @@ from pathlib import Path
 
 import click
 
-from unetseg.cli.common import make_output_dir, run_command
+from unetseg.cli.common import FILE, FOLDER_OUT, config_option, make_output_dir, run_command
 from unetseg.config import read_yaml
 
 
 @click.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ablation YAML.")
+@config_option("Ablation YAML.", required=True)
 @click.option("--quick", is_flag=True, help="Tiny budget and one seed: a smoke test of the whole pipeline.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="Runs trained in parallel processes."
+)
 @click.option("--devices", help="Comma-separated devices assigned round-robin to runs, e.g. cuda:0,cuda:1.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for checkpoints, results and report (overrides output_dir and results_dir).")
-@click.option("--report-only", is_flag=True, help="Rebuild the report from the stored results alone: no training; "
-              "runs not finished yet are listed in it.")
-@click.option("--executor", type=click.Choice(["pool", "local", "slurm"]), default="pool", show_default=True,
-              help="pool: processes of this command; local: submitit subprocesses; slurm: a SLURM array job "
-              "(--workers: runs at once).")
+@click.option(
+    "--out",
+    type=FOLDER_OUT,
+    help="Folder for checkpoints, results and report (overrides output_dir and results_dir).",
+)
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Rebuild the report from the stored results alone: no training; runs not finished yet are listed in it.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["pool", "local", "slurm"]),
+    default="pool",
+    show_default=True,
+    help="pool: processes of this command; local: submitit subprocesses; slurm: a SLURM array job "
+    "(--workers: runs at once).",
+)
 @click.option("--slurm-partition", help="SLURM partition of each run.")
 @click.option("--slurm-time", type=click.IntRange(1), default=60, show_default=True, help="Minutes each run may take.")
 @click.option("--slurm-gpus", type=click.IntRange(0), default=0, show_default=True, help="GPUs per run.")
 @click.option("--slurm-cpus", type=click.IntRange(1), default=2, show_default=True, help="CPU cores per run.")
-def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, out: Path | None, report_only: bool,
-           executor: str, slurm_partition: str | None, slurm_time: int, slurm_gpus: int, slurm_cpus: int) -> None:
+def ablate(
+    config_path: Path,
+    quick: bool,
+    workers: int,
+    devices: str | None,
+    out: Path | None,
+    report_only: bool,
+    executor: str,
+    slurm_partition: str | None,
+    slurm_time: int,
+    slurm_gpus: int,
+    slurm_cpus: int,
+) -> None:
     """Train every skip variant under one budget and write report.html/.md/.json.
 
     Finished runs (their results in results_dir) are reused while their config is unchanged,
@@ -65,8 +89,9 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
         try:
             slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
             with progress_bar("ablate", "run") as meter:
-                spec, results = run_command(run_ablation, spec_path, quick, workers, device_list, meter.write, meter,
-                                     executor, slurm)
+                spec, results = run_command(
+                    run_ablation, spec_path, quick, workers, device_list, meter.write, meter, executor, slurm
+                )
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
     make_output_dir(spec.report_dir)
@@ -75,16 +100,15 @@ def ablate(config_path: Path, quick: bool, workers: int, devices: str | None, ou
 
 
 @click.command("analyze-skips")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config whose data and split to use (default: the checkpoint's own).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--checkpoint", required=True, type=FILE)
+@config_option("Config whose data and split to use (default: the checkpoint's own).")
+@click.option("--out", required=True, type=FOLDER_OUT, help="Report folder.")
 @click.option("--device", default="auto", show_default=True)
 def analyze_skips_cmd(checkpoint: Path, config_path: Path | None, out: Path, device: str) -> None:
     """Knock each long skip of a trained U-Net out at test time and measure what it carried."""
-    from unetseg.studies.skips import analyze_skips
     from unetseg.config import load_config
     from unetseg.meter import progress_bar
+    from unetseg.studies.skips import analyze_skips
 
     cfg = run_command(load_config, config_path) if config_path else None
     make_output_dir(out)

@@ -6,14 +6,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from unetseg.config import ConfigError
 
 T = TypeVar("T")
+FILE = click.Path(dir_okay=False, path_type=Path)  # a file to read or write
+FOLDER_OUT = click.Path(file_okay=False, path_type=Path)  # a folder that is created
+
+
+def config_option(help: str, required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--config``, passed to the command as ``config_path``."""
+    return click.option("--config", "config_path", required=required, type=FILE, help=help)
+
+
+def size_option(default: tuple[int, int], help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--size H W``."""
+    return click.option(
+        "--size", nargs=2, type=click.IntRange(1), default=default, show_default=True, metavar="H W", help=help
+    )
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import make_output_dir, run_command, write_json
+from unetseg.cli.common import FILE, config_option, make_output_dir, run_command, write_json
 
 if TYPE_CHECKING:
     from unetseg.config import DataConfig
@@ -44,13 +44,19 @@ def data_group() -> None:
 @click.argument("folder", required=False, type=DATASET)
 @click.option("--images", type=FOLDER, help="Image folder (with --masks), instead of FOLDER.")
 @click.option("--masks", type=FOLDER, help="Mask folder (with --images).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Check the config's data (folders, label_map, channels, split) instead.")
+@config_option("Check the config's data (folders, label_map, channels, split) instead.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON.")
+@click.option("--json", "json_path", type=FILE, help="Also write the report as JSON.")
 @click.option("--brief", is_flag=True, help="Problems and class frequencies only, no per-image table.")
-def check(folder: Path | None, images: Path | None, masks: Path | None, config_path: Path | None,
-          overrides: tuple[str, ...], json_path: Path | None, brief: bool) -> None:
+def check(
+    folder: Path | None,
+    images: Path | None,
+    masks: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    json_path: Path | None,
+    brief: bool,
+) -> None:
     """List every problem of image/mask pairs; exit code 1 if any is an error.
 
     FOLDER is a dataset: a folder holding an image subfolder (images/, image/ or imgs/) and a

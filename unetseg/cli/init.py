@@ -34,20 +34,40 @@ def default_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "run"
 
 
+DEVICES = ["auto", "cpu", "cuda"]
+
+
 @click.command("init")
 @click.argument("data", required=False, type=DATASET)
 @click.option("--images", type=FOLDER, help="Image folder (with --masks), instead of DATA.")
 @click.option("--masks", type=FOLDER, help="Mask folder (with --images).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The config to write (YAML).")
-@click.option("--budget", default="8m", show_default=True, callback=parse_duration,
-              help="Training time budget: seconds, or minutes / hours (480, 8m, 1.5h).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Plan for this device (auto: the GPU if there is one).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The config to write (YAML)."
+)
+@click.option(
+    "--budget",
+    default="8m",
+    show_default=True,
+    callback=parse_duration,
+    help="Training time budget: seconds, or minutes / hours (480, 8m, 1.5h).",
+)
+@click.option(
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Plan for it (auto: a GPU if any)."
+)
 @click.option("--name", help="The run's name (default: from the dataset's folder).")
 @click.option("--output-dir", help="The run's output folder (default: runs/<name>).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def init_cmd(data: Path | None, images: Path | None, masks: Path | None, out: Path, budget: float, device: str,
-             name: str | None, output_dir: str | None, overwrite: bool) -> None:
+def init_cmd(
+    data: Path | None,
+    images: Path | None,
+    masks: Path | None,
+    out: Path,
+    budget: float,
+    device: str,
+    name: str | None,
+    output_dir: str | None,
+    overwrite: bool,
+) -> None:
     """Plan a training config for a dataset and write it, with the reason for every value.
 
     DATA is a folder holding images/ and masks/ (or pass --images and --masks), an nnU-Net v2
@@ -65,7 +85,9 @@ def init_cmd(data: Path | None, images: Path | None, masks: Path | None, out: Pa
     name = name or default_name(data if data is not None else images.parent)  # type: ignore[union-attr]
     source = str(data) if data is not None else f"--images {images} --masks {masks}"
     command = f"unetseg init {source} --budget {budget:g}s"
-    plan, _ = run_command(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command)
+    plan, _ = run_command(
+        plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command
+    )
     make_output_dir(out.parent)
     try:
         out.write_text(plan.render())

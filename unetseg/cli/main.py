@@ -19,6 +19,17 @@ def main() -> None:
     """U-Net segmentation with configurable skip connections."""
 
 
-for command in (train, predict, evaluate, ablate, analyze_skips_cmd, info, export_cmd, data_group, init_cmd,
-                analyze_gradients_cmd, analyze_blocks_cmd):
+for command in (
+    train,
+    predict,
+    evaluate,
+    ablate,
+    analyze_skips_cmd,
+    info,
+    export_cmd,
+    data_group,
+    init_cmd,
+    analyze_gradients_cmd,
+    analyze_blocks_cmd,
+):
     main.add_command(command)

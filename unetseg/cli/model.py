@@ -7,16 +7,15 @@ from pathlib import Path
 
 import click
 
-from unetseg.cli.common import run_command, write_json
+from unetseg.cli.common import FILE, run_command, size_option, write_json
 
 CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
 @click.command()
 @click.argument("checkpoint", type=CHECKPOINT)
-@click.option("--size", nargs=2, type=click.IntRange(1), default=(512, 512), show_default=True, metavar="H W",
-              help="Input size for the FLOP count.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write everything as JSON.")
+@size_option((512, 512), "Input size for the FLOP count.")
+@click.option("--json", "json_path", type=FILE, help="Also write everything as JSON.")
 def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
     """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
     from unetseg.models.checkpoint import load_model, non_finite_message
@@ -34,14 +33,13 @@ def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> Non
 @click.command("export")
 @click.option("--checkpoint", required=True, type=CHECKPOINT)
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write (.onnx / .pt).")
-@click.option("--size", nargs=2, type=click.IntRange(1), default=(256, 256), show_default=True, metavar="H W",
-              help="Example input size for tracing; the exported model takes any batch, height and width.")
+@click.option("--out", required=True, type=FILE, help="File to write (.onnx / .pt).")
+@size_option((256, 256), "Example input size for tracing; the exported model takes any batch, height and width.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def export_cmd(checkpoint: Path, fmt: str, out: Path, size: tuple[int, int], overwrite: bool) -> None:
     """Export a checkpoint to ONNX or TorchScript (input: image, N x C x H x W; output: logits)."""
-    from unetseg.models.checkpoint import load_model
     from unetseg.inference.export import ExportError, describe, export_model
+    from unetseg.models.checkpoint import load_model
 
     model, cfg, _ = run_command(load_model, checkpoint, "cpu")
     try:

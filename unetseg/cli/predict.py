@@ -3,30 +3,53 @@ with the inference options both share."""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import make_output_dir, note_skipped, run_command, write_json
-from unetseg.config import InferenceConfig, load_config
+from unetseg.cli.common import FILE, FOLDER_OUT, config_option, make_output_dir, note_skipped, run_command, write_json
+from unetseg.config import Config, InferenceConfig, load_config
 from unetseg.config.base import field_choices
+
+if TYPE_CHECKING:
+    from unetseg.data.io import Sample
+    from unetseg.inference.predictor import Predictor
 
 INFERENCE_MODES = field_choices(InferenceConfig, "mode")
 TTA = field_choices(InferenceConfig, "tta")
 
 
-def _predictor(checkpoint: Path, device: str, mode: str | None, tta: str | None, roi_size: int | None,
-               overlap: float | None, threshold: float | None = None):
-    from unetseg.models.checkpoint import load_model
+INFERENCE_KEYS = ("mode", "tta", "roi_size", "overlap", "threshold", "device")
+
+
+@dataclass(frozen=True)
+class InferenceChoice:
+    """The inference options of ``predict`` and ``evaluate``: None keeps the checkpoint's own."""
+
+    mode: str | None
+    tta: str | None
+    roi_size: int | None
+    overlap: float | None
+    threshold: float | None
+    device: str
+
+    def changes(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in INFERENCE_KEYS if k != "device" and getattr(self, k) is not None}
+
+
+def _predictor(checkpoint: Path, choice: InferenceChoice) -> tuple[Predictor, Config]:
     from unetseg.inference.predictor import Predictor
+    from unetseg.models.checkpoint import load_model
     from unetseg.runtime import select_device
 
-    dev = run_command(select_device, device)
+    dev = run_command(select_device, choice.device)
     model, cfg, _ = run_command(load_model, checkpoint, dev)
-    options = {"mode": mode, "tta": tta, "roi_size": roi_size, "overlap": overlap, "threshold": threshold}
-    changes = {k: v for k, v in options.items() if v is not None}
-    inference = cfg.inference.model_copy(update=changes)
+    inference = cfg.inference.model_copy(update=choice.changes())
     return Predictor(model, inference, cfg.data.num_classes, dev), cfg
 
 
@@ -47,22 +70,39 @@ def _newest_checkpoint(config_path: Path | None) -> Path:
     return found[0]
 
 
-def _inference_options(fn, ensemble: bool = False):
+def _inference_options(command: Callable[..., None], ensemble: bool = False) -> Callable[..., None]:
+    """The checkpoint and inference options, handed to ``command`` as one ``choice``."""
+
+    @functools.wraps(command)
+    def fn(**kwargs: object) -> None:
+        choice = InferenceChoice(**{key: kwargs.pop(key) for key in INFERENCE_KEYS})
+        command(choice=choice, **kwargs)
+
     checkpoint = click.option(  # predict (the ensemble) falls back on the newest run; evaluate names its model
-        "--checkpoint", "checkpoints" if ensemble else "checkpoint", required=not ensemble, multiple=ensemble,
-        type=click.Path(dir_okay=False, path_type=Path),
+        "--checkpoint",
+        "checkpoints" if ensemble else "checkpoint",
+        required=not ensemble,
+        multiple=ensemble,
+        type=FILE,
         help="Checkpoint (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
-        "repeat it to average the class probabilities of several models." if ensemble else None,
+        "repeat it to average the class probabilities of several models."
+        if ensemble
+        else None,
     )
     for option in reversed(
         [
             checkpoint,
-            click.option("--mode", type=click.Choice(INFERENCE_MODES), help="Whole image or sliding window (default: config)."),
+            click.option(
+                "--mode", type=click.Choice(INFERENCE_MODES), help="Whole image or sliding window (default: config)."
+            ),
             click.option("--tta", type=click.Choice(TTA), help="Test-time augmentation (default: config)."),
             click.option("--roi-size", type=click.IntRange(16), help="Sliding-window size."),
             click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), help="Sliding-window overlap."),
-            click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                         help="Foreground probability above which a pixel is foreground (binary models; default: config)."),
+            click.option(
+                "--threshold",
+                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                help="Foreground probability above which a pixel is foreground (binary models; default: config).",
+            ),
             click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         ]
     ):
@@ -70,25 +110,38 @@ def _inference_options(fn, ensemble: bool = False):
     return fn
 
 
-def _ensemble_options(fn):
-    return _inference_options(fn, ensemble=True)
-
+def _ensemble_options(command: Callable[..., None]) -> Callable[..., None]:
+    return _inference_options(command, ensemble=True)
 
 
 @click.command()
 @click.argument("inputs", type=click.Path(exists=True, path_type=Path))
 @_ensemble_options
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Without --checkpoint: take the newest run under this config's output_dir instead of ./runs.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the masks (default: <run>/predictions/<input folder name or image stem>).")
+@config_option("Without --checkpoint: take the newest run under this config's output_dir instead of ./runs.")
+@click.option(
+    "--out",
+    type=FOLDER_OUT,
+    help="Folder for the masks (default: <run>/predictions/<input folder name or image stem>).",
+)
 @click.option("--prob", is_flag=True, help="Also write foreground probabilities as float32 TIFF (NIfTI for volumes).")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist in the output folder.")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with the predicted contours.")
-@click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.")
-def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, overlap, threshold, device: str,
-            config_path: Path | None, out: Path | None, prob: bool, overwrite: bool, overlay: bool, masks: Path | None) -> None:
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Ground-truth folder (paired by name): overlays colour false positives and false negatives instead.",
+)
+def predict(
+    inputs: Path,
+    checkpoints: tuple[Path, ...],
+    choice: InferenceChoice,
+    config_path: Path | None,
+    out: Path | None,
+    prob: bool,
+    overwrite: bool,
+    overlay: bool,
+    masks: Path | None,
+) -> None:
     """Segment an image or every image in a folder (any size); masks keep the input names.
 
     Without --checkpoint the model is the newest finished run's best.pt under ./runs (or under
@@ -101,27 +154,32 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
 
     Several --checkpoint options make an ensemble: their class probabilities are averaged.
     """
-    from tqdm.auto import tqdm
-
-    from unetseg.data import attach_masks
-    from unetseg.data.intensity import Normalization
-    from unetseg.data.io import DataError
-    from unetseg.data.layouts import find_inputs
-    from unetseg.inference.predictor import ensemble_of, predict_samples
     from unetseg.cli.runs import predictions_folder
+    from unetseg.inference.predictor import ensemble_of
 
     if masks is not None and not overlay:
         raise click.UsageError("--masks is the ground truth for --overlay; add --overlay")
     if checkpoints and config_path is not None:
         raise click.UsageError("--config only says where to look for the newest run; with --checkpoint, leave it out")
     if len(checkpoints) > 1 and out is None:
-        raise click.UsageError("several --checkpoint make an ensemble, which belongs to no one run: give --out for its masks")
+        raise click.UsageError(
+            "several --checkpoint make an ensemble, which belongs to no one run: give --out for its masks"
+        )
     checkpoints = checkpoints or (_newest_checkpoint(config_path),)
     out = out or predictions_folder(checkpoints[0], inputs)
-    members = [(path, *_predictor(path, device, mode, tta, roi_size, overlap, threshold)) for path in checkpoints]
+    members = [(path, *_predictor(path, choice)) for path in checkpoints]
     predictor = run_command(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
-    samples = run_command(find_inputs, inputs, cfg.data)  # an nnU-Net imagesTs folder: one sample per case
+    _write_predictions(predictor, _inputs(inputs, masks, cfg), out, cfg, prob, overwrite, overlay)
+
+
+def _inputs(inputs: Path, masks: Path | None, cfg: Config) -> list[Sample]:
+    """What predict reads: an image, a folder, or an nnU-Net imagesTs folder (one sample per
+    case), with the ground truth for the overlays attached where given."""
+    from unetseg.data import attach_masks
+    from unetseg.data.layouts import find_inputs
+
+    samples = run_command(find_inputs, inputs, cfg.data)
     if inputs.is_dir():
         note_skipped(inputs)
     if masks is not None:
@@ -129,10 +187,31 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
         unpaired = sum(sample.mask is None for sample in samples)
         if unpaired:
             click.echo(f"note: {unpaired} image(s) have no mask in {masks}; their overlays show contours", err=True)
+    return samples
+
+
+def _write_predictions(
+    predictor: Predictor, samples: list[Sample], out: Path, cfg: Config, prob: bool, overwrite: bool, overlay: bool
+) -> None:
+    """Write the masks; every input that fails is named, and the command then exits 1."""
+    from tqdm.auto import tqdm
+
+    from unetseg.data.intensity import Normalization
+    from unetseg.data.io import DataError
+    from unetseg.inference.predictor import predict_samples
+
     try:
         report = predict_samples(
-            predictor, samples, out, cfg.data.channels, Normalization.of(cfg.data), cfg.data.label_map, prob, overwrite,
-            progress=lambda xs: tqdm(xs, desc="predict", disable=None), overlay=overlay,
+            predictor,
+            samples,
+            out,
+            cfg.data.channels,
+            Normalization.of(cfg.data),
+            cfg.data.label_map,
+            prob,
+            overwrite,
+            progress=lambda xs: tqdm(xs, desc="predict", disable=None),
+            overlay=overlay,
         )
     except OSError as err:  # masks already there (no errno), or --out not writable: under a file, read-only, full
         why = str(err) if err.errno is None else f"cannot write to output directory {out}: {err.strerror}"
@@ -143,69 +222,101 @@ def predict(inputs: Path, checkpoints: tuple[Path, ...], mode, tta, roi_size, ov
     for name, why in report.failed:
         click.echo(f"failed: {name}: {why}", err=True)
     if report.failed:
-        click.echo(f"{len(report.failed)} input(s) failed and {report.masks} mask(s) were written; predict the failed "
-                   "inputs on their own, or pass --overwrite to redo the folder", err=True)
+        click.echo(
+            f"{len(report.failed)} input(s) failed and {report.masks} mask(s) were written; predict the failed "
+            "inputs on their own, or pass --overwrite to redo the folder",
+            err=True,
+        )
         sys.exit(1)
 
 
 @click.command()
 @_inference_options
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config whose data and split to use (default: the checkpoint's own).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of --config (its data and eval sections; inference is set by the options above).")
+@config_option("Config whose data and split to use (default: the checkpoint's own).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key of --config (its data and eval sections; inference is set by the options above).",
+)
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics (mean and per image) as JSON.")
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Evaluate on every pair of this folder and --masks instead (e.g. a test split).")
+@click.option(
+    "--json",
+    "json_path",
+    type=FILE,
+    help="Write metrics (mean and per image) as JSON.",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Evaluate on every pair of this folder and --masks instead (e.g. a test split).",
+)
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--detail", is_flag=True, help="Add boundary F1 (1, 2 px), HD95, clDice and skeleton recall.")
-def evaluate(checkpoint: Path, mode, tta, roi_size, overlap, threshold, device: str, config_path: Path | None,
-             overrides: tuple[str, ...], split: str, json_path: Path | None, images: Path | None, masks: Path | None,
-             detail: bool) -> None:
+def evaluate(
+    checkpoint: Path,
+    choice: InferenceChoice,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    split: str,
+    json_path: Path | None,
+    images: Path | None,
+    masks: Path | None,
+    detail: bool,
+) -> None:
     """Metrics of a checkpoint on the validation split (or another split) of its data,
     or on a separate labelled folder (--images/--masks)."""
     from tqdm.auto import tqdm
 
-    from unetseg.data import SegmentationDataset, split_samples
-    from unetseg.data.layouts import labelled_samples
+    from unetseg.data import SegmentationDataset
     from unetseg.inference.evaluation import evaluate as run_evaluation
-    from unetseg.inference.predictor import INPUT_KEYS, data_differences
 
     if overrides and config_path is None:
         raise click.UsageError("--set changes --config's data and eval sections; give --config too")
-    if json_path is not None:
-        make_output_dir(json_path.parent)  # before the evaluation, not after it
-    predictor, cfg = _predictor(checkpoint, device, mode, tta, roi_size, overlap, threshold)
-    if config_path is not None:
-        model_data, cfg = cfg.data, run_command(load_config, config_path, list(overrides))
-        diffs = data_differences(model_data, cfg.data, tuple(k for k in INPUT_KEYS if k != "slice_axis"))
-        if diffs:
-            raise click.ClickException(
-                f"{config_path} does not describe the data {checkpoint} was trained on: data.{'; data.'.join(diffs)} "
-                "(channels, classes, label map and normalisation must match the model's)"
-            )
-
     if (images is None) != (masks is None):
         raise click.UsageError("--images and --masks go together")
+    if json_path is not None:
+        make_output_dir(json_path.parent)  # before the evaluation, not after it
+    predictor, cfg = _predictor(checkpoint, choice)
+    if config_path is not None:
+        cfg = _matching_config(cfg, checkpoint, config_path, overrides)
     if images is not None:
         split = "all"
         for folder in (images, masks):
             note_skipped(folder)
         folders = {"layout": "folders", "root": None, "images": images, "masks": masks}
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=folders)})
-
-    def pairs():
-        all_pairs = labelled_samples(cfg.data)
-        train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
-        return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
-
-    dataset = SegmentationDataset(run_command(pairs), cfg.data)
-    mean, rows = run_command(run_evaluation, predictor, dataset, cfg.eval.regions,
-                      lambda xs: tqdm(xs, desc="evaluate", disable=None), detail)
+    dataset = SegmentationDataset(run_command(_split_samples, cfg, split), cfg.data)
+    mean, rows = run_command(
+        run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None), detail
+    )
     width = max(len(k) for k in mean)
     click.echo(f"{split} split, {len(rows)} image(s):")
     for key, value in mean.items():
         click.echo(f"  {key:<{width}}  {value:.4f}")
     if json_path is not None:
         write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows})
+
+
+def _matching_config(model_cfg: Config, checkpoint: Path, config_path: Path, overrides: tuple[str, ...]) -> Config:
+    """``--config``'s settings, refused when its data differ from what the model was trained on."""
+    from unetseg.inference.predictor import INPUT_KEYS, data_differences
+
+    cfg = run_command(load_config, config_path, list(overrides))
+    diffs = data_differences(model_cfg.data, cfg.data, tuple(k for k in INPUT_KEYS if k != "slice_axis"))
+    if diffs:
+        raise click.ClickException(
+            f"{config_path} does not describe the data {checkpoint} was trained on: data.{'; data.'.join(diffs)} "
+            "(channels, classes, label map and normalisation must match the model's)"
+        )
+    return cfg
+
+
+def _split_samples(cfg: Config, split: str) -> list[Sample]:
+    from unetseg.data import split_samples
+    from unetseg.data.layouts import labelled_samples
+
+    all_pairs = labelled_samples(cfg.data)
+    train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
+    return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]

@@ -10,12 +10,13 @@ on a CPU, this says so, names the CPU config for the same data, and goes on only
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import run_command
+from unetseg.cli.common import FOLDER_OUT, config_option, run_command
 from unetseg.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -23,14 +24,20 @@ if TYPE_CHECKING:
 
 GPU_RUN_S = 3600.0  # a CPU run expected to take longer than this is taken for a GPU config
 CPU_CONFIGS = {"isbi2012": "configs/isbi_cpu.yaml", "nuclei": "configs/nuclei_cpu.yaml"}  # data folder -> config
-SHORTER = ("--set train.max_time_s=1800 (a time budget; with train.schedule_by: time the schedule fits it) "
-           "or a smaller model (model.base_width, model.depth)")
+SHORTER = (
+    "--set train.max_time_s=1800 (a time budget; with train.schedule_by: time the schedule fits it) "
+    "or a smaller model (model.base_width, model.depth)"
+)
 
 
 def cpu_alternative(config_path: Path, cfg: Config) -> str:
     """What to run on a CPU instead: the shipped CPU config for the same data, else how to shorten this one."""
     for marker, candidate in CPU_CONFIGS.items():
-        if marker in str(cfg.data.images) and Path(candidate).is_file() and Path(candidate).resolve() != config_path.resolve():
+        if (
+            marker in str(cfg.data.images)
+            and Path(candidate).is_file()
+            and Path(candidate).resolve() != config_path.resolve()
+        ):
             return f"for a CPU use `unetseg train --config {candidate}` (about 8 minutes)"
     return f"for a CPU shorten it: {SHORTER}"
 
@@ -48,29 +55,48 @@ def long_cpu_run_check(config_path: Path, cfg: Config, yes: bool) -> Callable[[f
 
         if device.type != "cpu" or seconds_left <= GPU_RUN_S:
             return
-        click.echo(f"{config_path} looks meant for a GPU: on this CPU the run would take about {duration(seconds_left)}; "
-                   f"{cpu_alternative(config_path, cfg)}")
+        click.echo(
+            f"{config_path} looks meant for a GPU: on this CPU the run would take about {duration(seconds_left)}; "
+            f"{cpu_alternative(config_path, cfg)}"
+        )
         if yes:
             click.echo("going on (--yes)")
         elif not interactive():
             click.echo("going on: stdin is not a terminal")
         elif not click.confirm("Train on this CPU anyway?", default=False):
-            raise click.ClickException("stopped before training further; pass --yes to train this config on the CPU anyway")
+            raise click.ClickException(
+                "stopped before training further; pass --yes to train this config on the CPU anyway"
+            )
 
     return approve
 
 
 @click.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="YAML config.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (overrides output_dir).")
+@config_option("YAML config.", required=True)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5."
+)
+@click.option("--out", type=FOLDER_OUT, help="Output directory (overrides output_dir).")
 @click.option("--resume", is_flag=True, help="Continue the run in the output directory from its last checkpoint.")
-@click.option("--folds", type=click.IntRange(2), help="k-fold cross-validation: train folds 0..K-1 (contiguous blocks) "
-              "into OUTPUT_DIR/fold<i>/, then write OUTPUT_DIR/cv_summary.json.")
+@click.option(
+    "--folds",
+    type=click.IntRange(2),
+    help="k-fold cross-validation: train folds 0..K-1 (contiguous blocks) "
+    "into OUTPUT_DIR/fold<i>/, then write OUTPUT_DIR/cv_summary.json.",
+)
 @click.option("--no-check", is_flag=True, help="Skip the dataset check (unetseg data check) before training.")
-@click.option("--yes", is_flag=True, help="Go on without asking when a run on the CPU is expected to take over an hour.")
-def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, folds: int | None,
-          no_check: bool, yes: bool) -> None:
+@click.option(
+    "--yes", is_flag=True, help="Go on without asking when a run on the CPU is expected to take over an hour."
+)
+def train(
+    config_path: Path,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    resume: bool,
+    folds: int | None,
+    no_check: bool,
+    yes: bool,
+) -> None:
     """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
 
     The data are checked first (as by unetseg data check); an error stops with the table.
@@ -89,7 +115,9 @@ def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, resum
     approve = long_cpu_run_check(config_path, cfg, yes)
     if folds:
         result = run_command(train_folds, cfg, folds, resume, click.echo, approve)
-        click.echo(f"{folds}-fold cross-validation, validation metrics at each fold's best epoch:\n{format_summary(result)}")
+        click.echo(
+            f"{folds}-fold cross-validation, validation metrics at each fold's best epoch:\n{format_summary(result)}"
+        )
         click.echo(f"wrote {Path(cfg.output_dir) / 'cv_summary.json'}")
         return
     summary = run_command(Trainer(cfg, resume=resume, log=click.echo, approve=approve).fit)

@@ -33,7 +33,7 @@ from unetseg.config.loading import (
     read_yaml,
     set_dotted,
 )
-from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, ModelConfig, SmpUnetConfig, UNetConfig
+from unetseg.config.model import ModelConfig, MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig
 from unetseg.config.schema import (
     AffineConfig,
     AugmentConfig,
@@ -49,9 +49,38 @@ from unetseg.config.schema import (
 )
 
 __all__ = [
-    "BLOCK_TYPES", "RESIDUAL_BLOCKS", "SKIP_MODES", "ActType", "BlockType", "ConfigError", "NormType", "SkipMode",
-    "Strict", "apply_overrides", "config_changes", "config_from_dict", "dump_config", "format_validation_error", "load_config", "normalised_config", "read_yaml",
-    "set_dotted", "MonaiBasicUNetConfig", "MonaiUNetConfig", "ModelConfig", "SmpUnetConfig", "UNetConfig",
-    "AffineConfig", "AugmentConfig", "BorderWeightConfig", "Config", "DataConfig", "ElasticConfig", "EvalConfig", "InferenceConfig", "LossConfig",
-    "SplitConfig", "TrainConfig",
+    "BLOCK_TYPES",
+    "RESIDUAL_BLOCKS",
+    "SKIP_MODES",
+    "ActType",
+    "AffineConfig",
+    "AugmentConfig",
+    "BlockType",
+    "BorderWeightConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ElasticConfig",
+    "EvalConfig",
+    "InferenceConfig",
+    "LossConfig",
+    "ModelConfig",
+    "MonaiBasicUNetConfig",
+    "MonaiUNetConfig",
+    "NormType",
+    "SkipMode",
+    "SmpUnetConfig",
+    "SplitConfig",
+    "Strict",
+    "TrainConfig",
+    "UNetConfig",
+    "apply_overrides",
+    "config_changes",
+    "config_from_dict",
+    "dump_config",
+    "format_validation_error",
+    "load_config",
+    "normalised_config",
+    "read_yaml",
+    "set_dotted",
 ]

@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from unetseg.config.base import did_you_mean
-from unetseg.config.base import ConfigError
+from unetseg.config.base import ConfigError, did_you_mean
 from unetseg.config.model import MonaiBasicUNetConfig, MonaiUNetConfig, SmpUnetConfig, UNetConfig, _arch_of
 from unetseg.config.schema import Config
 
@@ -48,8 +47,11 @@ def _expanded_size(root: yaml.Node, limit: int) -> int:
         node, done = stack.pop()
         if id(node) in sizes:
             continue
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
-            list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else (list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        )
         if done:
             visiting.discard(id(node))
             sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), limit + 1)
@@ -159,7 +161,11 @@ def _boolean_hint(problem: dict[str, Any], name: str) -> str:
 
 
 def format_validation_error(
-    err: ValidationError, source: str, tree: dict[str, Any], root: type[BaseModel] | None = None, what: str = "configuration"
+    err: ValidationError,
+    source: str,
+    tree: dict[str, Any],
+    root: type[BaseModel] | None = None,
+    what: str = "configuration",
 ) -> str:
     """One readable line per problem, each naming the dotted key."""
     root = root or Config
@@ -169,7 +175,9 @@ def format_validation_error(
         loc = tuple(p for p in problem["loc"] if p not in ("unet", "smp_unet", "monai_basicunet", "monai_unet"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            msg = "unknown key" + did_you_mean(str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), sep=", ")
+            msg = "unknown key" + did_you_mean(
+                str(loc[-1]), _known_keys(_section_model(problem["loc"], arch, root)), sep=", "
+            )
         elif problem["type"] == "missing":
             msg = "required key is missing"
         else:
@@ -216,7 +224,9 @@ def config_changes(stored: dict[str, Any] | None, cfg: Config) -> list[str]:
     stored config, read with today's schema. The output folder is left out: a run may have
     been moved."""
     saved, current = _dotted(normalised_config(stored) or {}), _dotted(dump_config(cfg))
-    return sorted(key for key in current.keys() | saved.keys() if key != "output_dir" and saved.get(key) != current.get(key))
+    return sorted(
+        key for key in current.keys() | saved.keys() if key != "output_dir" and saved.get(key) != current.get(key)
+    )
 
 
 def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from unetseg.config.base import ActType, BlockType, NormType, SkipMode, Strict
-from unetseg.config.rules import check_unet, per_level_skips
+from unetseg.config.rules import RULE_KEYS, check_unet, per_level_skips
 
 # --------------------------------------------------------------------------- model
 
@@ -36,7 +35,9 @@ class UNetConfig(Strict):
     )
     norm: NormType = Field("batch", description="normalisation layer")
     act: ActType = Field("relu", description="activation; crelu doubles the channels (widths must then be even)")
-    downsample: Literal["maxpool", "conv"] = Field("maxpool", description="maxpool (U-Net) or a stride-2 first convolution")
+    downsample: Literal["maxpool", "conv"] = Field(
+        "maxpool", description="maxpool (U-Net) or a stride-2 first convolution"
+    )
     upsample: Literal["transpose", "bilinear", "nearest"] = Field(
         "transpose", description="2x2 up-convolution, or bilinear / nearest up-sampling + 1x1 conv"
     )
@@ -59,17 +60,21 @@ class UNetConfig(Strict):
         "transpose", description="with stem_stride > 1: overlapping transposed conv, or 3x3 conv + pixel shuffle"
     )
     refine_width: int = Field(
-        0, ge=0, description="with stem_stride > 1: width of a full-resolution stage after the head that also sees "
-        "the image (a skip from the input); 0 = the head returns the logits"
+        0,
+        ge=0,
+        description="with stem_stride > 1: width of a full-resolution stage after the head that also sees "
+        "the image (a skip from the input); 0 = the head returns the logits",
     )
     deep_supervision: int = Field(
-        0, ge=0, description="decoder levels below level 0 with an auxiliary logit head in training (nnU-Net); "
-        "0 = off, at most depth - 2"
+        0,
+        ge=0,
+        description="decoder levels below level 0 with an auxiliary logit head in training (nnU-Net); "
+        "0 = off, at most depth - 2",
     )
 
     @model_validator(mode="after")
     def _check_rules(self) -> UNetConfig:
-        check_unet(**{key: getattr(self, key) for key in inspect.signature(check_unet).parameters})
+        check_unet(**{key: getattr(self, key) for key in RULE_KEYS})
         return self
 
     @property
@@ -88,7 +93,7 @@ class SmpUnetConfig(Strict):
     decoder_channels: list[int] = Field([256, 128, 64, 32, 16], description="decoder widths, one per encoder stage")
 
     @model_validator(mode="after")
-    def _check(self) -> "SmpUnetConfig":
+    def _check(self) -> SmpUnetConfig:
         if len(self.decoder_channels) != self.encoder_depth:
             raise ValueError(f"decoder_channels needs {self.encoder_depth} entries (one per encoder stage)")
         return self
@@ -99,7 +104,10 @@ class MonaiBasicUNetConfig(Strict):
 
     arch: Literal["monai_basicunet"] = Field(description="which network the model section builds")
     features: list[int] = Field(
-        [32, 32, 64, 128, 256, 32], min_length=6, max_length=6, description="widths of the 5 levels and the last decoder block"
+        [32, 32, 64, 128, 256, 32],
+        min_length=6,
+        max_length=6,
+        description="widths of the 5 levels and the last decoder block",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
 
@@ -109,12 +117,14 @@ class MonaiUNetConfig(Strict):
 
     arch: Literal["monai_unet"] = Field(description="which network the model section builds")
     channels: list[int] = Field([16, 32, 64, 128, 256], description="width of each level")
-    strides: list[int] = Field([2, 2, 2, 2], description="down-sampling stride between levels (one fewer than channels)")
+    strides: list[int] = Field(
+        [2, 2, 2, 2], description="down-sampling stride between levels (one fewer than channels)"
+    )
     num_res_units: int = Field(2, ge=0, description="residual units per level")
     norm: Literal["batch", "instance"] = Field("instance", description="normalisation layer")
 
     @model_validator(mode="after")
-    def _check(self) -> "MonaiUNetConfig":
+    def _check(self) -> MonaiUNetConfig:
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError("strides needs one entry fewer than channels")
         return self
@@ -127,11 +137,9 @@ def _arch_of(value: Any) -> str:
 
 
 ModelConfig = Annotated[
-    Union[
-        Annotated[UNetConfig, Tag("unet")],
-        Annotated[SmpUnetConfig, Tag("smp_unet")],
-        Annotated[MonaiBasicUNetConfig, Tag("monai_basicunet")],
-        Annotated[MonaiUNetConfig, Tag("monai_unet")],
-    ],
+    Annotated[UNetConfig, Tag("unet")]
+    | Annotated[SmpUnetConfig, Tag("smp_unet")]
+    | Annotated[MonaiBasicUNetConfig, Tag("monai_basicunet")]
+    | Annotated[MonaiUNetConfig, Tag("monai_unet")],
     Discriminator(_arch_of),
 ]

@@ -4,6 +4,7 @@ YAML file gets."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 from unetseg.config.base import BLOCK_TYPES, RESIDUAL_BLOCKS, did_you_mean
@@ -66,14 +67,23 @@ def check_unet(
     own_only = {"init": init != "default", "stochastic_depth": stochastic_depth > 0, "stem_stride": stem_stride > 1}
     for key, used in own_only.items():
         if used and is_smp(encoder):
-            raise ValueError(f"{key} applies to unetseg's own encoders, not to smp: ones (they bring their own stem and init)")
+            raise ValueError(
+                f"{key} applies to unetseg's own encoders, not to smp: ones (they bring their own stem and init)"
+            )
     check_init(init, act)
     if stochastic_depth > 0 and encoder not in RESIDUAL_BLOCKS:
-        raise ValueError(f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {encoder!r}")
+        raise ValueError(
+            f"stochastic_depth needs a residual-type encoder ({', '.join(RESIDUAL_BLOCKS)}), got {encoder!r}"
+        )
     if refine_width and stem_stride == 1:
-        raise ValueError("refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution")
+        raise ValueError(
+            "refine_width needs stem_stride 2 or 4: with stem_stride 1 the last level is at full resolution"
+        )
     if not 0 <= deep_supervision <= depth - 2:
         raise ValueError(
             f"deep_supervision heads sit on decoder levels 1..{depth - 2} for depth {depth}, "
             f"so it can be at most {depth - 2}, got {deep_supervision}"
         )
+
+
+RULE_KEYS = tuple(inspect.signature(check_unet).parameters)  # the options the rules read

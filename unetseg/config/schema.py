@@ -37,7 +37,7 @@ class SplitConfig(Strict):
     file: Path | None = Field(None, description="mode 'file': nnU-Net's splits_final.json")
 
     @model_validator(mode="after")
-    def _check(self) -> "SplitConfig":
+    def _check(self) -> SplitConfig:
         if not -self.folds <= self.fold < self.folds and self.mode != "file":
             raise ValueError(f"fold must lie in [-{self.folds}, {self.folds - 1}], got {self.fold}")
         if self.mode == "names" and not self.val_names:
@@ -50,8 +50,11 @@ class SplitConfig(Strict):
 
 
 Layout = Literal["folders", "nnunet", "msd", "csv"]
-LAYOUT_ROOTS = {"nnunet": "the dataset folder holding dataset.json", "msd": "the dataset folder holding dataset.json",
-                "csv": "the CSV manifest (image,mask[,split] per row)"}
+LAYOUT_ROOTS = {
+    "nnunet": "the dataset folder holding dataset.json",
+    "msd": "the dataset folder holding dataset.json",
+    "csv": "the CSV manifest (image,mask[,split] per row)",
+}
 
 
 class DataConfig(Strict):
@@ -67,15 +70,18 @@ class DataConfig(Strict):
     layout: Layout = Field("folders", description="folders | nnunet | msd | csv")
     root: Path | None = Field(None, description="nnunet, msd: the dataset folder; csv: the manifest file")
     images: Path | None = Field(
-        None, description="layout 'folders': folder of images; a 3D volume (NIfTI, or a DICOM series as a sub-folder) "
-        "gives one sample per slice"
+        None,
+        description="layout 'folders': folder of images; a 3D volume (NIfTI, or a DICOM series as a sub-folder) "
+        "gives one sample per slice",
     )
     masks: Path | None = Field(
-        None, description="layout 'folders': folder of masks, paired with the images by name (masks may carry "
-        "_mask/_label... suffixes)"
+        None,
+        description="layout 'folders': folder of masks, paired with the images by name (masks may carry "
+        "_mask/_label... suffixes)",
     )
     channels: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="input channels: an ordinary image is converted to 1 or 3 (grey <-> colour); channels "
         "from separate files (nnU-Net _0000, _0001) or a volume's 4th axis must number exactly this",
     )
@@ -83,12 +89,19 @@ class DataConfig(Strict):
         None, description="raw mask value -> class index; default: 0 -> 0, any other value -> 1"
     )
     normalize: Literal["dtype", "minmax", "zscore", "percentile", "window"] = Field(
-        "dtype", description="dtype: divide by the dtype's range; minmax; zscore; percentile: clip + z-score (MR); "
-        "window: fixed CT window to [0, 1]; volumes: whole-volume statistics"
+        "dtype",
+        description="dtype: divide by the dtype's range; minmax; zscore; percentile: clip + z-score (MR); "
+        "window: fixed CT window to [0, 1]; volumes: whole-volume statistics",
     )
-    percentile: tuple[float, float] = Field((0.5, 99.5), description="normalize 'percentile': lower and upper clip percentiles")
-    window: tuple[float, float] | None = Field(None, description="normalize 'window': [center, width], e.g. [40, 400] (CT soft tissue)")
-    slice_axis: int = Field(2, ge=0, le=2, description="3D volumes are cut into 2D slices along this axis (2: a NIfTI's last)")
+    percentile: tuple[float, float] = Field(
+        (0.5, 99.5), description="normalize 'percentile': lower and upper clip percentiles"
+    )
+    window: tuple[float, float] | None = Field(
+        None, description="normalize 'window': [center, width], e.g. [40, 400] (CT soft tissue)"
+    )
+    slice_axis: int = Field(
+        2, ge=0, le=2, description="3D volumes are cut into 2D slices along this axis (2: a NIfTI's last)"
+    )
     split: SplitConfig = SplitConfig()
     cache: bool = Field(True, description="keep decoded images in memory")
 
@@ -107,12 +120,14 @@ class DataConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
+    def _check(self) -> DataConfig:
         if self.layout == "folders":
             if self.root is not None:
                 raise ValueError("root belongs to layouts nnunet, msd and csv; layout 'folders' reads images and masks")
             if self.images is None or self.masks is None:
-                raise ValueError("layout 'folders' needs images and masks (or set layout: nnunet | msd | csv with root)")
+                raise ValueError(
+                    "layout 'folders' needs images and masks (or set layout: nnunet | msd | csv with root)"
+                )
         else:
             if self.root is None:
                 raise ValueError(f"layout '{self.layout}' needs root: {LAYOUT_ROOTS[self.layout]}")
@@ -163,7 +178,7 @@ class AffineConfig(Strict):
     scale: tuple[float, float] = Field((0.7, 1.4), description="zoom factor range (nnU-Net: 0.7-1.4)")
 
     @model_validator(mode="after")
-    def _check_scale(self) -> "AffineConfig":
+    def _check_scale(self) -> AffineConfig:
         low, high = self.scale
         if not 0 < low <= high:
             raise ValueError(f"scale must be a range 0 < low <= high, got {list(self.scale)}")
@@ -179,9 +194,15 @@ class AugmentConfig(Strict):
     rot90: float = Field(0.5, ge=0.0, le=1.0, description="probability of a random multiple of 90 degrees")
     elastic: ElasticConfig = ElasticConfig()
     affine: AffineConfig = AffineConfig()
-    brightness_contrast: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random brightness and contrast change")
-    brightness_limit: float = Field(0.2, ge=0.0, description="largest brightness change (albumentations' RandomBrightnessContrast)")
-    contrast_limit: float = Field(0.2, ge=0.0, description="largest contrast change (albumentations' RandomBrightnessContrast)")
+    brightness_contrast: float = Field(
+        0.0, ge=0.0, le=1.0, description="probability of a random brightness and contrast change"
+    )
+    brightness_limit: float = Field(
+        0.2, ge=0.0, description="largest brightness change (albumentations' RandomBrightnessContrast)"
+    )
+    contrast_limit: float = Field(
+        0.2, ge=0.0, description="largest contrast change (albumentations' RandomBrightnessContrast)"
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -190,7 +211,7 @@ class AugmentConfig(Strict):
 class BorderWeightConfig(Strict):
     """U-Net border weights (Ronneberger et al. 2015, eq. 2) for the CE term of the loss."""
 
-    w0: float = Field(10.0, gt=0.0, description="peak extra weight on a thin wall between two objects (which counts up to 1 + w0 times)")
+    w0: float = Field(10.0, gt=0.0, description="peak extra weight on a thin wall between two objects (1 + w0 in all)")
     sigma: float = Field(5.0, gt=0.0, description="pixels: how fast the extra weight decays with the wall's width")
     objects: Literal["background", "foreground"] = Field(
         "foreground",
@@ -211,19 +232,26 @@ class LossConfig(Strict):
         False, description="one Dice over the whole batch (nnU-Net's batch Dice) instead of the mean of per-image Dice"
     )
     lambda_cldice: float = Field(
-        0.0, ge=0.0, description="weight of MONAI's soft clDice term (topology: penalises breaks in thin structures); "
-        "about 100 ms per 4x256^2 batch on 2 CPU cores, so meant for a GPU"
+        0.0,
+        ge=0.0,
+        description="weight of MONAI's soft clDice term (topology: penalises breaks in thin structures); "
+        "about 100 ms per 4x256^2 batch on 2 CPU cores, so meant for a GPU",
     )
-    cldice_iters: int = Field(3, ge=1, le=50, description="soft-skeleton iterations: half the thickest structure, in pixels")
+    cldice_iters: int = Field(
+        3, ge=1, le=50, description="soft-skeleton iterations: half the thickest structure, in pixels"
+    )
     border_weight: BorderWeightConfig | None = Field(
-        None, description="weight the CE term's pixels by their closeness to two objects (thin borders count more); "
-        "computed once per training mask and augmented with it; null = off"
+        None,
+        description="weight the CE term's pixels by their closeness to two objects (thin borders count more); "
+        "computed once per training mask and augmented with it; null = off",
     )
 
     @model_validator(mode="after")
-    def _check_border_weight(self) -> "LossConfig":
+    def _check_border_weight(self) -> LossConfig:
         if self.border_weight is not None and self.name not in ("dice_ce", "bce", "ce"):
-            raise ValueError(f"border_weight weights a cross-entropy term; loss '{self.name}' has none (use dice_ce, bce or ce)")
+            raise ValueError(
+                f"border_weight weights a cross-entropy term; loss '{self.name}' has none (use dice_ce, bce or ce)"
+            )
         return self
 
 
@@ -233,27 +261,37 @@ class TrainConfig(Strict):
     epochs: int = Field(50, ge=1, description="epochs to train (max_time_s may end the run earlier)")
     samples_per_epoch: int | None = Field(None, ge=1, description="random crops per epoch; default: one per image")
     batch_size: int = Field(4, ge=1, description="crops per step (per process under DDP)")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with Nesterov momentum; both with fused kernels")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="AdamW, or SGD with Nesterov momentum; both with fused kernels"
+    )
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
-    weight_decay: float = Field(1e-4, ge=0.0, description="weight decay of the weight tensors (norms and biases get none)")
+    weight_decay: float = Field(
+        1e-4, ge=0.0, description="weight decay of the weight tensors (norms and biases get none)"
+    )
     momentum: float = Field(0.99, ge=0.0, lt=1.0, description="SGD only")
     scheduler: Literal["cosine", "plateau", "none"] = Field(
-        "cosine", description="cosine: per step, after warmup_epochs of linear warm-up; plateau: halve lr once the "
-        "monitor has not improved for 5 validations; none: constant after the warm-up"
+        "cosine",
+        description="cosine: per step, after warmup_epochs of linear warm-up; plateau: halve lr once the "
+        "monitor has not improved for 5 validations; none: constant after the warm-up",
     )
     min_lr_ratio: float = Field(
-        0.01, ge=0.0, le=1.0,
+        0.01,
+        ge=0.0,
+        le=1.0,
         description="cosine only: the rate it anneals to, as a fraction of lr (timm's min_lr, relative)",
     )
     warmup_epochs: int = Field(0, ge=0, description="epochs of linear warm-up of the learning rate")
     schedule_by: Literal["steps", "time"] = Field(
-        "steps", description="lay the cosine out over epochs x steps, or over max_time_s of wall clock (time: a "
-        "budgeted run ends annealed on any machine, at the price of step-exact reproducibility)"
+        "steps",
+        description="lay the cosine out over epochs x steps, or over max_time_s of wall clock (time: a "
+        "budgeted run ends annealed on any machine, at the price of step-exact reproducibility)",
     )
     loss: LossConfig = LossConfig()
     grad_clip: float | None = Field(None, gt=0.0, description="clip the gradient norm to this value; null = off")
     ema: float | None = Field(
-        None, gt=0.0, lt=1.0,
+        None,
+        gt=0.0,
+        lt=1.0,
         description="decay of an exponential moving average of the weights (e.g. 0.998), with a warm-up so the "
         "first steps do not linger; validation, checkpoints and so predict, evaluate and export use the average, "
         "the trained weights stay in the checkpoint for --resume; null = off",
@@ -277,11 +315,12 @@ class TrainConfig(Strict):
     deterministic: bool = Field(False, description="deterministic algorithms, no cuDNN autotuning")
     progress: bool = Field(True, description="show a progress bar")
     level_stats: bool = Field(
-        False, description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)"
+        False,
+        description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)",
     )
 
     @model_validator(mode="after")
-    def _check_schedule(self) -> "TrainConfig":
+    def _check_schedule(self) -> TrainConfig:
         if self.schedule_by == "time" and self.max_time_s is None:
             raise ValueError("schedule_by 'time' lays the schedule out over max_time_s: set train.max_time_s")
         return self
@@ -320,7 +359,8 @@ class Config(Strict):
         0, ge=0, lt=2**32, description="seed of the weights' initialisation, the data order and the augmentation"
     )
     output_dir: Path = Field(
-        Path("runs/run"), description="where train writes config.yaml, metrics.csv and checkpoints/ (train --out overrides it)"
+        Path("runs/run"),
+        description="where train writes config.yaml, metrics.csv and checkpoints/ (train --out overrides it)",
     )
     data: DataConfig
     model: ModelConfig = UNetConfig()

@@ -45,7 +45,9 @@ def is_multichannel(sample: Sample, planes: list[np.ndarray]) -> bool:
     return len(planes) > 1 or (sample.axis is not None and planes[0].ndim == 3)
 
 
-def prepare_input(planes: list[np.ndarray], sample: Sample, channels: int, normalize: str | Normalization) -> np.ndarray:
+def prepare_input(
+    planes: list[np.ndarray], sample: Sample, channels: int, normalize: str | Normalization
+) -> np.ndarray:
     """Float32 HxWxC model input from :func:`read_planes`' arrays."""
     normalization = Normalization.of(normalize)
     if not is_multichannel(sample, planes):

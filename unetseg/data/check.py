@@ -103,7 +103,9 @@ class CheckReport:
         return f"{len(self.errors)} error(s), {len(self.warnings)} warning(s) in {len(self.stats)} image(s)"
 
     def problem_table(self) -> str:
-        rows = [[p.severity, p.kind, p.path, p.detail] for p in sorted(self.problems, key=lambda p: p.severity != "error")]
+        rows = [
+            [p.severity, p.kind, p.path, p.detail] for p in sorted(self.problems, key=lambda p: p.severity != "error")
+        ]
         return format_table(["severity", "problem", "file", "detail"], rows)
 
     def format(self, per_image: bool = True) -> str:
@@ -118,7 +120,10 @@ class CheckReport:
             rows = []
             for s in self.stats:
                 total = sum(s.class_pixels) if s.class_pixels else 0
-                shares = [round(100.0 * n / total, 1) if total else float("nan") for n in (s.class_pixels or [0] * self.num_classes)[1:]]
+                shares = [
+                    round(100.0 * n / total, 1) if total else float("nan")
+                    for n in (s.class_pixels or [0] * self.num_classes)[1:]
+                ]
                 rows.append([s.name, f"{s.width}x{s.height}", s.channels, s.dtype, s.min, s.max, *shares])
             lines += ["per image:", format_table(columns, rows)]
         return "\n".join(lines)
@@ -126,14 +131,21 @@ class CheckReport:
     def raise_if_fatal(self) -> None:
         """A DataError holding the problems table, for callers that must stop (``train``)."""
         if self.fatal:
-            raise DataError(f"{self.format(per_image=False)}\nfix the errors above (unetseg data check lists them again)")
+            raise DataError(
+                f"{self.format(per_image=False)}\nfix the errors above (unetseg data check lists them again)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "layout": self.layout, "images": str(self.images), "masks": str(self.masks), "fatal": self.fatal,
-            "errors": len(self.errors), "warnings": len(self.warnings),
+            "layout": self.layout,
+            "images": str(self.images),
+            "masks": str(self.masks),
+            "fatal": self.fatal,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
             "class_frequencies": self.class_frequencies(),
-            "problems": [asdict(p) for p in self.problems], "per_image": [asdict(s) for s in self.stats],
+            "problems": [asdict(p) for p in self.problems],
+            "per_image": [asdict(s) for s in self.stats],
         }
 
 
@@ -167,7 +179,9 @@ def _check_image(report: CheckReport, sample: Sample, data: DataConfig) -> Image
             prepare_input(planes, sample, data.channels, Normalization.of(data))
         except DataError as err:
             _add_error(report, "image", sample, err)
-    return ImageStats(sample.name, str(sample.image), None, raw.shape[0], raw.shape[1], _channels(raw), str(raw.dtype), lo, hi)
+    return ImageStats(
+        sample.name, str(sample.image), None, raw.shape[0], raw.shape[1], _channels(raw), str(raw.dtype), lo, hi
+    )
 
 
 def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: DataConfig) -> None:
@@ -179,8 +193,12 @@ def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: Da
         report.add("error", "unreadable", sample.mask, str(err).removeprefix(f"{sample.mask}: "))
         return
     if raw.shape[:2] != (stats.height, stats.width):
-        report.add("error", "size mismatch", sample.mask,
-                   f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH), its image {Path(stats.image).name} {stats.width}x{stats.height}")
+        report.add(
+            "error",
+            "size mismatch",
+            sample.mask,
+            f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH), its image {Path(stats.image).name} {stats.width}x{stats.height}",
+        )
         return
     try:
         classes = mask_classes(raw, data.label_map, sample.mask)
@@ -190,8 +208,12 @@ def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: Da
     if data.label_map is None:
         nonzero = [v for v in np.unique(raw[..., 0] if raw.ndim == 3 else raw).tolist() if v != 0]
         if len(nonzero) > 1:
-            report.add("warning", "labels", sample.mask,
-                       f"values {nonzero[:6]} all become class 1: set data.label_map if they are different classes")
+            report.add(
+                "warning",
+                "labels",
+                sample.mask,
+                f"values {nonzero[:6]} all become class 1: set data.label_map if they are different classes",
+            )
     stats.class_pixels = np.bincount(classes.ravel(), minlength=report.num_classes).tolist()
     if stats.class_pixels[0] == classes.size:
         report.add("warning", "empty mask", sample.mask, "no foreground pixel")
@@ -211,14 +233,22 @@ def _compare_across_images(report: CheckReport, data: DataConfig) -> None:
     """Warn about the minority when channel counts or dtypes differ between images."""
     for attribute, why in (
         ("channels", f"converted to data.channels={data.channels}, but the set is mixed"),
-        ("dtype", "scaled by a different range with normalize 'dtype'" if data.normalize == "dtype" else "mixed bit depths"),
+        (
+            "dtype",
+            "scaled by a different range with normalize 'dtype'" if data.normalize == "dtype" else "mixed bit depths",
+        ),
     ):
         counts = Counter(getattr(s, attribute) for s in report.stats)
         if len(counts) > 1:
             common = counts.most_common(1)[0][0]
             for s in report.stats:
                 if getattr(s, attribute) != common:
-                    report.add("warning", attribute, s.image, f"{attribute} {getattr(s, attribute)} where most images have {common}: {why}")
+                    report.add(
+                        "warning",
+                        attribute,
+                        s.image,
+                        f"{attribute} {getattr(s, attribute)} where most images have {common}: {why}",
+                    )
     labelled = [s for s in report.stats if s.class_pixels is not None]
     if labelled:
         totals = np.sum([s.class_pixels for s in labelled], axis=0)
@@ -270,8 +300,12 @@ def _compare_labels(report: CheckReport, labels: dict[int, str] | None, data: Da
     expected = {value: index for index, value in enumerate(sorted(labels))}
     configured = data.label_map if data.label_map is not None else ({0: 0, 1: 1} if sorted(labels) == [0, 1] else None)
     if configured != expected:
-        report.add("warning", "labels", where,
-                   f"dataset.json labels {dict(sorted(labels.items()))} read as classes {expected}, but data.label_map is {data.label_map}")
+        report.add(
+            "warning",
+            "labels",
+            where,
+            f"dataset.json labels {dict(sorted(labels.items()))} read as classes {expected}, but data.label_map is {data.label_map}",
+        )
 
 
 def check_layout(data: DataConfig) -> tuple[CheckReport, list[Sample]]:
@@ -287,8 +321,12 @@ def check_layout(data: DataConfig) -> tuple[CheckReport, list[Sample]]:
     for path, what in listing.problems:
         report.add("error", "dataset", path, what)
     if listing.channel_names and len(listing.channel_names) != data.channels:
-        report.add("error", "channels", data.root,
-                   f"dataset.json names {len(listing.channel_names)} channel(s) {listing.channel_names}, data.channels is {data.channels}")
+        report.add(
+            "error",
+            "channels",
+            data.root,
+            f"dataset.json names {len(listing.channel_names)} channel(s) {listing.channel_names}, data.channels is {data.channels}",
+        )
     _compare_labels(report, listing.labels, data, data.root)
     usable: list[Sample] = []
     for case in labelled_cases(listing):

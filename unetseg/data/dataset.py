@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -13,15 +13,7 @@ from torch.utils.data import Dataset
 from unetseg.config import DataConfig, SplitConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import (
-    DEFAULT_SLICE_AXIS,
-    DataError,
-    Sample,
-    expand_stacks,
-    file_stem,
-    list_image_files,
-    read_mask,
-)
+from unetseg.data.io import DEFAULT_SLICE_AXIS, DataError, Sample, expand_stacks, file_stem, list_image_files, read_mask
 from unetseg.data.splits import CASE_MODES, split_by_case
 from unetseg.data.volumes import is_dicom_series, is_volume
 

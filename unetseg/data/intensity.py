@@ -62,7 +62,7 @@ class Normalization:
             raise ValueError("normalize 'window' needs a window [center, width]")
 
     @classmethod
-    def of(cls, spec: "str | Normalization | DataConfig") -> "Normalization":
+    def of(cls, spec: str | Normalization | DataConfig) -> Normalization:
         """From a mode name, a data config (its ``normalize``, ``percentile``, ``window``) or itself."""
         if isinstance(spec, Normalization):
             return spec

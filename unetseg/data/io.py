@@ -222,9 +222,8 @@ def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path |
         if not (raw == raw[..., :1]).all():
             raise DataError(f"{path}: colour mask with differing channels; save masks as single-channel label images")
         raw = raw[..., 0]
-    if np.issubdtype(raw.dtype, np.floating):
-        if not np.isfinite(raw).all() or not (raw == np.round(raw)).all():
-            raise DataError(f"{path}: mask must hold integer labels, found fractional or non-finite values")
+    if np.issubdtype(raw.dtype, np.floating) and (not np.isfinite(raw).all() or not (raw == np.round(raw)).all()):
+        raise DataError(f"{path}: mask must hold integer labels, found fractional or non-finite values")
     raw = raw.astype(np.int64)
     if label_map is None:
         return (raw != 0).astype(np.int64)

@@ -42,7 +42,12 @@ def list_cases(data: DataConfig) -> Listing:
 def case_samples(case: Case, axis: int) -> list[Sample]:
     """The 2D samples of one case, named after the case (slices ``<case>_0007``)."""
     return [
-        replace(s, name=case.name if s.page is None else f"{case.name}_{s.page:04d}", channel_files=case.images[1:], case=case.name)
+        replace(
+            s,
+            name=case.name if s.page is None else f"{case.name}_{s.page:04d}",
+            channel_files=case.images[1:],
+            case=case.name,
+        )
         for s in expand_samples(case.images[0], case.mask, axis)
     ]
 
@@ -101,7 +106,9 @@ def detect_layout(path: Path) -> str:
         return "nnunet"
     if "training" in meta:
         return "msd"
-    raise DataError(f"{json_path}: neither an nnU-Net v2 dataset.json (no 'file_ending') nor a Decathlon one (no 'training')")
+    raise DataError(
+        f"{json_path}: neither an nnU-Net v2 dataset.json (no 'file_ending') nor a Decathlon one (no 'training')"
+    )
 
 
 def detect_data(path: Path | None = None, images: Path | None = None, masks: Path | None = None) -> DataConfig:
@@ -127,7 +134,9 @@ def detect_data(path: Path | None = None, images: Path | None = None, masks: Pat
     if listing.channel_names:
         fields["channels"] = len(listing.channel_names)
     if listing.labels:
-        fields["label_map"] = {value: index for index, value in enumerate(listing.labels)} if len(listing.labels) > 1 else None
+        fields["label_map"] = (
+            {value: index for index, value in enumerate(listing.labels)} if len(listing.labels) > 1 else None
+        )
     if listing.split_file is not None:
         fields["split"] = {"mode": "file", "file": listing.split_file, "fold": 0}
     return DataConfig(**fields)
@@ -163,10 +172,12 @@ def find_inputs(path: Path, data: DataConfig) -> list[Sample]:
         else:
             groups.setdefault(match["case"], {})[int(match["channel"])] = file
     expected = max(len(channels) for channels in groups.values()) if groups else 1
-    ending = files[0].name[len(file_stem(files[0])):]
+    ending = files[0].name[len(file_stem(files[0])) :]
     cases = complete_cases(groups, expected, folder, ending, listing)
     listing.raise_if_problems()
-    return [sample for name, images in cases.items() for sample in _unlabelled(Case(name, images, None), data.slice_axis)]
+    return [
+        sample for name, images in cases.items() for sample in _unlabelled(Case(name, images, None), data.slice_axis)
+    ]
 
 
 def _case_name(path: Path) -> str:
@@ -179,4 +190,3 @@ def _unlabelled(case: Case, axis: int) -> list[Sample]:
         return case_samples(case, axis)
     except DataError:  # a broken file: keep it, so predict reports it by name and goes on
         return [Sample(case.name, case.images[0], None, None, None, case.images[1:], case.name)]
-

@@ -49,7 +49,9 @@ def _columns(path: Path, rows: list[tuple[int, list[str]]]) -> tuple[dict[str, i
         return {name: i for i, name in enumerate(COLUMNS)}, rows
     unknown = [name for name in header if name and name not in COLUMNS]
     if unknown or "mask" not in header:
-        raise DataError(f"{path}: line 1: the header must name the columns image, mask and optionally split, got {rows[0][1]}")
+        raise DataError(
+            f"{path}: line 1: the header must name the columns image, mask and optionally split, got {rows[0][1]}"
+        )
     return {name: header.index(name) for name in COLUMNS if name in header}, rows[1:]
 
 

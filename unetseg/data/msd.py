@@ -36,8 +36,10 @@ def list_msd(root: Path) -> Listing:
         raise DataError(f"{path}: 'training' must be a non-empty list of {{image, label}} entries")
     for index, entry in enumerate(training):
         where = f"training[{index}]"
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry[k] for k in ("image", "label")):
-            listing.problem(path, f"{where}: expected {{\"image\": path, \"label\": path}}, got {entry!r}")
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry[k] for k in ("image", "label")
+        ):
+            listing.problem(path, f'{where}: expected {{"image": path, "label": path}}, got {entry!r}')
             continue
         image = listing.listed_file(root, entry["image"], path, f"{where}.image")
         label = listing.listed_file(root, entry["label"], path, f"{where}.label")

@@ -41,7 +41,9 @@ def _labels(meta: dict[str, Any], path: Path) -> dict[int, str]:
     by_value: dict[int, str] = {}
     for name, value in labels.items():
         if isinstance(value, (list, tuple)):
-            raise DataError(f"{path}: labels.{name} is a region ({value}): nnU-Net's region-based training is not supported")
+            raise DataError(
+                f"{path}: labels.{name} is a region ({value}): nnU-Net's region-based training is not supported"
+            )
         if name == "ignore":
             raise DataError(f"{path}: labels.ignore: nnU-Net's ignore label (unlabelled pixels) is not supported")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -66,7 +68,9 @@ def channel_groups(folder: Path, ending: str, listing: Listing) -> dict[str, dic
     if not folder.is_dir():
         listing.problem(folder, "no such folder")
         return groups
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.name.endswith(ending)), key=lambda p: natural_key(p.name))
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.name.endswith(ending)), key=lambda p: natural_key(p.name)
+    )
     for path in files:
         match = CHANNEL_NAME.match(path.name[: -len(ending)])
         if match is None:
@@ -76,18 +80,23 @@ def channel_groups(folder: Path, ending: str, listing: Listing) -> dict[str, dic
     return groups
 
 
-def complete_cases(groups: dict[str, dict[int, Path]], expected: int, folder: Path, ending: str,
-                   listing: Listing) -> dict[str, tuple[Path, ...]]:
+def complete_cases(
+    groups: dict[str, dict[int, Path]], expected: int, folder: Path, ending: str, listing: Listing
+) -> dict[str, tuple[Path, ...]]:
     """Cases with channel files 0..expected-1, in order; the others are problems."""
     cases: dict[str, tuple[Path, ...]] = {}
     for case, channels in groups.items():
         missing = [c for c in range(expected) if c not in channels]
         extra = sorted(c for c in channels if c >= expected)
         if missing:
-            listing.problem(folder / f"{case}_{missing[0]:04d}{ending}",
-                            f"missing: case {case!r} needs {expected} channel file(s) {case}_0000..{expected - 1:04d}")
+            listing.problem(
+                folder / f"{case}_{missing[0]:04d}{ending}",
+                f"missing: case {case!r} needs {expected} channel file(s) {case}_0000..{expected - 1:04d}",
+            )
         elif extra:
-            listing.problem(channels[extra[0]], f"channel {extra[0]:04d} beyond the {expected} channel file(s) of the other cases")
+            listing.problem(
+                channels[extra[0]], f"channel {extra[0]:04d} beyond the {expected} channel file(s) of the other cases"
+            )
         else:
             cases[case] = tuple(channels[c] for c in range(expected))
     return cases
@@ -99,8 +108,10 @@ def files_per_case(groups: dict[str, dict[int, Path]], channel_names: list[str],
     usual = counts.most_common(1)[0][0] if counts else len(channel_names)
     if usual == len(channel_names) or (usual == 1 and len(channel_names) == 3 and ending.lower() in IMAGE_SUFFIXES):
         return usual
-    raise DataError(f"{path}: channel_names lists {len(channel_names)} channel(s) but the cases in imagesTr have "
-                    f"{usual} file(s) each")
+    raise DataError(
+        f"{path}: channel_names lists {len(channel_names)} channel(s) but the cases in imagesTr have "
+        f"{usual} file(s) each"
+    )
 
 
 def list_nnunet(root: Path) -> Listing:
@@ -115,7 +126,9 @@ def list_nnunet(root: Path) -> Listing:
     groups = channel_groups(root / "imagesTr", ending, listing)
     cases = complete_cases(groups, files_per_case(groups, names, ending, path), root / "imagesTr", ending, listing)
     labels_dir = root / "labelsTr"
-    label_files = {p.name[: -len(ending)]: p for p in labels_dir.glob(f"*{ending}") if p.is_file()} if labels_dir.is_dir() else {}
+    label_files = (
+        {p.name[: -len(ending)]: p for p in labels_dir.glob(f"*{ending}") if p.is_file()} if labels_dir.is_dir() else {}
+    )
     if not labels_dir.is_dir():
         listing.problem(labels_dir, "no such folder")
     for case, images in cases.items():

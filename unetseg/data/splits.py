@@ -35,7 +35,7 @@ def _case_blocks(samples: list[Sample], split: SplitConfig, data: DataConfig) ->
         raise DataError(f"{data.source}: {len(cases)} case(s) cannot be cut into {split.folds} folds")
     bounds = np.linspace(0, len(cases), split.folds + 1).round().astype(int)
     fold = split.fold % split.folds
-    return set(cases[bounds[fold]:bounds[fold + 1]])
+    return set(cases[bounds[fold] : bounds[fold + 1]])
 
 
 def _split_file_cases(path: Path, fold: int, known: set[str]) -> set[str]:
@@ -45,7 +45,7 @@ def _split_file_cases(path: Path, fold: int, known: set[str]) -> set[str]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable splits file ({err})") from None
     if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "val" in f for f in folds):
-        raise DataError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}} (nnU-Net's splits_final.json)")
+        raise DataError(f'{path}: expected a list of {{"train": [...], "val": [...]}} (nnU-Net\'s splits_final.json)')
     if not -len(folds) <= fold < len(folds):
         raise DataError(f"{path}: data.split.fold {fold} but the file holds {len(folds)} fold(s)")
     val = {str(name) for name in folds[fold]["val"]}

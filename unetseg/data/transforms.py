@@ -33,9 +33,7 @@ def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
             )
         )
     if cfg.crop_size is not None:
-        steps.append(
-            A.RandomCrop(cfg.crop_size, cfg.crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101)
-        )
+        steps.append(A.RandomCrop(cfg.crop_size, cfg.crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101))
     if cfg.hflip > 0:
         steps.append(A.HorizontalFlip(p=cfg.hflip))
     if cfg.vflip > 0:
@@ -53,8 +51,6 @@ def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
             )
         )
     if cfg.brightness_contrast > 0:
-        steps.append(
-            A.RandomBrightnessContrast(cfg.brightness_limit, cfg.contrast_limit, p=cfg.brightness_contrast)
-        )
+        steps.append(A.RandomBrightnessContrast(cfg.brightness_limit, cfg.contrast_limit, p=cfg.brightness_contrast))
     # 'weight': the per-pixel loss weights, moved with the mask (nearest-neighbour) when present.
     return A.Compose(steps, seed=seed, additional_targets={"weight": "mask"})

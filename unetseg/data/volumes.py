@@ -23,6 +23,7 @@ multi-page TIFF expands into one per page. Reading goes through MONAI's ``LoadIm
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def _reader(path: Path) -> Any:
 
         return NibabelReader()
     try:
-        import pydicom  # noqa: F401
+        importlib.import_module("pydicom")  # present? MONAI's reader imports it only when reading
     except ImportError:
         raise DataError(f"{path}: reading a DICOM series needs pydicom: {INSTALL_HINT}") from None
     from monai.data import PydicomReader

@@ -40,7 +40,7 @@ def border_weights(mask: np.ndarray, w0: float, sigma: float, objects: str = "fo
     height, width = mask.shape
     d1 = np.full(mask.shape, np.inf, dtype=np.float32)
     d2 = np.full(mask.shape, np.inf, dtype=np.float32)
-    reach = int(math.ceil(REACH * sigma)) + 1
+    reach = math.ceil(REACH * sigma) + 1
     for index, (rows, cols) in enumerate(find_objects(labels), start=1):
         y0, x0 = max(rows.start - reach, 0), max(cols.start - reach, 0)
         y1, x1 = min(rows.stop + reach, height), min(cols.stop + reach, width)
@@ -53,4 +53,3 @@ def border_weights(mask: np.ndarray, w0: float, sigma: float, objects: str = "fo
         near[...] = np.minimum(near, dist)
     border = np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2))  # inf -> 0 where fewer than two objects reach
     return (1.0 + w0 * border).astype(np.float32)
-

@@ -22,10 +22,11 @@ import inspect
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,8 +91,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta: dict
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with _quiet_tracing():
         torch.onnx.export(
-            model, (example,), str(path), input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": axes, "logits": axes}, opset_version=OPSET, **legacy,
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes},
+            opset_version=OPSET,
+            **legacy,
         )
     proto = onnx.load(str(path))
     for key, value in meta.items():
@@ -132,7 +139,9 @@ def export_model(
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
     multiple = int(getattr(model, "multiple", 1))
     if min(size) < multiple:
-        raise ExportError(f"--size {size[0]} {size[1]}: height and width must be at least the network's multiple ({multiple})")
+        raise ExportError(
+            f"--size {size[0]} {size[1]}: height and width must be at least the network's multiple ({multiple})"
+        )
     model = model.to("cpu").eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, cfg.data.channels, *size, generator=generator)
@@ -152,7 +161,13 @@ def export_model(
 
 
 def _write_checked(
-    model: nn.Module, cfg: Config, example: torch.Tensor, path: Path, target: Path, fmt: str, multiple: int,
+    model: nn.Module,
+    cfg: Config,
+    example: torch.Tensor,
+    path: Path,
+    target: Path,
+    fmt: str,
+    multiple: int,
     generator: torch.Generator,
 ) -> tuple[tuple[int, int], float | None]:
     """Export to ``path`` (on its way to ``target``) and compare it with PyTorch at another, odd

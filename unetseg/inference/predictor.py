@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from unetseg.models.checkpoint import CheckpointError
 from unetseg.config import DataConfig, InferenceConfig
-from unetseg.data.intensity import Normalization
 from unetseg.data.channels import read_input
+from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.inference.overlay import contour_overlay, display_image, error_overlay, write_overlay
-from unetseg.runtime import autocast
 from unetseg.inference.tiling import Tiling, predict_plane
+from unetseg.models.checkpoint import CheckpointError
+from unetseg.runtime import autocast
 
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -180,7 +180,10 @@ def output_paths(sample: Sample, out_dir: Path, with_probs: bool, with_overlay: 
     (``sample.case``) is named as nnU-Net names it: the case without the channel suffix."""
     suffix = sample.image.suffix.lower()
     if sample.axis is not None:
-        mask_name, prob_name = output_name(sample.image, stem=sample.case), output_name(sample.image, "_prob", sample.case)
+        mask_name, prob_name = (
+            output_name(sample.image, stem=sample.case),
+            output_name(sample.image, "_prob", sample.case),
+        )
     else:
         same_format = suffix in (".png", ".tif", ".tiff") and sample.page is None
         own_name = f"{sample.case}{sample.image.suffix}" if sample.case else sample.image.name
@@ -201,8 +204,10 @@ def _overlay(image: np.ndarray, classes: np.ndarray, sample: Sample, label_map: 
         return contour_overlay(picture, classes)
     truth = read_mask(sample.mask, label_map, sample.page, sample.axis)
     if truth.shape != classes.shape:
-        raise DataError(f"{sample.mask}: ground truth is {truth.shape[1]}x{truth.shape[0]} (WxH) but its image "
-                        f"{sample.image} is {classes.shape[1]}x{classes.shape[0]}")
+        raise DataError(
+            f"{sample.mask}: ground truth is {truth.shape[1]}x{truth.shape[0]} (WxH) but its image "
+            f"{sample.image} is {classes.shape[1]}x{classes.shape[0]}"
+        )
     return error_overlay(picture, classes, truth)
 
 
@@ -255,7 +260,7 @@ class _Run:
             write_mask(paths[0], classes, self.label_map)
             if probs is not None:
                 write_array(paths[1], probs)
-        except Exception as err:  # noqa: BLE001 - reported per image, never fatal to the folder
+        except Exception as err:
             self.report.failed.append((sample.name, failure_message(err, sample.image)))
             return
         self.report.masks += 1
@@ -275,7 +280,7 @@ class _Run:
             if self.with_probs:  # classes last in a multi-class volume
                 probs = [fg if fg.ndim == 2 else np.moveaxis(fg, 0, -1) for _, fg in planes]
                 write_volume(paths[1], np.stack(probs, axis=first.axis), first.image)
-        except Exception as err:  # noqa: BLE001 - as for an image
+        except Exception as err:
             self.report.failed.append((output_name(first.image), failure_message(err, first.image)))
             return
         self.report.masks += 1

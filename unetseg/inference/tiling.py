@@ -63,8 +63,10 @@ class Tiling:
     def window(self, core: tuple[slice, slice], height: int, width: int) -> tuple[slice, slice]:
         """The core and its margin, within the image."""
         rows, cols = core
-        return (slice(max(rows.start - self.halo, 0), min(rows.stop + self.halo, height)),
-                slice(max(cols.start - self.halo, 0), min(cols.stop + self.halo, width)))
+        return (
+            slice(max(rows.start - self.halo, 0), min(rows.stop + self.halo, height)),
+            slice(max(cols.start - self.halo, 0), min(cols.stop + self.halo, width)),
+        )
 
 
 def foreground(probs: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -83,7 +85,10 @@ def _scratch(shape: tuple[int, ...], folder: Path | None) -> np.ndarray:
 
 
 def predict_plane(
-    predictor: ProbabilityModel, image: np.ndarray, with_probs: bool, tiling: Tiling = Tiling(),
+    predictor: ProbabilityModel,
+    image: np.ndarray,
+    with_probs: bool,
+    tiling: Tiling = Tiling(),
     scratch: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``image`` (H, W, C float32) -> (class indices (H, W), what ``--prob`` writes or None)."""
@@ -99,8 +104,11 @@ def predict_plane(
     for rows, cols in tiling.cores(height, width):
         around_rows, around_cols = tiling.window((rows, cols), height, width)
         probs = predictor.probabilities(_as_tensor(image[around_rows, around_cols]))
-        core = probs[:, rows.start - around_rows.start : rows.stop - around_rows.start,
-                     cols.start - around_cols.start : cols.stop - around_cols.start]
+        core = probs[
+            :,
+            rows.start - around_rows.start : rows.stop - around_rows.start,
+            cols.start - around_cols.start : cols.stop - around_cols.start,
+        ]
         classes[rows, cols] = predictor.classes(core)
         if stitched is not None:
             stitched[..., rows, cols] = foreground(core, num_classes)

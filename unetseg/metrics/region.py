@@ -30,11 +30,7 @@ def overlap_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> d
     p, t = _one_hot(pred, num_classes), _one_hot(target, num_classes)
     dice = compute_dice(p, t, include_background=False, ignore_empty=False)
     iou = compute_iou(p, t, include_background=False, ignore_empty=False)
-    return {
-        "dice": float(dice.mean()),
-        "iou": float(iou.mean()),
-        "pixel_error": float((pred != target).mean()),
-    }
+    return {"dice": float(dice.mean()), "iou": float(iou.mean()), "pixel_error": float((pred != target).mean())}
 
 
 def regions_of(classes: np.ndarray, which: str) -> np.ndarray:
@@ -55,7 +51,12 @@ def region_metrics(pred: np.ndarray, target: np.ndarray, which: str) -> dict[str
     rand_error, _, _ = adapted_rand_error(true_regions, pred_regions, ignore_labels=(0,))
     # skimage returns (H(pred | true), H(true | pred)): over-segmentation (split), then merge.
     split, merge = variation_of_information(true_regions, pred_regions, ignore_labels=(0,))
-    return {"rand_error": float(rand_error), "vi": float(merge + split), "vi_split": float(split), "vi_merge": float(merge)}
+    return {
+        "rand_error": float(rand_error),
+        "vi": float(merge + split),
+        "vi_split": float(split),
+        "vi_merge": float(merge),
+    }
 
 
 def _overlaps(true_regions: np.ndarray, pred_regions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,7 +95,9 @@ def object_errors(pred_regions: np.ndarray, true_regions: np.ndarray) -> dict[st
     return {"merges": float(merges), "splits": float(splits)}
 
 
-def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int, regions: str = "none") -> dict[str, float]:
+def segmentation_metrics(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, regions: str = "none"
+) -> dict[str, float]:
     """All metrics of one image; ``regions`` enables the region-based ones."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
@@ -110,7 +113,10 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float))]
-    return {k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else float("nan") for k in keys}
+    return {
+        k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else float("nan")
+        for k in keys
+    }
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:

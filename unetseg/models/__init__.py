@@ -4,4 +4,4 @@ from unetseg.models.registry import build_model, count_parameters
 from unetseg.models.skips import SkipMerge
 from unetseg.models.unet import UNet
 
-__all__ = ["UNet", "SkipMerge", "build_model", "count_parameters"]
+__all__ = ["SkipMerge", "UNet", "build_model", "count_parameters"]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from unetseg.config.base import did_you_mean
-from unetseg.models.layers import (  # noqa: F401  (make_act, make_norm, conv3x3: the blocks' public API)
+from unetseg.models.layers import (
     ConvNormAct,
     Slice,
     act_factor,
@@ -86,8 +86,16 @@ class PlainBlock(nn.Module):
     ENDS_WITH_ACT, PRE_ACTIVATED, DROPPABLE = True, False, False
 
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, act: str, stride: int = 1, *,
-        options: BlockOptions = DEFAULT_OPTIONS, drop_path: float = 0.0, crelu_in: Slice | None = None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        act: str,
+        stride: int = 1,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        drop_path: float = 0.0,
+        crelu_in: Slice | None = None,
     ) -> None:
         super().__init__()
         _no_drop_path("plain", drop_path)
@@ -110,8 +118,16 @@ class ResidualBlock(nn.Module):
     ENDS_WITH_ACT, PRE_ACTIVATED, DROPPABLE = True, False, True
 
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, act: str, stride: int = 1, *,
-        options: BlockOptions = DEFAULT_OPTIONS, drop_path: float = 0.0, crelu_in: Slice | None = None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        act: str,
+        stride: int = 1,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        drop_path: float = 0.0,
+        crelu_in: Slice | None = None,
     ) -> None:
         super().__init__()
         inner = width_before_act(out_ch, act)
@@ -121,8 +137,14 @@ class ResidualBlock(nn.Module):
         self.norm2 = make_norm(norm, inner)
         whole = act == "crelu" and crelu_in == (0, in_ch)
         self.shortcut = make_shortcut(
-            in_ch, inner, stride, options.shortcut, options.shortcut_downsample, norm,
-            demirror=whole, crelu_in=(crelu_in,),
+            in_ch,
+            inner,
+            stride,
+            options.shortcut,
+            options.shortcut_downsample,
+            norm,
+            demirror=whole,
+            crelu_in=(crelu_in,),
         )
         self.act = make_act(act)
         self.drop_path = DropPath(drop_path)
@@ -142,8 +164,16 @@ class PreActBlock(nn.Module):
     ENDS_WITH_ACT, PRE_ACTIVATED, DROPPABLE = False, True, True
 
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, act: str, stride: int = 1, *,
-        options: BlockOptions = DEFAULT_OPTIONS, drop_path: float = 0.0, crelu_in: Slice | None = None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        act: str,
+        stride: int = 1,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        drop_path: float = 0.0,
+        crelu_in: Slice | None = None,
     ) -> None:
         super().__init__()
         f = act_factor(act)
@@ -160,7 +190,12 @@ class PreActBlock(nn.Module):
         self.project = options.shortcut == "projection" and (in_ch != out_ch or stride != 1)
         if self.project:
             self.shortcut = make_shortcut(
-                in_ch * f, out_ch, stride, "projection", options.shortcut_downsample, None,
+                in_ch * f,
+                out_ch,
+                stride,
+                "projection",
+                options.shortcut_downsample,
+                None,
                 crelu_in=(crelu_in, crelu_map(in_ch * f, act)),
             )
         else:
@@ -185,8 +220,16 @@ class HighwayBlock(nn.Module):
     ENDS_WITH_ACT, PRE_ACTIVATED, DROPPABLE = False, False, True
 
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, act: str, stride: int = 1, *,
-        options: BlockOptions = DEFAULT_OPTIONS, drop_path: float = 0.0, crelu_in: Slice | None = None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        act: str,
+        stride: int = 1,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        drop_path: float = 0.0,
+        crelu_in: Slice | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(in_ch, out_ch, norm, act, stride)
@@ -232,8 +275,16 @@ class DenseBlock(nn.Module):
     ENDS_WITH_ACT, PRE_ACTIVATED, DROPPABLE = False, True, False
 
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, act: str, stride: int = 1, *,
-        options: BlockOptions = DEFAULT_OPTIONS, drop_path: float = 0.0, crelu_in: Slice | None = None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        act: str,
+        stride: int = 1,
+        *,
+        options: BlockOptions = DEFAULT_OPTIONS,
+        drop_path: float = 0.0,
+        crelu_in: Slice | None = None,
     ) -> None:
         super().__init__()
         _no_drop_path("dense", drop_path)
@@ -305,8 +356,16 @@ def make_stage(
     for j, p in enumerate(drop_paths):
         first = j == 0
         layers.append(
-            cls(in_ch if first else out_ch, out_ch, norm, act, stride if first else 1,
-                options=options, drop_path=p, crelu_in=crelu_in)
+            cls(
+                in_ch if first else out_ch,
+                out_ch,
+                norm,
+                act,
+                stride if first else 1,
+                options=options,
+                drop_path=p,
+                crelu_in=crelu_in,
+            )
         )
         crelu_in = crelu_output(block, act, out_ch)
     return nn.Sequential(*layers)

@@ -62,7 +62,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                 "never does and which could run code when loaded; it was not loaded. Use a checkpoint written by "
                 "unetseg train"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, tampered or foreign): {_reason(err)}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, tampered or foreign): {_reason(err)}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a unetseg checkpoint")
     return state
@@ -73,11 +75,15 @@ def training_record(state: dict[str, Any], source: Path | str) -> tuple[list[dic
     rewrites metrics.csv from it, so a missing one would silently drop the earlier epochs."""
     history, best = state.get("history"), state.get("best")
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise CheckpointError(f"{source}: its training history is {'missing' if history is None else 'damaged'} "
-                              "(key 'history'), so the run cannot be continued; start a new run")
+        raise CheckpointError(
+            f"{source}: its training history is {'missing' if history is None else 'damaged'} "
+            "(key 'history'), so the run cannot be continued; start a new run"
+        )
     if not isinstance(best, dict) or "value" not in best or "epoch" not in best:
-        raise CheckpointError(f"{source}: its best-epoch record is {'missing' if best is None else 'damaged'} "
-                              "(key 'best'), so the run cannot be continued; start a new run")
+        raise CheckpointError(
+            f"{source}: its best-epoch record is {'missing' if best is None else 'damaged'} "
+            "(key 'best'), so the run cannot be continued; start a new run"
+        )
     return history, best
 
 
@@ -93,7 +99,8 @@ def checkpoint_config(state: dict[str, Any], source: str) -> Config:
 def non_finite_tensors(weights: dict[str, Any]) -> list[str]:
     """Names of the tensors in a state dict that hold NaN or infinity."""
     return [
-        name for name, value in weights.items()
+        name
+        for name, value in weights.items()
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
     ]
 
@@ -106,8 +113,9 @@ def non_finite_message(path: Path | str, names: list[str]) -> str:
     )
 
 
-def load_model(path: Path, device: torch.device | str = "cpu",
-               allow_non_finite: bool = False) -> tuple[nn.Module, Config, dict[str, Any]]:
+def load_model(
+    path: Path, device: torch.device | str = "cpu", allow_non_finite: bool = False
+) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, in eval mode, with its weights.
 
     Weights with NaN or infinity are refused (predict would write all-foreground masks and
@@ -127,5 +135,7 @@ def load_model(path: Path, device: torch.device | str = "cpu",
     except RuntimeError as err:  # torch lists every mismatched tensor; the first says enough
         lines = [line.strip() for line in str(err).strip().splitlines()]
         more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
-        raise CheckpointError(f"{path}: weights do not fit the embedded model config: {' '.join(lines[:2])}{more}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the embedded model config: {' '.join(lines[:2])}{more}"
+        ) from None
     return model.to(device).eval(), cfg, state

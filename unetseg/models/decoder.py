@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetseg.models.blocks import DEFAULT_OPTIONS, BlockOptions, crelu_output, make_stage
 from unetseg.config.rules import check_init
+from unetseg.models.blocks import DEFAULT_OPTIONS, BlockOptions, crelu_output, make_stage
 from unetseg.models.layers import Slice, looks_linear_, reads_crelu
 from unetseg.models.skips import SkipMerge
 

@@ -8,13 +8,12 @@ skip merges never need to know which one they are fed by.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from unetseg.config.base import did_you_mean
-from unetseg.models.blocks import DEFAULT_OPTIONS, RESIDUAL_TYPE, BlockOptions, block_class, crelu_output, make_stage
 from unetseg.config.rules import check_init
+from unetseg.models.blocks import DEFAULT_OPTIONS, RESIDUAL_TYPE, BlockOptions, block_class, crelu_output, make_stage
 from unetseg.models.layers import Slice, conv3x3, looks_linear_
 
 
@@ -79,8 +78,16 @@ class UNetEncoder(nn.Module):
                 down, prev = conv3x3(in_channels, width, bias=True), width
             level_drops = drops[level * blocks_per_level : (level + 1) * blocks_per_level]
             blocks = make_stage(
-                block, prev, width, blocks_per_level, norm, act, stride,
-                options=options, drop_paths=level_drops, crelu_in=crelu_in,
+                block,
+                prev,
+                width,
+                blocks_per_level,
+                norm,
+                act,
+                stride,
+                options=options,
+                drop_paths=level_drops,
+                crelu_in=crelu_in,
             )
             stages.append(EncoderStage(down, blocks))
             prev, crelu_in = width, crelu_output(block, act, width)
@@ -118,7 +125,9 @@ class SmpEncoder(nn.Module):
     smp encoder carries the raw image, which is cheap and keeps pixel-exact detail.
     """
 
-    def __init__(self, name: str, in_channels: int, levels: int, weights: str | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self, name: str, in_channels: int, levels: int, weights: str | None = None, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 

@@ -16,9 +16,9 @@ import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from unetseg.models.checkpoint import non_finite_tensors
 from unetseg.config import Config, dump_config
 from unetseg.models import UNet, count_parameters
+from unetseg.models.checkpoint import non_finite_tensors
 from unetseg.report.table import format_table
 
 
@@ -37,10 +37,13 @@ def level_rows(model: nn.Module) -> list[dict[str, Any]] | None:
     decoder = model.decoder
     rows = []
     for level, width in enumerate(model.encoder.out_channels):
-        row: dict[str, Any] = {"level": level, "scale": f"1/{2 ** level}", "encoder": width}
+        row: dict[str, Any] = {"level": level, "scale": f"1/{2**level}", "encoder": width}
         if level < len(decoder.blocks):
-            row.update(skip=decoder.skips[level].mode, decoder_in=decoder.skips[level].out_channels,
-                       decoder=decoder.widths[level])
+            row.update(
+                skip=decoder.skips[level].mode,
+                decoder_in=decoder.skips[level].out_channels,
+                decoder=decoder.widths[level],
+            )
         else:
             row.update(skip="bottleneck", decoder_in=None, decoder=None)
         rows.append(row)
@@ -55,9 +58,7 @@ def training_rows(state: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     return {"last": history[-1] if history else None, "best": best}
 
 
-def model_info(
-    model: nn.Module, cfg: Config, state: dict[str, Any], size: tuple[int, int]
-) -> dict[str, Any]:
+def model_info(model: nn.Module, cfg: Config, state: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
     """Everything ``info`` shows, as JSON-ready data (``best.pt`` holds the record up to its epoch)."""
     flops = count_flops(model, cfg.data.channels, size)
     return {
@@ -77,7 +78,9 @@ def _metrics_line(row: dict[str, Any] | None) -> str:
     if row is None:
         return "(none recorded)"
     shown = {k: v for k, v in row.items() if k == "train_loss" or k.startswith("val_")}
-    return f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    return f"epoch {row['epoch']}: " + ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+    )
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -89,7 +92,10 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(f"forward pass at {h}x{w}: {info['flops']['total'] / 1e9:.3f} GFLOPs (multiply-add = 2)")
     if info["levels"]:
         columns = ["level", "scale", "encoder", "skip", "decoder_in", "decoder"]
-        lines += ["levels (widths in channels):", format_table(columns, [[r[c] for c in columns] for r in info["levels"]])]
+        lines += [
+            "levels (widths in channels):",
+            format_table(columns, [[r[c] for c in columns] for r in info["levels"]]),
+        ]
     metrics = info["metrics"]
     lines.append(f"training (checkpoint of epoch {info['epoch']}, monitor {info['monitor']}):")
     lines.append(f"  last {_metrics_line(metrics['last'])}")

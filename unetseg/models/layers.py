@@ -18,7 +18,7 @@ channels of a convolution come from a CReLU is recorded when the network is buil
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,7 @@ class ConvNormAct(nn.Sequential):
 
 
 # --------------------------------------------------------------------------- looks-linear
+
 
 def reads_crelu(conv: nn.Module, *channels: Slice | None) -> nn.Module:
     """Record that input ``channels`` (first, count) of ``conv`` come from a CReLU; returns ``conv``.

@@ -29,20 +29,17 @@ def build_model(cfg: AnyModelConfig, in_channels: int, out_channels: int) -> nn.
             classes=out_channels,
         )
         return SizeAgnostic(net, 2**cfg.encoder_depth)
+    monai_io = {"spatial_dims": 2, "in_channels": in_channels, "out_channels": out_channels}
     if isinstance(cfg, MonaiBasicUNetConfig):
         from monai.networks.nets import BasicUNet
 
-        net = BasicUNet(
-            spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=tuple(cfg.features), dropout=cfg.dropout
-        )
+        net = BasicUNet(**monai_io, features=tuple(cfg.features), dropout=cfg.dropout)
         return SizeAgnostic(net, 16)
     if isinstance(cfg, MonaiUNetConfig):
         from monai.networks.nets import UNet as MonaiUNet
 
         net = MonaiUNet(
-            spatial_dims=2,
-            in_channels=in_channels,
-            out_channels=out_channels,
+            **monai_io,
             channels=tuple(cfg.channels),
             strides=tuple(cfg.strides),
             num_res_units=cfg.num_res_units,

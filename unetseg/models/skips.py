@@ -26,12 +26,11 @@ per-channel spatial mean (keeping its overall level but removing all spatial det
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
-from unetseg.config.base import did_you_mean
 from unetseg.config import SKIP_MODES
+from unetseg.config.base import did_you_mean
 
 # Gate = GATE_SCALE * sigmoid(GATE_SLOPE * g), g starting at 0: open (gate 1) at the sigmoid's
 # steepest point. The earlier sigmoid(4) = 0.98 start sat in the flat tail and gates never moved.
@@ -65,7 +64,9 @@ class SkipMerge(nn.Module):
     def __init__(self, mode: str, up_channels: int, skip_channels: int) -> None:
         super().__init__()
         if mode not in SKIP_MODES:
-            raise ValueError(f"unknown skip mode {mode!r}; choose from {', '.join(SKIP_MODES)}" + did_you_mean(mode, SKIP_MODES))
+            raise ValueError(
+                f"unknown skip mode {mode!r}; choose from {', '.join(SKIP_MODES)}" + did_you_mean(mode, SKIP_MODES)
+            )
         self.mode = mode
         self.knockout: str | None = None
         self.proj: nn.Module | None = None

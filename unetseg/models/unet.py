@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetseg.config.rules import check_unet, is_smp, per_level_skips
+from unetseg.config.rules import RULE_KEYS, check_unet, is_smp, per_level_skips
 from unetseg.models.blocks import BlockOptions
 from unetseg.models.decoder import UNetDecoder
 from unetseg.models.encoder import SmpEncoder, UNetEncoder
@@ -38,6 +40,48 @@ def _head(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Mod
     if kind == "transpose":
         return nn.ConvTranspose2d(in_channels, out_channels, 2 * stride, stride, stride // 2)
     return nn.Sequential(nn.Conv2d(in_channels, out_channels * stride**2, 3, padding=1), nn.PixelShuffle(stride))
+
+
+def _build_encoder(args: dict[str, Any]) -> nn.Module:
+    """The contracting path :class:`UNet`'s options describe: unetseg's own, or an smp encoder."""
+    if is_smp(args["encoder"]):
+        return SmpEncoder(
+            args["encoder"][4:], args["in_channels"], args["depth"], args["encoder_weights"], args["dropout"]
+        )
+    return UNetEncoder(
+        args["in_channels"] * args["stem_stride"] ** 2,
+        level_widths(args["depth"], args["base_width"], args["width_growth"], args["max_width"]),
+        args["encoder"],
+        args["blocks_per_level"],
+        args["norm"],
+        args["act"],
+        args["downsample"],
+        args["dropout"],
+        options=_block_options(args),
+        stochastic_depth=args["stochastic_depth"],
+        init=args["init"],
+    )
+
+
+def _build_decoder(args: dict[str, Any], encoder: nn.Module) -> UNetDecoder:
+    """The expanding path, one :class:`SkipMerge` per level, over ``encoder``'s features."""
+    widths = level_widths(args["depth"], args["base_width"], args["width_growth"], args["max_width"])
+    return UNetDecoder(
+        encoder.out_channels,
+        args["decoder_widths"] or default_decoder_widths(args["encoder"], widths),
+        per_level_skips(args["skips"], args["depth"]),
+        args["decoder_block"],
+        args["norm"],
+        args["act"],
+        args["upsample"],
+        options=_block_options(args),
+        encoder_crelu=encoder.crelu_features,
+        init=args["init"],
+    )
+
+
+def _block_options(args: dict[str, Any]) -> BlockOptions:
+    return BlockOptions(args["shortcut"], args["shortcut_downsample"], args["zero_init_residual"])
 
 
 class FullResolutionRefinement(nn.Module):
@@ -110,31 +154,11 @@ class UNet(nn.Module):
         deep_supervision: int = 0,
     ) -> None:
         super().__init__()
-        check_unet(depth=depth, skips=skips, decoder_widths=decoder_widths, encoder=encoder, init=init, act=act,
-                   stem_stride=stem_stride, refine_width=refine_width, stochastic_depth=stochastic_depth,
-                   deep_supervision=deep_supervision)
+        args = dict(locals())  # every option by name, for the shared rules and the builders below
+        check_unet(**{key: args[key] for key in RULE_KEYS})
         self.stem = nn.PixelUnshuffle(stem_stride) if stem_stride > 1 else nn.Identity()
-        options = BlockOptions(shortcut, shortcut_downsample, zero_init_residual)
-        widths = level_widths(depth, base_width, width_growth, max_width)
-        if is_smp(encoder):
-            self.encoder: nn.Module = SmpEncoder(encoder[4:], in_channels, depth, encoder_weights, dropout)
-        else:
-            self.encoder = UNetEncoder(
-                in_channels * stem_stride**2, widths, encoder, blocks_per_level, norm, act, downsample, dropout,
-                options=options, stochastic_depth=stochastic_depth, init=init,
-            )
-        self.decoder = UNetDecoder(
-            self.encoder.out_channels, decoder_widths or default_decoder_widths(encoder, widths),
-            per_level_skips(skips, depth), decoder_block, norm, act, upsample,
-            options=options, encoder_crelu=self.encoder.crelu_features, init=init,
-        )
-        self._build_heads(in_channels, out_channels, stem_stride, head, refine_width, deep_supervision, act, init)
-        self.multiple = self.encoder.reduction * stem_stride
-
-    def _build_heads(self, in_channels: int, out_channels: int, stem_stride: int, head: str, refine_width: int,
-                     deep_supervision: int, act: str, init: str) -> None:
-        """The logit head (through the optional full-resolution refinement) and the auxiliary
-        deep-supervision heads of decoder levels 1..deep_supervision."""
+        self.encoder = _build_encoder(args)
+        self.decoder = _build_decoder(args, self.encoder)
         self.head = _head(self.decoder.out_channels, refine_width or out_channels, stem_stride, head)
         reads_crelu(self.head[0] if isinstance(self.head, nn.Sequential) else self.head, self.decoder.crelu_output)
         self.refine = FullResolutionRefinement(refine_width, in_channels, out_channels, act) if refine_width else None
@@ -145,6 +169,7 @@ class UNet(nn.Module):
             looks_linear_(self.head)
             if self.refine is not None:
                 looks_linear_(self.refine)
+        self.multiple = self.encoder.reduction * stem_stride
 
     @property
     def skip_modes(self) -> list[str]:
@@ -163,5 +188,8 @@ class UNet(nn.Module):
             out = self.refine(out, x)
         if not deep_supervision:
             return out[..., :h, :w]
-        aux = [F.interpolate(head(levels[i + 1]), size=x.shape[-2:], mode="bilinear") for i, head in enumerate(self.aux_heads)]
+        aux = [
+            F.interpolate(head(levels[i + 1]), size=x.shape[-2:], mode="bilinear")
+            for i, head in enumerate(self.aux_heads)
+        ]
         return [logits[..., :h, :w] for logits in (out, *aux)]

@@ -37,7 +37,11 @@ def _header(fp: Fingerprint, structure: Structure, machine: Machine, budget_s: f
     drawn = " drawn as mask value 0" if structure.zero_is_foreground else ""
     measured = ""
     if shape is not None:
-        count = f"{shape.regions:.0f} regions per image" if structure.kind == "walls" else f"{shape.parts:.0f} parts per image"
+        count = (
+            f"{shape.regions:.0f} regions per image"
+            if structure.kind == "walls"
+            else f"{shape.parts:.0f} parts per image"
+        )
         measured = f" (width {shape.width:.0f} px, parts of {shape.extent:.0f} px, {count})"
     return [
         f"Planned by `{command}` on {datetime.date.today().isoformat()} (unetseg {_version()}).",
@@ -54,8 +58,14 @@ def _header(fp: Fingerprint, structure: Structure, machine: Machine, budget_s: f
     ]
 
 
-def plan_dataset(data: DataConfig, budget_s: float = DEFAULT_BUDGET_S, machine: Machine | None = None,
-                 name: str = "run", output_dir: str = "runs/run", command: str = "unetseg init") -> tuple[Plan, Fingerprint]:
+def plan_dataset(
+    data: DataConfig,
+    budget_s: float = DEFAULT_BUDGET_S,
+    machine: Machine | None = None,
+    name: str = "run",
+    output_dir: str = "runs/run",
+    command: str = "unetseg init",
+) -> tuple[Plan, Fingerprint]:
     """The plan for ``data`` (as :func:`unetseg.data.layouts.detect_data` describes it) and the
     fingerprint it was made from; the plan validates as a :class:`unetseg.config.Config`."""
     machine = machine or detect_machine()

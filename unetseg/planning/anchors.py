@@ -31,8 +31,17 @@ THIN = Recipe(
     anchor="configs/isbi_cpu.yaml",
     result="ISBI 2012 membranes: Dice 0.814, adapted Rand error 0.076 after 8 minutes on 2 CPU cores",
     model={
-        "arch": "unet", "stem_stride": 4, "depth": 5, "base_width": 32, "encoder": "residual", "downsample": "conv",
-        "skips": "concat", "norm": "instance", "upsample": "transpose", "head": "shuffle", "deep_supervision": 3,
+        "arch": "unet",
+        "stem_stride": 4,
+        "depth": 5,
+        "base_width": 32,
+        "encoder": "residual",
+        "downsample": "conv",
+        "skips": "concat",
+        "norm": "instance",
+        "upsample": "transpose",
+        "head": "shuffle",
+        "deep_supervision": 3,
     },
     steps_per_epoch=13,
     batch_size=8,
@@ -51,7 +60,14 @@ BLOBS = Recipe(
 )
 
 # configs/nuclei.yaml, the GPU config for the same blobs: wider, one level fewer.
-BLOBS_GPU_MODEL = {"arch": "unet", "depth": 5, "base_width": 32, "encoder": "residual", "downsample": "conv", "skips": "concat"}
+BLOBS_GPU_MODEL = {
+    "arch": "unet",
+    "depth": 5,
+    "base_width": 32,
+    "encoder": "residual",
+    "downsample": "conv",
+    "skips": "concat",
+}
 
 VAL_EVERY = 10  # both anchors validate every 10 epochs
 WARMUP_EPOCHS = 1  # both anchors warm up for one epoch

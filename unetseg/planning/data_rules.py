@@ -51,40 +51,58 @@ def _label_map(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
     if fp.labels:
         label_map = {value: index for index, value in enumerate(fp.labels)}
         names = ", ".join(f"{value} {name}" for value, name in fp.labels.items())
-        plan.set("data.label_map", label_map, f"dataset.json's labels ({names}) as classes 0..{len(label_map) - 1}; "
-                 f"measured pixel shares {shares}")
+        plan.set(
+            "data.label_map",
+            label_map,
+            f"dataset.json's labels ({names}) as classes 0..{len(label_map) - 1}; measured pixel shares {shares}",
+        )
         return
     if structure.zero_is_foreground:
         other = next(v for v in values if v != 0)
         assert structure.shape is not None
-        plan.set("data.label_map", {0: 1, other: 0},
-                 f"mask value 0 covers {_pct(values[0])} of the pixels as thin walls (median width "
-                 f"{structure.shape.width:.0f} px) that cut the value-{other} area into {structure.shape.regions:.0f} "
-                 f"regions per image: the walls are the structure to segment, so 0 is the foreground class 1 (as in "
-                 f"ISBI 2012's membrane labels). Use {{0: 0, {other}: 1}} if the regions are what you want")
+        plan.set(
+            "data.label_map",
+            {0: 1, other: 0},
+            f"mask value 0 covers {_pct(values[0])} of the pixels as thin walls (median width "
+            f"{structure.shape.width:.0f} px) that cut the value-{other} area into {structure.shape.regions:.0f} "
+            f"regions per image: the walls are the structure to segment, so 0 is the foreground class 1 (as in "
+            f"ISBI 2012's membrane labels). Use {{0: 0, {other}: 1}} if the regions are what you want",
+        )
         return
     nonzero = [v for v in values if v != 0]
     if 1 < len(nonzero) <= MAX_CLASS_VALUES:
         label_map = {value: index for index, value in enumerate(values)}
-        plan.set("data.label_map", label_map,
-                 f"masks hold {len(values)} values ({shares}): each is a class, in the order of its value")
+        plan.set(
+            "data.label_map",
+            label_map,
+            f"masks hold {len(values)} values ({shares}): each is a class, in the order of its value",
+        )
         return
-    why = (f"masks hold {len(values)} distinct values (a median {fp.values_per_mask:.0f} per mask): instance ids, "
-           "so any non-zero value is foreground" if len(nonzero) > MAX_CLASS_VALUES
-           else f"mask values {shares}: 0 is background, the other value foreground")
+    why = (
+        f"masks hold {len(values)} distinct values (a median {fp.values_per_mask:.0f} per mask): instance ids, "
+        "so any non-zero value is foreground"
+        if len(nonzero) > MAX_CLASS_VALUES
+        else f"mask values {shares}: 0 is background, the other value foreground"
+    )
     plan.set("data.label_map", None, f"{why} (the default map)")
 
 
 def _channels(plan: Plan, fp: Fingerprint) -> None:
     if fp.channel_names:
-        why = (f"dataset.json names {len(fp.channel_names)} channel(s) ({', '.join(fp.channel_names)}): "
-               + ("each channel file or 4th-axis volume is one input channel, normalised on its own"
-                  if fp.multichannel else "one input channel per name"))
+        why = f"dataset.json names {len(fp.channel_names)} channel(s) ({', '.join(fp.channel_names)}): " + (
+            "each channel file or 4th-axis volume is one input channel, normalised on its own"
+            if fp.multichannel
+            else "one input channel per name"
+        )
     elif fp.multichannel:
-        why = f"the volumes hold {fp.channels} channels on their 4th axis: one input channel each, normalised on its own"
+        why = (
+            f"the volumes hold {fp.channels} channels on their 4th axis: one input channel each, normalised on its own"
+        )
     elif fp.colour:
-        why = (f"{fp.colour} of {fp.measured} measured images are in colour: every image is read as 3 channels "
-               "(grey ones repeated), as nuclei_cpu.yaml reads its mixed set")
+        why = (
+            f"{fp.colour} of {fp.measured} measured images are in colour: every image is read as 3 channels "
+            "(grey ones repeated), as nuclei_cpu.yaml reads its mixed set"
+        )
     else:
         why = f"all {fp.measured} measured images are grey (one channel, or R = G = B)"
     plan.set("data.channels", fp.channels, why)
@@ -101,25 +119,38 @@ def _normalisation(plan: Plan, fp: Fingerprint) -> None:
     if _is_ct(fp):
         lo, hi = fp.foreground_percentiles or fp.percentiles
         center, width = round((lo + hi) / 2, 1), round(max(hi - lo, 1.0), 1)
-        plan.set("data.normalize", "window",
-                 "CT: values in Hounsfield units, which mean the same in every scan, so one fixed window for all "
-                 "(as nnU-Net clips CT to its foreground's 0.5-99.5th percentiles)")
-        plan.set("data.window", [center, width],
-                 f"[center, width] spanning the labelled voxels' 0.5-99.5th percentiles, {lo:.0f} to {hi:.0f} HU")
+        plan.set(
+            "data.normalize",
+            "window",
+            "CT: values in Hounsfield units, which mean the same in every scan, so one fixed window for all "
+            "(as nnU-Net clips CT to its foreground's 0.5-99.5th percentiles)",
+        )
+        plan.set(
+            "data.window",
+            [center, width],
+            f"[center, width] spanning the labelled voxels' 0.5-99.5th percentiles, {lo:.0f} to {hi:.0f} HU",
+        )
         return
     if fp.volumes or fp.multichannel:
-        plan.set("data.normalize", "percentile",
-                 f"{'volumes' if fp.volumes else 'modalities'} without a fixed intensity unit (values {low:.4g} to "
-                 f"{high:.4g}, dtype {', '.join(fp.dtypes)}): clip to each {'volume' if fp.volumes else 'image'}'s "
-                 "0.5-99.5th percentiles and z-score, per channel (nnU-Net's scheme for MR and other non-CT images)")
+        plan.set(
+            "data.normalize",
+            "percentile",
+            f"{'volumes' if fp.volumes else 'modalities'} without a fixed intensity unit (values {low:.4g} to "
+            f"{high:.4g}, dtype {', '.join(fp.dtypes)}): clip to each {'volume' if fp.volumes else 'image'}'s "
+            "0.5-99.5th percentiles and z-score, per channel (nnU-Net's scheme for MR and other non-CT images)",
+        )
         return
     dtype = max(fp.dtypes, key=fp.dtypes.get)
     mixed = len(fp.dtypes) > 1
     if not mixed and np.issubdtype(np.dtype(dtype), np.integer):
         top = float(np.iinfo(np.dtype(dtype)).max)
         if high >= DTYPE_RANGE_USED * top:
-            plan.set("data.normalize", "dtype", f"{dtype} images using {low:.0f}-{high:.0f} of 0-{top:.0f} "
-                     f"(0.5-99.5th percentiles): divided by {top:.0f}, as both anchors read their 8-bit images")
+            plan.set(
+                "data.normalize",
+                "dtype",
+                f"{dtype} images using {low:.0f}-{high:.0f} of 0-{top:.0f} "
+                f"(0.5-99.5th percentiles): divided by {top:.0f}, as both anchors read their 8-bit images",
+            )
             return
         why = f"{dtype} images using only {low:.0f}-{high:.0f} of 0-{top:.0f}: dividing by {top:.0f} would leave them dark,"
     elif not mixed and low >= 0.0 and fp.value_range[1] <= 1.0:
@@ -127,7 +158,9 @@ def _normalisation(plan: Plan, fp: Fingerprint) -> None:
         return
     else:
         why = f"images of {'mixed types ' + ', '.join(fp.dtypes) if mixed else dtype} ({low:.4g} to {high:.4g}):"
-    plan.set("data.normalize", "percentile", f"{why} so each image is clipped to its 0.5-99.5th percentiles and z-scored")
+    plan.set(
+        "data.normalize", "percentile", f"{why} so each image is clipped to its 0.5-99.5th percentiles and z-scored"
+    )
 
 
 def _slice_axis(plan: Plan, fp: Fingerprint) -> None:
@@ -137,41 +170,68 @@ def _slice_axis(plan: Plan, fp: Fingerprint) -> None:
     coarse = int(np.argmax(spacing))
     sizes = " x ".join(f"{v:.2g}" for v in spacing)
     if spacing[coarse] >= ANISOTROPY * np.median(spacing):
-        plan.set("data.slice_axis", coarse, f"voxels are {sizes} mm: 2D slices across the coarse axis {coarse} keep "
-                 "the fine in-plane detail (nnU-Net's 2D configuration slices the same way)")
+        plan.set(
+            "data.slice_axis",
+            coarse,
+            f"voxels are {sizes} mm: 2D slices across the coarse axis {coarse} keep "
+            "the fine in-plane detail (nnU-Net's 2D configuration slices the same way)",
+        )
     else:
-        plan.set("data.slice_axis", 2, f"voxels are {sizes} mm, about isotropic: slices along the last axis (axial in RAS)")
+        plan.set(
+            "data.slice_axis", 2, f"voxels are {sizes} mm, about isotropic: slices along the last axis (axial in RAS)"
+        )
 
 
 def _split(plan: Plan, fp: Fingerprint) -> None:
     data = fp.data
     if data.split.mode == "file":
-        plan.set("data.split", {"mode": "file", "file": str(data.split.file), "fold": 0},
-                 "nnU-Net's splits_final.json beside dataset.json: its fold 0 (the one nnU-Net trains first)")
+        plan.set(
+            "data.split",
+            {"mode": "file", "file": str(data.split.file), "fold": 0},
+            "nnU-Net's splits_final.json beside dataset.json: its fold 0 (the one nnU-Net trains first)",
+        )
     elif data.split.mode == "manifest":
-        plan.set("data.split", {"mode": "manifest"}, "the manifest's split column: its val rows validate, test rows are left out")
+        plan.set(
+            "data.split",
+            {"mode": "manifest"},
+            "the manifest's split column: its val rows validate, test rows are left out",
+        )
     elif fp.cases < fp.planes and fp.cases >= 2:
         folds = min(5, fp.cases)
-        plan.set("data.split", {"mode": "cases", "folds": folds, "fold": -1},
-                 f"{fp.cases} cases of {fp.planes / fp.cases:.0f} slices or pages each: the last 1/{folds} of the cases "
-                 "validates, each case whole, so no scan has slices on both sides")
+        plan.set(
+            "data.split",
+            {"mode": "cases", "folds": folds, "fold": -1},
+            f"{fp.cases} cases of {fp.planes / fp.cases:.0f} slices or pages each: the last 1/{folds} of the cases "
+            "validates, each case whole, so no scan has slices on both sides",
+        )
     else:
         folds = 5 if fp.planes >= SMALL_SET else max(2, fp.planes // VAL_IMAGES)
         unit = "slices of the one volume" if fp.cases == 1 and fp.planes > 1 else "images"
-        plan.set("data.split", {"mode": "block", "folds": folds, "fold": -1},
-                 f"{fp.planes} {unit}: the last {fp.planes // folds} (1/{folds}) validate, a contiguous block of the "
-                 "naturally sorted names, so neighbouring slices or tiles of one acquisition stay on one side"
-                 + ("; a small set keeps about 5 for validation" if fp.planes < SMALL_SET else ""))
+        plan.set(
+            "data.split",
+            {"mode": "block", "folds": folds, "fold": -1},
+            f"{fp.planes} {unit}: the last {fp.planes // folds} (1/{folds}) validate, a contiguous block of the "
+            "naturally sorted names, so neighbouring slices or tiles of one acquisition stay on one side"
+            + ("; a small set keeps about 5 for validation" if fp.planes < SMALL_SET else ""),
+        )
 
 
 def _cache(plan: Plan, fp: Fingerprint, memory_gb: float) -> None:
     need = fp.decoded_bytes() / 2**30
     if need <= CACHE_SHARE * memory_gb:
-        plan.set("data.cache", True, f"the decoded set takes about {need:.2g} GiB of this machine's {memory_gb:.0f}: "
-                 "kept in memory after the first read")
+        plan.set(
+            "data.cache",
+            True,
+            f"the decoded set takes about {need:.2g} GiB of this machine's {memory_gb:.0f}: "
+            "kept in memory after the first read",
+        )
     else:
-        plan.set("data.cache", False, f"the decoded set would take about {need:.0f} GiB of this machine's "
-                 f"{memory_gb:.0f}: read from disk each time")
+        plan.set(
+            "data.cache",
+            False,
+            f"the decoded set would take about {need:.0f} GiB of this machine's "
+            f"{memory_gb:.0f}: read from disk each time",
+        )
 
 
 def plan_data(plan: Plan, fp: Fingerprint, memory_gb: float) -> Structure:
@@ -182,9 +242,11 @@ def plan_data(plan: Plan, fp: Fingerprint, memory_gb: float) -> Structure:
         plan.set("data.images", str(data.images), "the image folder")
         plan.set("data.masks", str(data.masks), "the mask folder")
     else:
-        what = {"nnunet": "an nnU-Net v2 raw dataset (dataset.json, imagesTr, labelsTr)",
-                "msd": "a Medical Segmentation Decathlon dataset (dataset.json's training list)",
-                "csv": "a CSV manifest (image,mask[,split] per row, paths relative to it)"}[data.layout]
+        what = {
+            "nnunet": "an nnU-Net v2 raw dataset (dataset.json, imagesTr, labelsTr)",
+            "msd": "a Medical Segmentation Decathlon dataset (dataset.json's training list)",
+            "csv": "a CSV manifest (image,mask[,split] per row, paths relative to it)",
+        }[data.layout]
         plan.note("data", f"{what}, read in place; {fp.cases} cases, {fp.planes} 2D samples")
         plan.set("data.layout", data.layout, "the dataset's own layout, detected by unetseg init")
         plan.set("data.root", str(Path(data.root)), "the dataset folder" if data.layout != "csv" else "the manifest")

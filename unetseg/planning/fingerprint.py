@@ -155,13 +155,17 @@ def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
         measured=len(picked),
         volumes=volumes,
         sizes=tally.sizes,
-        channels=data.channels if data.layout in ("nnunet", "msd") else (channels if multichannel else 3 if colour else 1),
+        channels=data.channels
+        if data.layout in ("nnunet", "msd")
+        else (channels if multichannel else 3 if colour else 1),
         colour=colour,
         multichannel=multichannel,
         dtypes=dict(tally.dtypes),
         value_range=(float(all_values.min()), float(all_values.max())),
         percentiles=(low, high),
-        foreground_percentiles=tuple(float(v) for v in np.percentile(fg_values, (0.5, 99.5))) if fg_values.size else None,
+        foreground_percentiles=tuple(float(v) for v in np.percentile(fg_values, (0.5, 99.5)))
+        if fg_values.size
+        else None,
         mean_spread=float(np.std(means) / (high - low)) if high > low else 0.0,
         mask_values={k: v / total for k, v in sorted(values.items())},
         values_per_mask=float(np.median(tally.distinct)),

@@ -48,7 +48,12 @@ def _memory_gb() -> float:
 def detect_machine(device: str = "auto") -> Machine:
     """This machine, planning for ``device`` (``auto``: CUDA when present, else the CPU)."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    common = {"cores": _cores(), "memory_gb": _memory_gb(), "processor": cpu_model(), "native_bf16": cpu_has_native_bf16()}
+    common = {
+        "cores": _cores(),
+        "memory_gb": _memory_gb(),
+        "processor": cpu_model(),
+        "native_bf16": cpu_has_native_bf16(),
+    }
     if not use_cuda:
         return Machine("cpu", **common)
     if not torch.cuda.is_available():

@@ -94,8 +94,11 @@ class ShapeSummary:
     def walls(self) -> bool:
         """Thin structures that separate the rest into many regions much thicker than themselves."""
         return (
-            self.thin and self.fraction < 0.5 and self.regions >= WALL_REGIONS
-            and self.largest_region < WALL_LARGEST and self.width < WALL_THINNER * self.region_width
+            self.thin
+            and self.fraction < 0.5
+            and self.regions >= WALL_REGIONS
+            and self.largest_region < WALL_LARGEST
+            and self.width < WALL_THINNER * self.region_width
         )
 
     @property

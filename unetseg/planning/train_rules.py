@@ -32,9 +32,11 @@ def _crop(fp: Fingerprint) -> tuple[int, str]:
     side = min(fp.median_size)
     crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(side, 1)))))
     h, w = fp.median_size
-    why = (f"median image {w}x{h} (WxH), smallest side {fp.min_side}: random {crop}x{crop} crops"
-           + (", the anchors' size" if crop == CROP else ", the largest power of two within the median image")
-           + ("; smaller images are padded by reflection" if fp.min_side < crop else ""))
+    why = (
+        f"median image {w}x{h} (WxH), smallest side {fp.min_side}: random {crop}x{crop} crops"
+        + (", the anchors' size" if crop == CROP else ", the largest power of two within the median image")
+        + ("; smaller images are padded by reflection" if fp.min_side < crop else "")
+    )
     return crop, why
 
 
@@ -49,19 +51,31 @@ def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
     head = model.pop("head", None)
     plan.set("model.arch", model.pop("arch"), "unetseg's U-Net")
     if stem > 1:
-        plan.set("model.stem_stride", stem, f"level 0 at 1/{stem} resolution (space to depth, lossless) with a "
-                 "sub-pixel head back to full resolution: on a CPU the full-resolution levels cost the most")
+        plan.set(
+            "model.stem_stride",
+            stem,
+            f"level 0 at 1/{stem} resolution (space to depth, lossless) with a "
+            "sub-pixel head back to full resolution: on a CPU the full-resolution levels cost the most",
+        )
         if head:
             plan.set("model.head", head, "3x3 conv + pixel shuffle: ~1.7x faster on a CPU than a transposed conv")
     elif recipe.model.get("stem_stride", 1) > 1:
         plan.set("model.stem_stride", 1, f"{crop}-pixel crops are too small to enter at lower resolution")
-    plan.set("model.depth", depth, f"{depth} levels: the bottleneck sees {crop // stem // 2 ** (depth - 1)} x "
-             f"{crop // stem // 2 ** (depth - 1)} pixels of a {crop} crop")
+    plan.set(
+        "model.depth",
+        depth,
+        f"{depth} levels: the bottleneck sees {crop // stem // 2 ** (depth - 1)} x "
+        f"{crop // stem // 2 ** (depth - 1)} pixels of a {crop} crop",
+    )
     for key, value in model.items():
         plan.set(f"model.{key}", value, _MODEL_REASONS.get(key, ""))
     if supervision:
-        plan.set("model.deep_supervision", supervision, "auxiliary logit heads on decoder levels 1-3 in training "
-                 "(nnU-Net); with the affine augmentation they lifted isbi_cpu past its 0.81 Dice plateau")
+        plan.set(
+            "model.deep_supervision",
+            supervision,
+            "auxiliary logit heads on decoder levels 1-3 in training "
+            "(nnU-Net); with the affine augmentation they lifted isbi_cpu past its 0.81 Dice plateau",
+        )
 
 
 _MODEL_REASONS = {
@@ -89,45 +103,75 @@ def _kind_words(structure: Structure) -> str:
 def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
     plan.set("augment.crop_size", *_crop(fp))
     if "affine" in recipe.augment:
-        plan.set("augment.affine", recipe.augment["affine"], "nnU-Net's rotation by any angle and zoom 0.7-1.4 on half "
-                 "the crops (isbi_cpu)")
+        plan.set(
+            "augment.affine",
+            recipe.augment["affine"],
+            "nnU-Net's rotation by any angle and zoom 0.7-1.4 on half the crops (isbi_cpu)",
+        )
     if fp.mean_spread >= 0.15:
-        plan.set("augment.brightness_contrast", 0.5, f"the images' mean brightness spreads by {100 * fp.mean_spread:.0f} % "
-                 "of the intensity range (mixed stains or modalities): random brightness and contrast on half the "
-                 "crops (nuclei_cpu)")
+        plan.set(
+            "augment.brightness_contrast",
+            0.5,
+            f"the images' mean brightness spreads by {100 * fp.mean_spread:.0f} % "
+            "of the intensity range (mixed stains or modalities): random brightness and contrast on half the "
+            "crops (nuclei_cpu)",
+        )
     else:
-        plan.set("augment.brightness_contrast", 0.0, f"the images share one brightness (means spread by "
-                 f"{100 * fp.mean_spread:.0f} % of the range): no intensity augmentation (isbi_cpu)")
+        plan.set(
+            "augment.brightness_contrast",
+            0.0,
+            f"the images share one brightness (means spread by "
+            f"{100 * fp.mean_spread:.0f} % of the range): no intensity augmentation (isbi_cpu)",
+        )
 
 
 def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int, budget_s: float) -> None:
     scale = (CROP / crop) ** 2
     batch = min(MAX_BATCH, max(1, round(recipe.batch_size * scale)))
     plan.set("train.epochs", 1000, "an upper bound: the time budget ends the run")
-    plan.set("train.samples_per_epoch", batch * recipe.steps_per_epoch,
-             f"{recipe.steps_per_epoch} steps per epoch ({recipe.anchor}), so validation comes every "
-             f"{batch * recipe.steps_per_epoch * VAL_EVERY} crops")
-    plan.set("train.batch_size", batch, f"{recipe.anchor}'s {recipe.batch_size} at 256 x 256"
-             + (f", scaled to the same pixels per step at {crop} x {crop}" if batch != recipe.batch_size else ""))
+    plan.set(
+        "train.samples_per_epoch",
+        batch * recipe.steps_per_epoch,
+        f"{recipe.steps_per_epoch} steps per epoch ({recipe.anchor}), so validation comes every "
+        f"{batch * recipe.steps_per_epoch * VAL_EVERY} crops",
+    )
+    plan.set(
+        "train.batch_size",
+        batch,
+        f"{recipe.anchor}'s {recipe.batch_size} at 256 x 256"
+        + (f", scaled to the same pixels per step at {crop} x {crop}" if batch != recipe.batch_size else ""),
+    )
     plan.set("train.lr", recipe.lr, f"AdamW at {recipe.anchor}'s rate")
     for key, value in recipe.train.items():
         plan.set(f"train.{key}", value, _TRAIN_REASONS[key])
     plan.set("train.scheduler", "cosine", "cosine annealing")
-    plan.set("train.schedule_by", "time", "laid out over the time budget, so the rate has annealed when the budget "
-             "ends on any machine")
+    plan.set(
+        "train.schedule_by",
+        "time",
+        "laid out over the time budget, so the rate has annealed when the budget ends on any machine",
+    )
     plan.set("train.warmup_epochs", WARMUP_EPOCHS, "one epoch of warm-up, as both anchors")
-    plan.set("train.loss.name", "dice_ce", "Dice + cross-entropy: Dice balances a small foreground, CE gives smooth gradients")
+    plan.set(
+        "train.loss.name",
+        "dice_ce",
+        "Dice + cross-entropy: Dice balances a small foreground, CE gives smooth gradients",
+    )
     if structure.kind == "walls":
         assert structure.shape is not None
-        plan.set("train.loss.border_weight", {"w0": 10, "sigma": 5, "objects": "background"},
-                 f"the U-Net paper's border weights: a wall pixel between two regions counts up to 11x, since a "
-                 f"one-pixel gap merges two regions (isbi_cpu; walls here are {structure.shape.width:.0f} px wide)")
+        plan.set(
+            "train.loss.border_weight",
+            {"w0": 10, "sigma": 5, "objects": "background"},
+            f"the U-Net paper's border weights: a wall pixel between two regions counts up to 11x, since a "
+            f"one-pixel gap merges two regions (isbi_cpu; walls here are {structure.shape.width:.0f} px wide)",
+        )
     else:
         plan.set("train.loss.border_weight", None, f"none: {structure.kind} do not separate regions by thin walls")
     _device(plan, recipe, machine)
     plan.set("train.val_every", VAL_EVERY, "validate every 10 epochs, as both anchors")
     plan.set("train.monitor", "dice", "keep the checkpoint with the best validation Dice")
-    plan.set("train.max_time_s", budget_s, f"the time budget: {_duration(budget_s)} of training (unetseg init --budget)")
+    plan.set(
+        "train.max_time_s", budget_s, f"the time budget: {_duration(budget_s)} of training (unetseg init --budget)"
+    )
 
 
 _TRAIN_REASONS = {
@@ -145,9 +189,16 @@ def _device(plan: Plan, recipe: Recipe, machine: Machine) -> None:
         return
     plan.set("train.threads", machine.cores, f"this machine's {machine.cores} cores ({machine.processor})")
     if "stem_stride" in recipe.model:
-        plan.set("train.amp", "bf16", "bf16 autocast: ~1.4x the crops per second at the same scores (isbi_cpu); "
-                 + ("this CPU has bf16 instructions" if machine.native_bf16 else
-                    "this CPU has no bf16 instructions, so it runs in fp32 here and in bf16 where they exist"))
+        plan.set(
+            "train.amp",
+            "bf16",
+            "bf16 autocast: ~1.4x the crops per second at the same scores (isbi_cpu); "
+            + (
+                "this CPU has bf16 instructions"
+                if machine.native_bf16
+                else "this CPU has no bf16 instructions, so it runs in fp32 here and in bf16 where they exist"
+            ),
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -155,8 +206,14 @@ def _duration(seconds: float) -> str:
 
 
 def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
-    fits = "every measured image fits" if fp.max_pixels <= ROI * ROI else "the largest measured images go through windows"
-    plan.set("inference.mode", "auto", f"a whole image in one pass when it fits in {ROI} x {ROI}, else sliding windows ({fits})")
+    fits = (
+        "every measured image fits" if fp.max_pixels <= ROI * ROI else "the largest measured images go through windows"
+    )
+    plan.set(
+        "inference.mode",
+        "auto",
+        f"a whole image in one pass when it fits in {ROI} x {ROI}, else sliding windows ({fits})",
+    )
     plan.set("inference.roi_size", ROI, f"{ROI} x {ROI} windows, as both anchors predict whole 512 x 512 images")
     regions = {"walls": "background", "blobs": "foreground", "lines": "none"}[structure.kind]
     why = {

@@ -19,7 +19,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 
 @dataclass
@@ -76,8 +76,10 @@ p{line-height:1.45}
 
 
 def render_html(report: Report, images: dict[str, bytes]) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"
+    ]
     if report.intro:
         parts += [f"<p>{html.escape(p)}</p>" for p in report.intro.split("\n\n")]
     for section in report.sections:
@@ -87,10 +89,14 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
                 parts.append(f"<p>{html.escape(block)}</p>")
             elif isinstance(block, Table):
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in block.rows)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in block.rows
+                )
                 cap = f"<p class='caption'>{html.escape(block.caption)}</p>" if block.caption else ""
                 # Wide tables scroll inside their own box instead of widening the page.
-                parts.append(f"{cap}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+                parts.append(
+                    f"{cap}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+                )
             else:
                 data = base64.b64encode(images[block.name]).decode()
                 parts.append(

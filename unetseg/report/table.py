@@ -4,7 +4,8 @@ dependencies, so commands that print one stay fast to start."""
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def cell(value: Any) -> str:
@@ -18,7 +19,9 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], indent: 
     """Columns padded to their widest cell; numbers right-aligned, text left-aligned."""
     text = [[cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(r[i] is None or isinstance(r[i], (int, float)) for r in rows) for i in range(len(columns))]
+    numeric = [
+        bool(rows) and all(r[i] is None or isinstance(r[i], (int, float)) for r in rows) for i in range(len(columns))
+    ]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]

@@ -21,14 +21,14 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from unetseg.inference.evaluation import score_images, validation_set
-from unetseg.models.checkpoint import load_model
 from unetseg.config import Config
 from unetseg.data.dataset import SegmentationDataset
+from unetseg.inference.evaluation import score_images, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
 from unetseg.metrics.region import overlap_metrics
 from unetseg.models import UNet
+from unetseg.models.checkpoint import load_model
 from unetseg.report.document import FigureBlock, Report, Table, write_report
 
 
@@ -60,12 +60,16 @@ def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter
         raise ValueError(f"{checkpoint}: block deletion needs a unetseg U-Net, not {cfg.model.arch}")
     candidates = deletable_blocks(model)
     if not candidates:
-        raise ValueError(f"{checkpoint}: every level has one block; nothing can be deleted (set model.blocks_per_level > 1)")
+        raise ValueError(
+            f"{checkpoint}: every level has one block; nothing can be deleted (set model.blocks_per_level > 1)"
+        )
     dataset = validation_set(cfg)
     meter.expect(1 + len(candidates) + draws * (len(candidates) - 1) + 1)
     intact = mean_dice(model, cfg, dataset, meter)
-    single = [{"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, dataset, meter)}
-              for lv, j in candidates]
+    single = [
+        {"level": lv, "block": j, "dice": mean_dice(without_blocks(model, [(lv, j)]), cfg, dataset, meter)}
+        for lv, j in candidates
+    ]
     rng = np.random.default_rng(seed)
     by_count = []
     for k in range(1, len(candidates) + 1):
@@ -73,10 +77,17 @@ def deletion_study(checkpoint: Path, draws: int = 3, seed: int = 0, meter: Meter
         for _ in range(draws if k < len(candidates) else 1):
             chosen = [candidates[i] for i in rng.choice(len(candidates), size=k, replace=False)]
             dice.append(mean_dice(without_blocks(model, chosen), cfg, dataset, meter))
-        by_count.append({"deleted": k, "dice": float(np.mean(dice)), "min": float(np.min(dice)), "max": float(np.max(dice))})
+        by_count.append(
+            {"deleted": k, "dice": float(np.mean(dice)), "min": float(np.min(dice)), "max": float(np.max(dice))}
+        )
     return {
-        "checkpoint": str(checkpoint), "encoder": cfg.model.encoder, "blocks_per_level": cfg.model.blocks_per_level,
-        "seed": cfg.seed, "intact": intact, "single": single, "by_count": by_count,
+        "checkpoint": str(checkpoint),
+        "encoder": cfg.model.encoder,
+        "blocks_per_level": cfg.model.blocks_per_level,
+        "seed": cfg.seed,
+        "intact": intact,
+        "single": single,
+        "by_count": by_count,
     }
 
 
@@ -98,7 +109,9 @@ def _count_figure(studies: list[dict[str, Any]]) -> Figure:
     fig = Figure(figsize=(6.0, 3.4))
     ax = fig.add_subplot()
     for encoder in sorted({s["encoder"] for s in studies}):
-        curves = np.array([[s["intact"]] + [r["dice"] for r in s["by_count"]] for s in studies if s["encoder"] == encoder])
+        curves = np.array(
+            [[s["intact"]] + [r["dice"] for r in s["by_count"]] for s in studies if s["encoder"] == encoder]
+        )
         ax.plot(np.arange(curves.shape[1]), curves.mean(0), marker="o", ms=3, label=encoder)
         ax.fill_between(np.arange(curves.shape[1]), curves.min(0), curves.max(0), alpha=0.2)
     ax.set_xlabel("number of encoder blocks deleted")
@@ -123,13 +136,40 @@ def analyze_blocks(checkpoints: list[Path], out_dir: Path, draws: int = 3, meter
     for s in studies:
         drops = [s["intact"] - r["dice"] for r in s["single"]]
         half = s["by_count"][len(s["by_count"]) // 2 - 1] if len(s["by_count"]) > 1 else s["by_count"][0]
-        rows.append([s["encoder"], s["blocks_per_level"], s["seed"], s["intact"], float(np.mean(drops)), float(np.max(drops)),
-                     f"{half['dice']:.3f} ({half['deleted']} deleted)"])
+        rows.append(
+            [
+                s["encoder"],
+                s["blocks_per_level"],
+                s["seed"],
+                s["intact"],
+                float(np.mean(drops)),
+                float(np.max(drops)),
+                f"{half['dice']:.3f} ({half['deleted']} deleted)",
+            ]
+        )
     report.section("Results").blocks += [
-        Table(["encoder", "blocks/level", "seed", "intact Dice", "mean drop, one block deleted", "worst drop, one block",
-               "Dice with half the deletable blocks gone"], rows),
-        FigureBlock("single_deletion", _single_figure(studies), "Dice drop when one block is deleted, mean over models of each encoder."),
-        FigureBlock("deletion_count", _count_figure(studies), f"Dice against the number of blocks deleted ({draws} random sets "
-                    "per count; line: mean over models and sets, band: range over models)."),
+        Table(
+            [
+                "encoder",
+                "blocks/level",
+                "seed",
+                "intact Dice",
+                "mean drop, one block deleted",
+                "worst drop, one block",
+                "Dice with half the deletable blocks gone",
+            ],
+            rows,
+        ),
+        FigureBlock(
+            "single_deletion",
+            _single_figure(studies),
+            "Dice drop when one block is deleted, mean over models of each encoder.",
+        ),
+        FigureBlock(
+            "deletion_count",
+            _count_figure(studies),
+            f"Dice against the number of blocks deleted ({draws} random sets "
+            "per count; line: mean over models and sets, band: range over models).",
+        ),
     ]
     return write_report(report, out_dir, {"studies": studies}, stem="blocks")

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from unetseg.report.plots import epoch_panel, finish_row
 from unetseg.report.document import Table
+from unetseg.report.plots import epoch_panel, finish_row
 
 
 def pm(mean: float, std: float) -> str:
@@ -40,8 +40,14 @@ def degradation(grouped: dict[str, list[dict[str, Any]]]) -> tuple[Table, Figure
         final.setdefault(_depth_of(r), []).append(float(np.mean(last)))
     table = Table(
         ["encoder"] + [f"{d} block(s)/level" for d in depths],
-        [[e] + [pm(float(np.mean(final[(e, d)])), float(np.std(final[(e, d)]))) if (e, d) in final else "–" for d in depths]
-         for e in encoders],
+        [
+            [e]
+            + [
+                pm(float(np.mean(final[(e, d)])), float(np.std(final[(e, d)]))) if (e, d) in final else "–"
+                for d in depths
+            ]
+            for e in encoders
+        ],
         "Training loss at the end of the budget (mean of the last two epochs), mean ± std over seeds. Degradation: the "
         "loss rises with depth under the same budget.",
     )

@@ -68,7 +68,9 @@ def build_encoder_net(variant: str, blocks: int, depth: int, base_width: int, se
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     torch.manual_seed(seed)
-    return UNet(1, 1, depth=depth, base_width=base_width, blocks_per_level=blocks, downsample="conv", **VARIANTS[variant])
+    return UNet(
+        1, 1, depth=depth, base_width=base_width, blocks_per_level=blocks, downsample="conv", **VARIANTS[variant]
+    )
 
 
 def load_crops(
@@ -133,8 +135,9 @@ def autocorrelation(g: np.ndarray, max_lag: int) -> np.ndarray:
     return np.array([float((centred[: len(g) - k] * centred[k:]).mean()) / var for k in range(max_lag + 1)])
 
 
-def shattering(study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None,
-               meter: Meter = QUIET) -> list[dict[str, Any]]:
+def shattering(
+    study: GradientStudy, images: Path, masks: Path, label_map: dict[int, int] | None, meter: Meter = QUIET
+) -> list[dict[str, Any]]:
     crops, _ = load_crops(images, masks, label_map, study.line_crop, 17, seed=0)
     x0, calibration = crops[0], crops[1:]
     rows = []
@@ -146,11 +149,18 @@ def shattering(study: GradientStudy, images: Path, masks: Path, label_map: dict[
                 g = line_gradients(model, x0, study.line_points, seed)
                 ac = autocorrelation(g, study.max_lag)
                 below = np.flatnonzero(ac < 0.5)
-                rows.append({
-                    "variant": variant, "blocks": blocks, "seed": seed, "conv_layers": conv_layers(model.encoder),
-                    "lag1": float(ac[1]), "corr_length": int(below[0]) if below.size else study.max_lag + 1,
-                    "autocorrelation": ac.tolist(), "gradient": g.tolist(),
-                })
+                rows.append(
+                    {
+                        "variant": variant,
+                        "blocks": blocks,
+                        "seed": seed,
+                        "conv_layers": conv_layers(model.encoder),
+                        "lag1": float(ac[1]),
+                        "corr_length": int(below[0]) if below.size else study.max_lag + 1,
+                        "autocorrelation": ac.tolist(),
+                        "gradient": g.tolist(),
+                    }
+                )
                 meter.advance()
     return rows
 
@@ -173,16 +183,20 @@ def early_gradient_norms(
         for seed in study.seeds:
             model = build_encoder_net(variant, study.norm_blocks, study.depth, study.base_width, seed).train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            data, targets = load_crops(images, masks, label_map, study.norm_crop, 4 * study.norm_iterations, seed=seed + 1)
+            data, targets = load_crops(
+                images, masks, label_map, study.norm_crop, 4 * study.norm_iterations, seed=seed + 1
+            )
             norms = []
             for it in range(study.norm_iterations):
                 x, y = data[4 * it : 4 * it + 4], targets[4 * it : 4 * it + 4]
                 optimizer.zero_grad(set_to_none=True)
                 loss_fn(model(x), y).backward()
-                norms.append([
-                    float(torch.sqrt(sum((p.grad**2).sum() for p in block.parameters() if p.grad is not None)))
-                    for block in encoder_blocks(model)
-                ])
+                norms.append(
+                    [
+                        float(torch.sqrt(sum((p.grad**2).sum() for p in block.parameters() if p.grad is not None)))
+                        for block in encoder_blocks(model)
+                    ]
+                )
                 optimizer.step()
             rows.append({"variant": variant, "seed": seed, "norms": norms})
             meter.advance()
@@ -203,7 +217,9 @@ def _line_figure(rows: list[dict[str, Any]], study: GradientStudy) -> Figure:
     axes = fig.subplots(1, len(study.variants), squeeze=False)[0]
     t = np.linspace(-1, 1, study.line_points)
     for ax, variant in zip(axes, study.variants):
-        row = next(r for r in rows if r["variant"] == variant and r["blocks"] == deepest and r["seed"] == study.seeds[0])
+        row = next(
+            r for r in rows if r["variant"] == variant and r["blocks"] == deepest and r["seed"] == study.seeds[0]
+        )
         g = np.asarray(row["gradient"])
         ax.plot(t, g / (np.abs(g).max() or 1.0), lw=0.8)
         ax.set_title(f"{variant}, {row['conv_layers']} conv", fontsize=9)
@@ -253,12 +269,18 @@ def norm_ratios(rows: list[dict[str, Any]], study: GradientStudy) -> list[dict[s
             if r["variant"] == variant:
                 mean = np.mean(r["norms"], axis=0)
                 ratios.append(float(mean[0] / max(mean[-1], 1e-30)))
-        out.append({"variant": variant, "shallow_over_deep": float(np.mean(ratios)), "min": min(ratios), "max": max(ratios)})
+        out.append(
+            {"variant": variant, "shallow_over_deep": float(np.mean(ratios)), "min": min(ratios), "max": max(ratios)}
+        )
     return out
 
 
 def analyze_gradients(
-    images: Path, masks: Path, label_map: dict[int, int] | None, out_dir: Path, study: GradientStudy | None = None,
+    images: Path,
+    masks: Path,
+    label_map: dict[int, int] | None,
+    out_dir: Path,
+    study: GradientStudy | None = None,
     meter: Meter = QUIET,
 ) -> dict[str, Path]:
     """Run both studies and write ``gradients.html/.md/.json`` under ``out_dir``; ``meter``
@@ -276,29 +298,8 @@ def analyze_gradients(
         f"down-sampling), {len(study.seeds)} seeds each, on crops of {images}. Residual-type branches are not "
         "zero-initialised here, so the measurements are of the architectures, not of that initialisation.",
     )
-    sec = report.section("Shattered gradients (Balduzzi et al. 2017)")
-    sec.blocks += [
-        f"The input moves along a line x(t) = x0 + t d through a real {study.line_crop}x{study.line_crop} crop x0 "
-        f"({study.line_points} points, t in [-1, 1]); df/dt is the derivative of a fixed random read-out of the deepest "
-        "encoder feature. White noise (autocorrelation 0 at lag 1) means shattered gradients; a linear network gives "
-        "a constant (autocorrelation 1).",
-        Table(
-            ["variant"] + [f"{b} blk/level: lag-1 autocorr." for b in study.blocks] + [f"{b} blk/level: corr. length" for b in study.blocks],
-            [[v] + [_pm_str(*_mean_by(shattered, "lag1", v, b)) for b in study.blocks]
-             + [_pm_str(*_mean_by(shattered, "corr_length", v, b), digits=1) for b in study.blocks] for v in study.variants],
-            "Mean +- std over seeds. Correlation length: first lag (in steps of t) where the autocorrelation drops below 0.5.",
-        ),
-        FigureBlock("line_gradients", _line_figure(shattered, study), f"df/dt along the line, {max(study.blocks)} blocks per level, seed {study.seeds[0]}."),
-        FigureBlock("autocorrelation", _autocorr_figure(shattered, study), "Autocorrelation of df/dt, mean over seeds."),
-    ]
-    sec = report.section("Gradient norms in the first iterations")
-    sec.blocks += [
-        f"U-Nets with {study.norm_blocks} blocks per level trained for {study.norm_iterations} iterations on "
-        f"{study.norm_crop}x{study.norm_crop} crops (batch 4, AdamW 1e-3, Dice + BCE); gradient norm of each encoder block.",
-        Table(["variant", "shallowest / deepest block gradient norm", "range over seeds"],
-              [[r["variant"], r["shallow_over_deep"], f"{r['min']:.3g} - {r['max']:.3g}"] for r in ratios]),
-        FigureBlock("early_gradient_norms", _norm_figure(early, study), "Gradient norm per encoder block (log scale), mean over the first iterations; band: range over seeds."),
-    ]
+    _shattering_section(report, shattered, study)
+    _norm_section(report, early, ratios, study)
     data = {
         "study": study.__dict__,
         "shattering": [{k: v for k, v in r.items() if k != "gradient"} for r in shattered],
@@ -306,6 +307,55 @@ def analyze_gradients(
         "norm_ratios": ratios,
     }
     return write_report(report, out_dir, data, stem="gradients")
+
+
+def _shattering_section(report: Report, shattered: list[dict[str, Any]], study: GradientStudy) -> None:
+    sec = report.section("Shattered gradients (Balduzzi et al. 2017)")
+    sec.blocks += [
+        f"The input moves along a line x(t) = x0 + t d through a real {study.line_crop}x{study.line_crop} crop x0 "
+        f"({study.line_points} points, t in [-1, 1]); df/dt is the derivative of a fixed random read-out of the deepest "
+        "encoder feature. White noise (autocorrelation 0 at lag 1) means shattered gradients; a linear network gives "
+        "a constant (autocorrelation 1).",
+        Table(
+            ["variant"]
+            + [f"{b} blk/level: lag-1 autocorr." for b in study.blocks]
+            + [f"{b} blk/level: corr. length" for b in study.blocks],
+            [
+                [v]
+                + [_pm_str(*_mean_by(shattered, "lag1", v, b)) for b in study.blocks]
+                + [_pm_str(*_mean_by(shattered, "corr_length", v, b), digits=1) for b in study.blocks]
+                for v in study.variants
+            ],
+            "Mean +- std over seeds. Correlation length: first lag (in steps of t) where the autocorrelation drops below 0.5.",
+        ),
+        FigureBlock(
+            "line_gradients",
+            _line_figure(shattered, study),
+            f"df/dt along the line, {max(study.blocks)} blocks per level, seed {study.seeds[0]}.",
+        ),
+        FigureBlock(
+            "autocorrelation", _autocorr_figure(shattered, study), "Autocorrelation of df/dt, mean over seeds."
+        ),
+    ]
+
+
+def _norm_section(
+    report: Report, early: list[dict[str, Any]], ratios: list[dict[str, Any]], study: GradientStudy
+) -> None:
+    sec = report.section("Gradient norms in the first iterations")
+    sec.blocks += [
+        f"U-Nets with {study.norm_blocks} blocks per level trained for {study.norm_iterations} iterations on "
+        f"{study.norm_crop}x{study.norm_crop} crops (batch 4, AdamW 1e-3, Dice + BCE); gradient norm of each encoder block.",
+        Table(
+            ["variant", "shallowest / deepest block gradient norm", "range over seeds"],
+            [[r["variant"], r["shallow_over_deep"], f"{r['min']:.3g} - {r['max']:.3g}"] for r in ratios],
+        ),
+        FigureBlock(
+            "early_gradient_norms",
+            _norm_figure(early, study),
+            "Gradient norm per encoder block (log scale), mean over the first iterations; band: range over seeds.",
+        ),
+    ]
 
 
 def _pm_str(mean: float, std: float, digits: int = 2) -> str:

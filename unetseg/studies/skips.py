@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from unetseg.inference.evaluation import measure, validation_set
-from unetseg.models.checkpoint import load_model
 from unetseg.config import Config
+from unetseg.inference.evaluation import measure, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
 from unetseg.models import UNet
+from unetseg.models.checkpoint import load_model
 from unetseg.report.document import FigureBlock, Report, Table, write_report
 from unetseg.runtime import select_device
 
@@ -37,16 +37,20 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()).clamp_min(1e-12))
 
 
-def skip_cka(model: UNet, images: list[torch.Tensor], pixels_per_image: int = 2048, seed: int = 0) -> list[float | None]:
+def skip_cka(
+    model: UNet, images: list[torch.Tensor], pixels_per_image: int = 2048, seed: int = 0
+) -> list[float | None]:
     """Per level: CKA between the skip feature and the upsampled decoder feature it is merged with,
     on randomly sampled pixel positions of the given images (None for levels without a skip)."""
     captured: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     hooks = []
     for level, merge in enumerate(model.decoder.skips):
+
         def hook(module, inputs, output, level=level):
             up, skip = inputs
             if skip is not None:
                 captured.setdefault(level, []).append((up.detach(), skip.detach()))
+
         hooks.append(merge.register_forward_hook(hook))
     gen = torch.Generator().manual_seed(seed)
     try:
@@ -89,7 +93,9 @@ def knockout_study(predictor: Predictor, cfg: Config, meter: Meter = QUIET) -> l
             finally:
                 merge.knockout = None
             meter.advance()
-            rows.append({"level": level, "knockout": kind, **scores, **{f"delta_{k}": scores[k] - intact[k] for k in scores}})
+            rows.append(
+                {"level": level, "knockout": kind, **scores, **{f"delta_{k}": scores[k] - intact[k] for k in scores}}
+            )
     return rows
 
 
@@ -100,7 +106,10 @@ def _bar_chart(rows: list[dict[str, Any]], metric: str) -> Figure:
     ax = fig.add_subplot()
     width = 0.38
     for i, kind in enumerate(("zero", "mean")):
-        values = [next((r[f"delta_{metric}"] for r in knocked if r["level"] == lv and r["knockout"] == kind), np.nan) for lv in levels]
+        values = [
+            next((r[f"delta_{metric}"] for r in knocked if r["level"] == lv and r["knockout"] == kind), np.nan)
+            for lv in levels
+        ]
         ax.bar(np.arange(len(levels)) + (i - 0.5) * width, values, width, label=f"knocked out: {kind}")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(levels)), [f"level {lv}" for lv in levels])
@@ -112,14 +121,18 @@ def _bar_chart(rows: list[dict[str, Any]], metric: str) -> Figure:
 
 def _history_figure(history: list[dict[str, Any]], prefix: str, ylabel: str) -> Figure | None:
     """One line per level of the ``<prefix><level>`` columns logged each epoch, if any."""
-    keys = sorted({k for row in history for k in row if k.startswith(prefix)}, key=lambda k: (k[len(prefix):-1], k))
+    keys = sorted({k for row in history for k in row if k.startswith(prefix)}, key=lambda k: (k[len(prefix) : -1], k))
     if not keys:
         return None
     fig = Figure(figsize=(6.5, 3.4))
     ax = fig.add_subplot()
     epochs = [row["epoch"] for row in history]
     for key in keys:
-        ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key[len(prefix):] if prefix != "gate" else f"level {key[4:]}")
+        ax.plot(
+            epochs,
+            [row.get(key, np.nan) for row in history],
+            label=key[len(prefix) :] if prefix != "gate" else f"level {key[4:]}",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if prefix != "gate":
@@ -129,13 +142,16 @@ def _history_figure(history: list[dict[str, Any]], prefix: str, ylabel: str) -> 
     return fig
 
 
-def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, device: str = "cpu",
-                  meter: Meter = QUIET) -> dict[str, Path]:
+def analyze_skips(
+    checkpoint: Path, out_dir: Path, cfg: Config | None = None, device: str = "cpu", meter: Meter = QUIET
+) -> dict[str, Path]:
     dev = select_device(device)
     model, ckpt_cfg, state = load_model(checkpoint, dev)
     cfg = cfg or ckpt_cfg
     if not isinstance(model, UNet):
-        raise ValueError(f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}")
+        raise ValueError(
+            f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}"
+        )
     predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
     rows = knockout_study(predictor, cfg, meter)
     dataset = validation_set(cfg)
@@ -150,30 +166,53 @@ def analyze_skips(checkpoint: Path, out_dir: Path, cfg: Config | None = None, de
         "per-channel spatial mean; the model is not retrained.",
     )
     report.section("Knock-out").blocks += [
-        Table(["level", "knock-out"] + shown, [[r["level"], r["knockout"]] + [r[k] for k in shown] for r in rows],
-              "Mean over validation images; error_near_boundary = pixel error within 2 px of a true boundary."),
-        *[FigureBlock(f"knockout_{k}", _bar_chart(rows, k), f"Change of {k} when one level's skip is knocked out.")
-          for k in shown],
+        Table(
+            ["level", "knock-out"] + shown,
+            [[r["level"], r["knockout"]] + [r[k] for k in shown] for r in rows],
+            "Mean over validation images; error_near_boundary = pixel error within 2 px of a true boundary.",
+        ),
+        *[
+            FigureBlock(f"knockout_{k}", _bar_chart(rows, k), f"Change of {k} when one level's skip is knocked out.")
+            for k in shown
+        ],
     ]
     report.section("Similarity of skip and decoder features (linear CKA)").blocks += [
         "CKA near 1: the skip brings little the decoder does not already have; near 0: very different features "
         "(the 'semantic gap' UNet++ argues for).",
-        Table(["level", "skip mode", "CKA", "mean gate"],
-              [[lv, mode, c if c is not None else float("nan"), g if g is not None else float("nan")]
-               for lv, (mode, c, g) in enumerate(zip(model.skip_modes, cka, gates))]),
+        Table(
+            ["level", "skip mode", "CKA", "mean gate"],
+            [
+                [lv, mode, c if c is not None else float("nan"), g if g is not None else float("nan")]
+                for lv, (mode, c, g) in enumerate(zip(model.skip_modes, cka, gates))
+            ],
+        ),
     ]
-    history = state.get("history", [])
+    _training_section(report, state.get("history", []))
+    data = {"checkpoint": str(checkpoint), "skips": model.skip_modes, "knockout": rows, "cka": cka, "gates": gates}
+    return write_report(report, out_dir, data, stem="skip_analysis")
+
+
+def _training_section(report: Report, history: list[dict[str, Any]]) -> None:
+    """Gates, gradient norms and update sizes per level over training, where the run logged them."""
     during = report.section("During training (from the run's log)")
     for prefix, label, caption in (
         ("gate", "mean gate value", "Mean gate of each gated skip per epoch: levels the network keeps stay near 1."),
-        ("grad_", "gradient norm", "Gradient norm per level (enc = encoder stage, dec = decoder level), mean over the epoch's steps."),
-        ("update_", "relative update |dw|/|w|", "Relative size of the optimiser's update per level, mean over the epoch's steps."),
+        (
+            "grad_",
+            "gradient norm",
+            "Gradient norm per level (enc = encoder stage, dec = decoder level), mean over the epoch's steps.",
+        ),
+        (
+            "update_",
+            "relative update |dw|/|w|",
+            "Relative size of the optimiser's update per level, mean over the epoch's steps.",
+        ),
     ):
         fig = _history_figure(history, prefix, label)
         if fig is not None:
             during.blocks.append(FigureBlock(f"history_{prefix.strip('_')}", fig, caption))
     if not during.blocks:
-        during.blocks.append("The run logged no per-level statistics; train with train.level_stats: true (gates are logged "
-                             "whenever the model has gated skips).")
-    data = {"checkpoint": str(checkpoint), "skips": model.skip_modes, "knockout": rows, "cka": cka, "gates": gates}
-    return write_report(report, out_dir, data, stem="skip_analysis")
+        during.blocks.append(
+            "The run logged no per-level statistics; train with train.level_stats: true (gates are logged "
+            "whenever the model has gated skips)."
+        )

@@ -51,8 +51,12 @@ def has_strided_pointwise_conv(model: nn.Module) -> bool:
 
 def trial_payload(cfg: Config, shape: tuple[int, ...], amp: torch.dtype | None) -> dict[str, Any]:
     """What the child needs to rebuild the step: the config, the batch shape and the precision."""
-    return {"config": dump_config(cfg), "shape": list(shape), "bf16": amp == torch.bfloat16,
-            "threads": torch.get_num_threads()}
+    return {
+        "config": dump_config(cfg),
+        "shape": list(shape),
+        "bf16": amp == torch.bfloat16,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def compile_failure(payload: dict[str, Any]) -> str | None:
@@ -60,8 +64,9 @@ def compile_failure(payload: dict[str, Any]) -> str | None:
     package_root = str(Path(__file__).resolve().parents[2])  # this unetseg, also when it is not installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     try:
-        proc = subprocess.run([*TRIAL, json.dumps(payload)], capture_output=True, text=True, env=env,
-                              timeout=TRIAL_TIMEOUT_S)
+        proc = subprocess.run(
+            [*TRIAL, json.dumps(payload)], capture_output=True, text=True, env=env, timeout=TRIAL_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
         return f"did not finish in {TRIAL_TIMEOUT_S:.0f} s"
     if proc.returncode == 0:

@@ -13,22 +13,24 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from unetseg.models.checkpoint import load_checkpoint, training_record
 from unetseg.config import Config, SplitConfig, config_changes
 from unetseg.data.layouts import split_data
+from unetseg.models.checkpoint import load_checkpoint, training_record
 from unetseg.report.table import format_table
 from unetseg.training.distributed import is_main
 from unetseg.training.trainer import Approve, Trainer, TrainingError
 
 SUMMARY = "cv_summary.json"
 # Settings that change how fast a run goes, not what it learns: a finished fold may be reused under others.
-RUNTIME_KEYS = frozenset({"train.device", "train.threads", "train.num_workers", "train.progress", "train.compile",
-                          "train.channels_last"})
+RUNTIME_KEYS = frozenset(
+    {"train.device", "train.threads", "train.num_workers", "train.progress", "train.compile", "train.channels_last"}
+)
 
 
 def fold_config(cfg: Config, folds: int, fold: int) -> Config:
@@ -83,8 +85,9 @@ def pool(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return pooled
 
 
-def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[str], None] = print,
-                approve: Approve | None = None) -> dict[str, Any]:
+def train_folds(
+    cfg: Config, folds: int, resume: bool = False, log: Callable[[str], None] = print, approve: Approve | None = None
+) -> dict[str, Any]:
     """Train (or reuse, or resume) every fold, then write and return the summary; ``approve``
     (see :class:`Trainer`) is asked about the first fold trained only: the folds are alike."""
     configs = [fold_config(cfg, folds, fold) for fold in range(folds)]
@@ -114,8 +117,13 @@ def train_folds(cfg: Config, folds: int, resume: bool = False, log: Callable[[st
         summary = Trainer(fold_cfg, resume=state is not None, log=log, approve=approve).fit()
         approve = None
         records.append(_fold_record(fold, fold_cfg, summary["history"], summary["best_epoch"]))
-    result = {"folds": folds, "monitor": cfg.train.monitor, "output_dir": str(cfg.output_dir),
-              "per_fold": records, "pooled": pool(records)}
+    result = {
+        "folds": folds,
+        "monitor": cfg.train.monitor,
+        "output_dir": str(cfg.output_dir),
+        "per_fold": records,
+        "pooled": pool(records),
+    }
     if is_main():  # under torchrun every rank trains; one writes
         _write_json(Path(cfg.output_dir) / SUMMARY, result)
     return result
@@ -133,7 +141,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def format_summary(result: dict[str, Any]) -> str:
     """Per-fold validation metrics at the best epoch, then mean ± std over the folds."""
     keys = list(result["pooled"])
-    rows: list[list[Any]] = [[r["fold"], r["best_epoch"], *(r["val"].get(k, math.nan) for k in keys)] for r in result["per_fold"]]
+    rows: list[list[Any]] = [
+        [r["fold"], r["best_epoch"], *(r["val"].get(k, math.nan) for k in keys)] for r in result["per_fold"]
+    ]
     pooled = result["pooled"]
     rows.append(["mean ± std", "", *(f"{pooled[k]['mean']:.4g} ± {pooled[k]['std']:.2g}" for k in keys)])
     return format_table(["fold", "best epoch", *keys], rows)

@@ -13,10 +13,12 @@ event file per two tiny epochs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -35,6 +37,7 @@ PICTURE_EPOCHS = 10  # epochs between two sets of pictures at least (the first v
 def side_by_side(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """8-bit RGB (H, W', 3): the input (min-max scaled), the ground truth and the prediction as
     grey levels (class k of K at k / (K - 1)), separated by white 2-pixel bars."""
+
     def grey(classes: np.ndarray) -> np.ndarray:
         return np.repeat(np.round(classes * 255.0 / (num_classes - 1)).astype(np.uint8)[..., None], 3, axis=2)
 
@@ -92,16 +95,16 @@ class MetricsLogger:
         """Run a TensorBoard call; on failure, stop TensorBoard for the rest of the run and say so once."""
         try:
             action()
-        except Exception as err:  # noqa: BLE001 - OSError from the writer thread, or anything else: not fatal
+        except Exception as err:
             writer, self._tb = self._tb, None
             why = f"{err.strerror or err}" if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
-            self.log(f"note: TensorBoard logging stopped ({why}); training goes on, metrics.csv and checkpoints "
-                     "are still written")
+            self.log(
+                f"note: TensorBoard logging stopped ({why}); training goes on, metrics.csv and checkpoints "
+                "are still written"
+            )
             if writer is not None:
-                try:
+                with contextlib.suppress(Exception):  # it failed once already; closing must not fail the run
                     writer.close()
-                except Exception:  # noqa: BLE001 - the writer is already broken
-                    pass
 
     def write(self, history: list[dict]) -> None:
         """Rewrite the CSV with every epoch so far and send the newest row to TensorBoard."""

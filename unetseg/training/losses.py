@@ -19,7 +19,8 @@ same target and border weights; :func:`deep_supervision_loss` weighs them.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,9 @@ from unetseg.config import LossConfig
 
 
 class LossFn(Protocol):
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor: ...
+    def __call__(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 def build_loss(cfg: LossConfig, out_channels: int) -> LossFn:
@@ -59,7 +62,9 @@ def deep_supervision_loss(loss: LossFn, outputs: int) -> Callable[..., torch.Ten
     """``loss`` applied to each of ``outputs`` logit maps (main first), weighted as above."""
     weights = deep_supervision_weights(outputs)
 
-    def supervised(logits: list[torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def supervised(
+        logits: list[torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if not isinstance(logits, (list, tuple)) or len(logits) != outputs:
             got = len(logits) if isinstance(logits, (list, tuple)) else "one tensor"
             raise ValueError(f"deep supervision expects {outputs} logit maps, got {got}")

@@ -68,8 +68,12 @@ def build_scheduler(
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if cfg.scheduler == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.lr * cfg.min_lr_ratio)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(total - warmup, 1), eta_min=cfg.lr * cfg.min_lr_ratio
+    )
     if not warmup:
         return cosine
     ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup)

@@ -54,7 +54,9 @@ class LevelProbe:
             if before is None:
                 continue
             delta = self._norm([p.detach() - b for p, b in zip(params, before)])
-            self._sums[f"update_{name}"] = self._sums.get(f"update_{name}", 0.0) + delta / max(self._norm(before), 1e-12)
+            self._sums[f"update_{name}"] = self._sums.get(f"update_{name}", 0.0) + delta / max(
+                self._norm(before), 1e-12
+            )
         self._steps += 1
 
     @staticmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MEASURED_STEPS = 3  # the estimate is announced after this many steps: two timed after the first
 
@@ -36,8 +36,15 @@ class RunProgress:
     budget counts them, as the trainer's deadline does.
     """
 
-    def __init__(self, epochs: int, start_epoch: int, steps_per_epoch: int, budget_s: float | None,
-                 spent_s: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        epochs: int,
+        start_epoch: int,
+        steps_per_epoch: int,
+        budget_s: float | None,
+        spent_s: float = 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.epochs, self.start_epoch, self.steps_per_epoch = epochs, start_epoch, steps_per_epoch
         self.budget_s, self.spent_s = budget_s, spent_s
         self.clock = clock
@@ -93,18 +100,26 @@ class RunProgress:
         the first steps have been timed."""
         if self.budget_s is not None and not self.measured:
             return f"epoch {epoch} of up to {self.epochs}"
-        return f"epoch {epoch} of ~{self.expected_epochs()}" if self.budget_bound() else f"epoch {epoch} of {self.epochs}"
+        return (
+            f"epoch {epoch} of ~{self.expected_epochs()}" if self.budget_bound() else f"epoch {epoch} of {self.epochs}"
+        )
 
     def status(self) -> str:
         """What an epoch's log line ends with: the time left, and the budget where it decides."""
         left = f"ETA {duration(self.seconds_left())}"
-        return f"{duration(self.elapsed())} of the {duration(self.budget_s)} budget, {left}" if self.budget_bound() else left
+        return (
+            f"{duration(self.elapsed())} of the {duration(self.budget_s)} budget, {left}"
+            if self.budget_bound()
+            else left
+        )
 
     def estimate(self) -> str:
         """The line announced after the first steps, before the run commits to the rest."""
         pace = f"{self.steps_per_epoch} steps an epoch at {self.seconds_per_step():.2g} s a step"
         total = self.seconds_left() + self.clock() - self.started
         if self.budget_bound():
-            return (f"expected duration: about {duration(total)}; the time budget (train.max_time_s = {self.budget_s:g} s) "
-                    f"ends the run after about {self.expected_epochs()} of {self.epochs} epochs ({pace})")
+            return (
+                f"expected duration: about {duration(total)}; the time budget (train.max_time_s = {self.budget_s:g} s) "
+                f"ends the run after about {self.expected_epochs()} of {self.epochs} epochs ({pace})"
+            )
         return f"expected duration: about {duration(total)} for epochs {self.start_epoch + 1}..{self.epochs} ({pace})"

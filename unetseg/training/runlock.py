@@ -21,8 +21,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unetseg.training.errors import TrainingError
 
@@ -76,7 +77,11 @@ def _read_owner(fd: int) -> dict[str, Any]:
 
 def _describe(owner: dict[str, Any]) -> str:
     started = owner.get("started")
-    when = f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}" if isinstance(started, (int, float)) else ""
+    when = (
+        f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+        if isinstance(started, (int, float))
+        else ""
+    )
     return f"process {owner.get('pid', '?')} on {owner.get('host', '?')}{when}"
 
 
@@ -92,7 +97,7 @@ class RunLock:
         self.log = log
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         for _ in range(5):  # a lock released or removed between two steps: look again
             if self._create() or self._take_over():
                 return self
@@ -140,7 +145,9 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        self.log(f"note: {self.folder} was locked by {_describe(owner)}, which is no longer running; taking the run folder over")
+        self.log(
+            f"note: {self.folder} was locked by {_describe(owner)}, which is no longer running; taking the run folder over"
+        )
         self._claim(fd)
         return True
 
@@ -171,7 +178,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

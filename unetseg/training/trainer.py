@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unetseg.models.checkpoint import load_checkpoint, save_checkpoint, training_record
 from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import SegmentationDataset, build_train_transform, worker_init
 from unetseg.data.layouts import split_data
@@ -39,6 +39,7 @@ from unetseg.inference.evaluation import evaluate
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.region import is_better
 from unetseg.models import build_model, count_parameters
+from unetseg.models.checkpoint import load_checkpoint, save_checkpoint, training_record
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has_strided_pointwise_conv, trial_payload
@@ -50,7 +51,6 @@ from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
 from unetseg.training.progress import RunProgress
 from unetseg.training.runlock import RunLock
-
 
 Approve = Callable[[float, torch.device], None]
 
@@ -181,7 +181,9 @@ class Trainer:
         if cfg.train.compile:
             self.step_model = self._compiled(self.step_model)
         self.probe = (
-            LevelProbe(self.model, gradients=cfg.train.level_stats) if LevelProbe.wanted(self.model, cfg.train.level_stats) else None
+            LevelProbe(self.model, gradients=cfg.train.level_stats)
+            if LevelProbe.wanted(self.model, cfg.train.level_stats)
+            else None
         )
         self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
         aux_heads = getattr(cfg.model, "deep_supervision", 0)
@@ -208,8 +210,10 @@ class Trainer:
             shape = (self.cfg.train.batch_size, self.cfg.data.channels, height, width)
             why = compile_failure(trial_payload(self.cfg, shape, self.amp))
             if why is not None:
-                self.log(f"train.compile: a compiled training step of this model {why} on this CPU "
-                         f"(torch {torch.__version__}); training without torch.compile")
+                self.log(
+                    f"train.compile: a compiled training step of this model {why} on this CPU "
+                    f"(torch {torch.__version__}); training without torch.compile"
+                )
                 return module
         return torch.compile(module, **COMPILE_OPTIONS)
 
@@ -238,10 +242,14 @@ class Trainer:
         changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
-        if state.get("precision", precision_name(self.amp)) != precision_name(self.amp):  # same train.amp, another machine
+        if state.get("precision", precision_name(self.amp)) != precision_name(
+            self.amp
+        ):  # same train.amp, another machine
             changed.append(f"precision {state['precision']} -> {precision_name(self.amp)}")
         if changed:
-            self.log(f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible")
+            self.log(
+                f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible"
+            )
         try:
             self.model.load_state_dict(state.get("trained_model", state["model"]))
         except RuntimeError as err:  # another architecture: depth, widths, deep_supervision heads, ...
@@ -286,8 +294,12 @@ class Trainer:
         self.step_model.train()
         total, seen, stopped = 0.0, 0, False
         start = time.perf_counter()
-        bar = tqdm(self._loader(epoch), desc=self.progress.epoch_label(epoch + 1), leave=False,
-                   disable=None if self.cfg.train.progress and self.dist.main else True)
+        bar = tqdm(
+            self._loader(epoch),
+            desc=self.progress.epoch_label(epoch + 1),
+            leave=False,
+            disable=None if self.cfg.train.progress and self.dist.main else True,
+        )
         for step, batch in enumerate(bar):
             x = batch["image"].to(self.device, non_blocking=True)
             y = batch["mask"].to(self.device, non_blocking=True)
@@ -434,8 +446,9 @@ class Trainer:
             return f" in fp32 (train.amp: {requested}, but {why})"
         return ""
 
-    def _epoch_row(self, epoch: int, loss: float, speed: float, seen: int, last: bool,
-                   logger: MetricsLogger | None) -> dict[str, Any]:
+    def _epoch_row(
+        self, epoch: int, loss: float, speed: float, seen: int, last: bool, logger: MetricsLogger | None
+    ) -> dict[str, Any]:
         """The history row of an epoch: training figures, probe statistics and, on validation
         epochs, the validation metrics (which also step a plateau schedule and track the best)."""
         row: dict[str, Any] = {
@@ -472,6 +485,14 @@ class Trainer:
         self.log(self._describe(row))
 
     def _describe(self, row: dict[str, Any]) -> str:
-        parts = [self.progress.epoch_label(row["epoch"]), f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
-        parts += [f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)]
+        parts = [
+            self.progress.epoch_label(row["epoch"]),
+            f"loss {row['train_loss']:.4f}",
+            f"{row['train_img_per_s']:.1f} img/s",
+        ]
+        parts += [
+            f"{k[4:]} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)
+        ]
         return " | ".join(parts + [self.progress.status()])
