@@ -99,3 +99,29 @@ def test_the_command_line_and_the_config_load_without_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle anywhere in the package, within a layer either (the layers contract
+    only forbids upward imports between folders)."""
+    import grimp
+
+    graph = grimp.build_graph("unetseg")
+    imports = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    done: set[str] = set()
+
+    def cycle_from(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return path[path.index(module) :] + [module]
+        if module in done:
+            return None
+        for target in sorted(imports[module]):
+            found = cycle_from(target, [*path, module])
+            if found:
+                return found
+        done.add(module)
+        return None
+
+    for module in sorted(imports):
+        cycle = cycle_from(module, [])
+        assert cycle is None, " -> ".join(cycle)
