@@ -314,9 +314,9 @@ def _matching_config(model_cfg: Config, checkpoint: Path, config_path: Path, ove
 
 
 def _split_samples(cfg: Config, split: str) -> list[Sample]:
-    from unetseg.data import split_samples
-    from unetseg.data.layouts import labelled_samples
+    from unetseg.data.layouts import labelled_samples, split_data
 
-    all_pairs = labelled_samples(cfg.data)
-    train_pairs, val_pairs = split_samples(all_pairs, cfg.data.split, cfg.data)
-    return {"val": val_pairs, "train": train_pairs, "all": all_pairs}[split]
+    if split == "all":
+        return labelled_samples(cfg.data)
+    train_pairs, val_pairs = split_data(cfg.data)
+    return val_pairs if split == "val" else train_pairs
