@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from unetseg.ablation.depth import degradation
 from unetseg.cli import main
 from unetseg.config import config_from_dict
 from unetseg.models import UNet
 from unetseg.studies.deletion import deletable_blocks, deletion_study, without_blocks
-from unetseg.studies.depth import degradation
 from unetseg.training import Trainer
 
 

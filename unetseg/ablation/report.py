@@ -11,13 +11,13 @@ import numpy as np
 
 from unetseg.ablation import figures
 from unetseg.ablation.claims import claims_table, compare, score_grid
+from unetseg.ablation.depth import degradation
 from unetseg.ablation.spec import AblationSpec, fold_ids, variant_config
 from unetseg.metrics.region import mean_metrics
 from unetseg.metrics.stats import bootstrap_ci
 from unetseg.models import build_model
 from unetseg.models.info import count_flops
 from unetseg.report.document import FigureBlock, Report, Table, write_report
-from unetseg.studies.depth import degradation
 
 METRICS = [
     ("dice", "Dice"),

@@ -1,15 +1,9 @@
 """Data: readers (PNG/TIFF/stacks), pairing and splits, datasets, augmentation."""
 
-from unetseg.data.dataset import (
-    SegmentationDataset,
-    attach_masks,
-    find_images,
-    find_pairs,
-    match_masks,
-    split_samples,
-    worker_init,
-)
+from unetseg.data.dataset import SegmentationDataset, worker_init
 from unetseg.data.io import DataError, Sample, read_image, read_mask, write_array, write_mask
+from unetseg.data.pairing import attach_masks, find_images, find_pairs, match_masks
+from unetseg.data.splits import split_samples
 from unetseg.data.transforms import build_train_transform
 
 __all__ = [

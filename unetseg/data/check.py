@@ -2,7 +2,7 @@
 
 Training reads lazily and stops at the first bad file; a user with 300 images wants the
 whole list at once, as nnU-Net's ``verify_dataset_integrity`` gives it. The check pairs
-files with the same rule as training (:func:`unetseg.data.dataset.match_masks` for folders,
+files with the same rule as training (:func:`unetseg.data.pairing.match_masks` for folders,
 the layout readers of :mod:`unetseg.data.layouts` for nnU-Net, Decathlon and CSV datasets),
 reads every file with the same readers, and records instead of raising:
 
@@ -31,10 +31,11 @@ import numpy as np
 
 from unetseg.config import DataConfig
 from unetseg.data.channels import prepare_input, read_planes, sample_files
-from unetseg.data.dataset import expand_samples, match_masks, split_samples
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, read_raw, skipped_entries
 from unetseg.data.layouts import case_samples, labelled_cases, list_cases
+from unetseg.data.pairing import expand_samples, match_masks
+from unetseg.data.splits import split_samples
 from unetseg.report.table import format_table
 
 

@@ -1,129 +1,17 @@
-"""Image/mask pairs matched by name, train/validation splits, and the torch Dataset."""
+"""The torch Dataset of image/mask samples: decoding, caching, augmentation and border weights."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unetseg.config import DataConfig, SplitConfig
+from unetseg.config import DataConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DEFAULT_SLICE_AXIS, DataError, Sample, expand_stacks, file_stem, list_image_files, read_mask
-from unetseg.data.splits import CASE_MODES, split_by_case
-from unetseg.data.volumes import is_dicom_series, is_volume
-
-# Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png);
-# nnU-Net-style images carry a channel suffix (case_0000.png / case.png).
-MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_seg", "_gt")
-IMAGE_SUFFIXES = ("_0000",)
-
-
-def _mask_index(mask_files: list[Path]) -> dict[str, Path]:
-    index: dict[str, Path] = {}
-    for path in mask_files:
-        stem = file_stem(path)
-        for suffix in sorted(MASK_SUFFIXES, key=len, reverse=True):
-            if suffix and stem.endswith(suffix):
-                index.setdefault(stem[: -len(suffix)], path)
-        index[stem] = path  # an exact name always wins
-    return index
-
-
-def _image_stem(path: Path) -> str:
-    stem = file_stem(path)
-    for suffix in IMAGE_SUFFIXES:
-        if stem.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
-def expand_samples(image: Path, mask: Path | None, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
-    """The 2D samples of an image file and its mask: one, one per page of a TIFF stack, or one
-    per slice of a volume along ``axis``."""
-    pages = expand_stacks(image, axis)
-    if pages[0][1] is None:
-        return [Sample(_image_stem(image), image, mask, None)]
-    volume_axis = axis if is_volume(image) else None
-    if mask is not None:
-        mask_pages = expand_stacks(mask, axis)
-        if len(mask_pages) != len(pages):
-            what = "pages" if volume_axis is None else f"slices along axis {axis}"
-            raise DataError(f"{image} has {len(pages)} {what} but its mask {mask} has {len(mask_pages)}")
-    return [Sample(f"{_image_stem(image)}_{page:04d}", image, mask, page, volume_axis) for _, page in pages]
-
-
-def _lookup(index: dict[str, Path], image: Path) -> Path | None:
-    return index.get(file_stem(image)) or index.get(_image_stem(image))
-
-
-def match_masks(image_files: list[Path], mask_files: list[Path]) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
-    """Each image file with its mask file (None without one), and the masks no image claims.
-
-    The one pairing rule, shared by training (:func:`find_pairs`), prediction overlays
-    (:func:`attach_masks`) and the dataset check, which reports what does not pair.
-    """
-    index = _mask_index(mask_files)
-    matched = [(image, _lookup(index, image)) for image in image_files]
-    claimed = {mask for _, mask in matched}
-    return matched, [mask for mask in mask_files if mask not in claimed]
-
-
-def find_pairs(images: Path, masks: Path, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
-    """Every image with its mask, naturally sorted; images without a mask are an error.
-    Volumes are cut into slices along ``axis``."""
-    matched, _ = match_masks(list_image_files(images), list_image_files(masks))
-    missing = [image.name for image, mask in matched if mask is None]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataError(f"{len(missing)} image(s) in {images} have no mask in {masks}: {shown}")
-    return [sample for image, mask in matched for sample in expand_samples(image, mask, axis)]
-
-
-def attach_masks(samples: list[Sample], masks: Path) -> list[Sample]:
-    """Prediction inputs with their ground-truth mask from ``masks`` where one pairs by name."""
-    index = _mask_index(list_image_files(masks))
-    return [replace(sample, mask=_lookup(index, sample.image)) for sample in samples]
-
-
-def find_images(path: Path, axis: int = DEFAULT_SLICE_AXIS) -> list[Sample]:
-    """Unlabelled inputs for prediction: one file (or one DICOM series folder), or every image
-    and volume in a folder; volumes are cut into slices along ``axis``."""
-    path = Path(path)
-    files = [path] if path.is_file() or is_dicom_series(path) else list_image_files(path)
-    return [sample for file in files for sample in _expand_unlabelled(file, axis)]
-
-
-def _expand_unlabelled(file: Path, axis: int) -> list[Sample]:
-    try:
-        return expand_samples(file, None, axis)
-    except DataError:  # a broken TIFF or volume: keep it, so predict reports it by name and goes on
-        return [Sample(_image_stem(file), file, None, None)]
-
-
-def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:
-    """Divide pairs into (train, validation) as the split config says."""
-    if split.mode in CASE_MODES:
-        return split_by_case(samples, split, data)
-    if split.mode == "folders":
-        assert split.val_images is not None and split.val_masks is not None
-        return samples, find_pairs(split.val_images, split.val_masks, data.slice_axis)
-    if split.mode == "names":
-        names = set(split.val_names)
-        unknown = names - {s.name for s in samples}
-        if unknown:
-            raise DataError(f"data.split.val_names: no pair named {sorted(unknown)[:5]} in {data.source}")
-        return [s for s in samples if s.name not in names], [s for s in samples if s.name in names]
-    if len(samples) < split.folds:
-        raise DataError(f"{data.source}: {len(samples)} pairs cannot be cut into {split.folds} folds")
-    bounds = np.linspace(0, len(samples), split.folds + 1).round().astype(int)
-    fold = split.fold % split.folds
-    lo, hi = bounds[fold], bounds[fold + 1]
-    return samples[:lo] + samples[hi:], samples[lo:hi]
+from unetseg.data.io import DataError, Sample, read_mask
 
 
 class SegmentationDataset(Dataset):

@@ -20,13 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from unetseg.config import DataConfig
-from unetseg.data.dataset import expand_samples, find_images, find_pairs, split_samples
 from unetseg.data.errors import DataError
 from unetseg.data.io import Sample, file_stem, list_image_files
 from unetseg.data.listing import Case, Listing, read_dataset_json
 from unetseg.data.manifest import read_manifest, subset_names
 from unetseg.data.msd import list_msd
 from unetseg.data.nnunet import CHANNEL_NAME, complete_cases, dataset_meta, list_nnunet
+from unetseg.data.pairing import expand_samples, find_images, find_pairs
+from unetseg.data.splits import split_samples
 
 IMAGE_DIRS = ("images", "image", "imgs")
 MASK_DIRS = ("masks", "mask", "labels", "label", "gt")

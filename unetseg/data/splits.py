@@ -19,6 +19,7 @@ from unetseg.config import DataConfig, SplitConfig
 from unetseg.data.errors import DataError
 from unetseg.data.io import Sample, file_stem
 from unetseg.data.manifest import subset_names
+from unetseg.data.pairing import find_pairs
 
 CASE_MODES = ("cases", "file", "manifest")
 
@@ -68,3 +69,24 @@ def split_by_case(samples: list[Sample], split: SplitConfig, data: DataConfig) -
         if not val:
             raise DataError(f"{data.root}: split mode 'manifest' but no row has split 'val'")
     return [s for s in samples if case_of(s) not in val], [s for s in samples if case_of(s) in val]
+
+
+def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:
+    """Divide pairs into (train, validation) as the split config says."""
+    if split.mode in CASE_MODES:
+        return split_by_case(samples, split, data)
+    if split.mode == "folders":
+        assert split.val_images is not None and split.val_masks is not None
+        return samples, find_pairs(split.val_images, split.val_masks, data.slice_axis)
+    if split.mode == "names":
+        names = set(split.val_names)
+        unknown = names - {s.name for s in samples}
+        if unknown:
+            raise DataError(f"data.split.val_names: no pair named {sorted(unknown)[:5]} in {data.source}")
+        return [s for s in samples if s.name not in names], [s for s in samples if s.name in names]
+    if len(samples) < split.folds:
+        raise DataError(f"{data.source}: {len(samples)} pairs cannot be cut into {split.folds} folds")
+    bounds = np.linspace(0, len(samples), split.folds + 1).round().astype(int)
+    fold = split.fold % split.folds
+    lo, hi = bounds[fold], bounds[fold + 1]
+    return samples[:lo] + samples[hi:], samples[lo:hi]

@@ -112,7 +112,7 @@ class UNet(nn.Module):
     """2D U-Net with configurable long skips and encoder blocks (Ronneberger et al. 2015; the
     skip ablation follows Drozdzal et al. 2016).
 
-    The arguments are the keys of the config's ``model`` section (:class:`UNetConfig`), checked
+    The arguments are the keys of the config's ``model`` section (:class:`unetseg.config.model.UNetConfig`), checked
     by the same rules (:func:`unetseg.config.rules.check_unet`); docs/model.md says what each
     does. Levels count from full resolution (level 0) to the bottleneck; ``skips`` is one mode
     or one per level, level 0 first. Any input size works: it is padded to the network's

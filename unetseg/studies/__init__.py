@@ -1,2 +1,3 @@
-"""Studies of one model beside the ablation grid: knocking out a trained model's skips, gradients
-at initialisation, deleting residual blocks, and accuracy against depth."""
+"""Studies beside the ablation grid, each a command of its own: knocking out a trained model's
+long skips (``analyze-skips``), gradients at initialisation (``analyze-gradients``), and
+deleting residual blocks of trained models (``analyze-blocks``)."""

@@ -1,6 +1,7 @@
-"""Does a deeper encoder train worse under the same budget? Final training loss by encoder type and
-blocks per level, and the loss curves, read from the runs' histories. He et al. 2015's
-degradation shows as a plain encoder whose loss rises with depth under the same budget."""
+"""The depth section of an ablation report: does a deeper encoder train worse under the same
+budget? Final training loss by encoder type and blocks per level, and the loss curves, read
+from the runs' histories. He et al. 2015's degradation shows as a plain encoder whose loss
+rises with depth under the same budget."""
 
 from __future__ import annotations
 
