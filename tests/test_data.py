@@ -473,18 +473,17 @@ def test_augmentation_reseed_repeats_exactly(pair_dirs):
 
 
 def test_validation_set_is_untransformed(tiny_cfg_dict):
-    from unetseg.training import Trainer
+    from unetseg.training.datasets import build_datasets
 
-    trainer = Trainer(config_from_dict(tiny_cfg_dict), log=lambda *_: None)
-    trainer._build_data()
-    assert trainer.train_ds.transform is not None
-    assert trainer.val_ds.transform is None
-    assert [s.name for s in trainer.val_ds.samples] == ["img_4", "img_5"]
-    item = trainer.val_ds[0]
+    train_ds, val_ds = build_datasets(config_from_dict(tiny_cfg_dict))
+    assert train_ds.transform is not None
+    assert val_ds.transform is None
+    assert [s.name for s in val_ds.samples] == ["img_4", "img_5"]
+    item = val_ds[0]
     assert item["image"].shape == (1, 64, 64)  # whole image, no crop
-    expected = read_image(trainer.val_ds.samples[0].image, 1, "dtype")
+    expected = read_image(val_ds.samples[0].image, 1, "dtype")
     assert torch.equal(item["image"], torch.from_numpy(expected.transpose(2, 0, 1)))
-    assert torch.equal(trainer.val_ds[0]["image"], item["image"])  # and no randomness
+    assert torch.equal(val_ds[0]["image"], item["image"])  # and no randomness
 
 
 def test_find_images_single_file_and_folder(tmp_path):

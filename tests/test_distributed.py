@@ -109,10 +109,10 @@ def fit(tree: dict, resume: bool = False, trainer_cls=Trainer) -> None:
 class StopAfterFirstEpoch(Trainer):
     """Every rank stops right after epoch 1 was checkpointed and logged (as a kill would)."""
 
-    def _describe(self, row):
+    def _record(self, row, logger):
+        super()._record(row, logger)
         if row["epoch"] == 1:
             raise KeyboardInterrupt
-        return super()._describe(row)
 
 
 def _nan_on_rank_one(tree: dict) -> None:

@@ -103,7 +103,8 @@ def test_training_into_a_locked_folder_writes_nothing(tiny_cfg_dict, live_pid):
 class CheckLockDuringEpoch(Trainer):
     """Looks at the lock after epoch 1, then stops as a crash would."""
 
-    def _describe(self, row):
+    def _record(self, row, logger):
+        super()._record(row, logger)
         owner = json.loads((self.out_dir / LOCK_NAME).read_text())
         assert owner["pid"] == os.getpid()
         raise KeyboardInterrupt

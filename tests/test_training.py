@@ -150,11 +150,10 @@ def test_resume_without_checkpoint_is_an_error(tiny_cfg_dict):
 class StopAfterFirstEpoch(Trainer):
     """Simulates a kill right after epoch 1 was checkpointed and logged."""
 
-    def _describe(self, row):
-        text = super()._describe(row)
+    def _record(self, row, logger):
+        super()._record(row, logger)
         if row["epoch"] == 1:
             raise KeyboardInterrupt
-        return text
 
 
 @pytest.mark.parametrize("ema", [None, 0.9])

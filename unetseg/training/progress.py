@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 MEASURED_STEPS = 3  # the estimate is announced after this many steps: two timed after the first
 
@@ -123,3 +124,13 @@ class RunProgress:
                 f"ends the run after about {self.expected_epochs()} of {self.epochs} epochs ({pace})"
             )
         return f"expected duration: about {duration(total)} for epochs {self.start_epoch + 1}..{self.epochs} ({pace})"
+
+    def describe(self, row: dict[str, Any]) -> str:
+        """The log line of a finished epoch: its label, loss, speed, validation metrics and the status."""
+        parts = [self.epoch_label(row["epoch"]), f"loss {row['train_loss']:.4f}", f"{row['train_img_per_s']:.1f} img/s"]
+        parts += [
+            f"{k[4:]} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)
+        ]
+        return " | ".join(parts + [self.status()])

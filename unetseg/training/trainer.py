@@ -19,22 +19,17 @@ stop decision (time budget, non-finite loss) is taken by all ranks together.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetseg.config import Config, ConfigError, config_changes, dump_config
-from unetseg.data import SegmentationDataset, build_train_transform, worker_init
-from unetseg.data.layouts import split_data
-from unetseg.data.weights import border_weights
+from unetseg.data import worker_init
 from unetseg.inference.evaluation import evaluate
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.region import is_better
@@ -43,6 +38,7 @@ from unetseg.models.checkpoint import load_checkpoint, save_checkpoint, training
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has_strided_pointwise_conv, trial_payload
+from unetseg.training.datasets import build_datasets
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.errors import TrainingError
 from unetseg.training.logger import MetricsLogger
@@ -50,7 +46,7 @@ from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
 from unetseg.training.probes import LevelProbe
 from unetseg.training.progress import RunProgress
-from unetseg.training.runlock import RunLock
+from unetseg.training.run_folder import RunFolder
 
 Approve = Callable[[float, torch.device], None]
 
@@ -69,103 +65,10 @@ class Trainer:
         self.resume = resume
         self.log = log
         self.approve = approve
-        self.out_dir = Path(cfg.output_dir)
-        self.last_path = self.out_dir / "checkpoints" / "last.pt"
-        self.best_path = self.out_dir / "checkpoints" / "best.pt"
-        self.lock: RunLock | None = None  # held by rank 0 from set-up to the end of fit()
+        self.folder = RunFolder(Path(cfg.output_dir), resume, log)
+        self.out_dir, self.last_path, self.best_path = self.folder.out_dir, self.folder.last_path, self.folder.best_path
 
     # ------------------------------------------------------------------ set-up
-
-    def _check_output(self) -> None:
-        """A ``--resume`` needs a run to continue; a new run must not overwrite one."""
-        if self.resume and not self.last_path.is_file():
-            raise TrainingError(f"--resume: no checkpoint to resume at {self.last_path}")
-        if not self.resume and self.last_path.exists():
-            raise TrainingError(
-                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another "
-                "output directory (--out) so nothing is overwritten"
-            )
-
-    def _prepare_output(self) -> None:
-        self._check_output()
-        # Rank 0 alone writes the run, so it alone locks the folder; every rank hears the
-        # outcome, so a refused run stops all of them instead of leaving the others waiting.
-        refusal = None
-        if self.dist.main:
-            try:
-                self._lock_output()
-            except TrainingError as err:
-                refusal = str(err)
-        refusal = self.dist.broadcast(refusal)
-        if refusal is not None:
-            raise TrainingError(refusal)
-
-    def _lock_output(self) -> None:
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
-        self.lock = RunLock(self.out_dir, self.log).acquire()
-        try:
-            self._check_output()  # again under the lock: a run that ended meanwhile may have written one
-        except TrainingError:
-            self.lock.release()
-            raise
-        for stale in self.last_path.parent.glob(".*.tmp"):  # a save cut short by a kill
-            stale.unlink()
-
-    def _write_config(self) -> None:
-        """``config.yaml`` as run; written only once a resume has been accepted, so that a refused
-        ``--resume`` leaves the run's config as it was."""
-        if not self.dist.main:
-            return
-        try:
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.cfg), sort_keys=False))
-        except OSError as err:
-            raise TrainingError(f"cannot write to output directory {self.out_dir}: {err.strerror}") from None
-
-    def _build_data(self) -> None:
-        data, train = self.cfg.data, self.cfg.train
-        train_pairs, val_pairs = split_data(data)
-        if not train_pairs:
-            raise TrainingError("the split leaves no training pairs")
-        border = train.loss.border_weight
-        weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
-        self.train_ds = SegmentationDataset(
-            train_pairs, data, build_train_transform(self.cfg.augment, self.cfg.seed), train.samples_per_epoch, weights
-        )
-        self.val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
-        # Decode everything (and compute loss weights) once up front: a broken file fails now,
-        # named, not mid-epoch; and DataLoader workers fork with the caches already filled.
-        sizes: dict[tuple[int, ...], Path] = {}  # each image size, with the first image of that size
-        for i, sample in enumerate(train_pairs):
-            sizes.setdefault(self.train_ds.load(i)[0].shape[:2], sample.image)
-        for i in range(len(val_pairs)):
-            self.val_ds.load(i)
-        self._check_sizes(sizes)
-        for i in range(len(train_pairs)):
-            _, mask = self.train_ds.load(i)
-            if weights is not None and mask is not None:
-                self.train_ds.weight_map(i, mask)
-
-    def _check_sizes(self, sizes: dict[tuple[int, ...], Path]) -> None:
-        """The crop against the training image sizes, before anything of the run is written: a
-        crop larger than every image is nearly all padding, and a huge one (crop_size=100000)
-        asked for a 40 GB batch in the first step. Without a crop, batches need one image size."""
-        crop = self.cfg.augment.crop_size
-        largest, path = max(sizes.items(), key=lambda item: max(item[0]))
-        if crop is not None and crop > max(largest):
-            raise ConfigError(
-                f"augment.crop_size {crop} is larger than every training image (the largest, {path}, is "
-                f"{largest[1]}x{largest[0]}, WxH): a crop would be mostly padding. Set augment.crop_size to at most "
-                f"{max(largest)}, or null to train on whole images"
-            )
-        if crop is None and self.cfg.train.batch_size > 1 and len(sizes) > 1:
-            (first, a), (second, b) = list(sizes.items())[:2]
-            raise TrainingError(
-                f"training images differ in size ({a} is {first[1]}x{first[0]}, {b} is {second[1]}x{second[0]}, WxH): "
-                "set augment.crop_size or train.batch_size: 1"
-            )
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -375,8 +278,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            self.folder.release()
             self.dist.close()
 
     def _fit(self) -> dict[str, Any]:
@@ -415,16 +317,16 @@ class Trainer:
         """Everything before the first step, announced in one line: (first epoch, seconds already
         spent by the run being resumed)."""
         cfg = self.cfg
-        self._prepare_output()
+        self.folder.prepare(self.dist)
         set_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
-        self._build_data()
+        self.train_ds, self.val_ds = build_datasets(cfg)
         self._build_model()
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_epoch = 0
         start_epoch = self._restore() if self.resume else 0
-        self._write_config()
+        self.folder.write_config(cfg, self.dist)
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         self.log(
             f"training {count_parameters(self.model):,} parameters on {self.device}{self._precision_note()} "
@@ -482,17 +384,4 @@ class Trainer:
         self._save(self.last_path, epoch)
         if logger is not None:
             logger.write(self.history)
-        self.log(self._describe(row))
-
-    def _describe(self, row: dict[str, Any]) -> str:
-        parts = [
-            self.progress.epoch_label(row["epoch"]),
-            f"loss {row['train_loss']:.4f}",
-            f"{row['train_img_per_s']:.1f} img/s",
-        ]
-        parts += [
-            f"{k[4:]} {v:.4f}"
-            for k, v in row.items()
-            if k.startswith("val_") and isinstance(v, float) and math.isfinite(v)
-        ]
-        return " | ".join(parts + [self.progress.status()])
+        self.log(self.progress.describe(row))

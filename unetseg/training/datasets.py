@@ -1,0 +1,59 @@
+"""The training and validation datasets of a config, decoded up front: a broken file fails
+before the first step, named, not mid-epoch, and DataLoader workers fork with the caches (and
+border-weight maps) already filled."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from unetseg.config import Config, ConfigError
+from unetseg.data import SegmentationDataset, build_train_transform
+from unetseg.data.layouts import split_data
+from unetseg.data.weights import border_weights
+from unetseg.training.errors import TrainingError
+
+
+def build_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """(augmented training set of ``train.samples_per_epoch`` crops, un-augmented validation set)."""
+    data, train = cfg.data, cfg.train
+    train_pairs, val_pairs = split_data(data)
+    if not train_pairs:
+        raise TrainingError("the split leaves no training pairs")
+    border = train.loss.border_weight
+    weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
+    train_ds = SegmentationDataset(
+        train_pairs, data, build_train_transform(cfg.augment, cfg.seed), train.samples_per_epoch, weights
+    )
+    val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
+    sizes: dict[tuple[int, ...], Path] = {}  # each image size, with the first image of that size
+    for i, sample in enumerate(train_pairs):
+        sizes.setdefault(train_ds.load(i)[0].shape[:2], sample.image)
+    for i in range(len(val_pairs)):
+        val_ds.load(i)
+    check_sizes(cfg, sizes)
+    for i in range(len(train_pairs)):
+        _, mask = train_ds.load(i)
+        if weights is not None and mask is not None:
+            train_ds.weight_map(i, mask)
+    return train_ds, val_ds
+
+
+def check_sizes(cfg: Config, sizes: dict[tuple[int, ...], Path]) -> None:
+    """The crop against the training image sizes, before anything of the run is written: a
+    crop larger than every image is nearly all padding, and a huge one (crop_size=100000)
+    asked for a 40 GB batch in the first step. Without a crop, batches need one image size."""
+    crop = cfg.augment.crop_size
+    largest, path = max(sizes.items(), key=lambda item: max(item[0]))
+    if crop is not None and crop > max(largest):
+        raise ConfigError(
+            f"augment.crop_size {crop} is larger than every training image (the largest, {path}, is "
+            f"{largest[1]}x{largest[0]}, WxH): a crop would be mostly padding. Set augment.crop_size to at most "
+            f"{max(largest)}, or null to train on whole images"
+        )
+    if crop is None and cfg.train.batch_size > 1 and len(sizes) > 1:
+        (first, a), (second, b) = list(sizes.items())[:2]
+        raise TrainingError(
+            f"training images differ in size ({a} is {first[1]}x{first[0]}, {b} is {second[1]}x{second[0]}, WxH): "
+            "set augment.crop_size or train.batch_size: 1"
+        )
