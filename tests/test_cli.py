@@ -301,39 +301,14 @@ def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
     assert runner.invoke(main, ["train", "--config", str(tiny_cfg_file), "--out", str(out)]).exit_code == 0
     images, masks = write_pairs(tmp_path / "test", n=3, seed=7)
     json_path = tmp_path / "test.json"
-    result = runner.invoke(
-        main,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(out / "checkpoints" / "last.pt"),
-            "--images",
-            str(images),
-            "--masks",
-            str(masks),
-            "--json",
-            str(json_path),
-        ],
-    )
+    checkpoint = out / "checkpoints" / "last.pt"
+    args = ["evaluate", "--checkpoint", checkpoint, "--images", images, "--masks", masks, "--json", json_path]
+    result = runner.invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     data = json.loads(json_path.read_text())
     assert data["split"] == "all" and len(data["images"]) == 3
     assert "bf1_1px" not in data["mean"]
-    detailed = runner.invoke(
-        main,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(out / "checkpoints" / "last.pt"),
-            "--images",
-            str(images),
-            "--masks",
-            str(masks),
-            "--detail",
-            "--json",
-            str(json_path),
-        ],
-    )
+    detailed = runner.invoke(main, [str(a) for a in [*args, "--detail"]])
     assert detailed.exit_code == 0, detailed.output
     mean = json.loads(json_path.read_text())["mean"]
     assert {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"} <= set(mean) and 0 <= mean["bf1_2px"] <= 1
