@@ -1,0 +1,335 @@
+"""The planning panel (issue #33): does ``unetseg init`` beat what a careful user would do
+instead, on every kind of 2D dataset, in the same budget on the same machine?
+
+For each dataset of :mod:`panel_data` and each seed, every method trains for ``--budget``
+seconds of wall clock on this machine and segments the dataset's test images, which are then
+scored here, outside the project (per-image Dice, inside the field of view where there is one):
+
+- ``planned``: ``unetseg init DATA/train --budget B``, ``unetseg train --config it --yes``,
+  ``unetseg predict DATA/test/images`` with the run's ``best.pt``: what a user types;
+- screens (``planned:<name>``): the planned config with a few keys set otherwise
+  (:data:`SCREENS`), the measurements behind the planner's rules;
+- ``monai`` and ``smp``: the plain loops of ``panel_peers.py``;
+- ``hand_tuned``: the shipped config tuned on that data, where there is one (ISBI: its final
+  weights, since its validation slices are the panel's test slices).
+
+Runs are resumable like the ablation: a finished run's ``result.json`` is reused while its key
+(the written config, or the peer's settings, with the seed and budget) is unchanged, so a
+killed or extended grid picks up where it stopped. Checkpoints and predictions stay under
+``--work`` (outside the repository); results and the report go to ``--out``.
+
+    python benchmarks/planning_panel.py --panel ../shared/panel --seeds 0          # screen
+    python benchmarks/planning_panel.py --panel ../shared/panel --seeds 0,1,2      # the table
+    python benchmarks/planning_panel.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from panel_data import ROOT, PanelSet, panel_sets, score_folder
+
+PEERS = ("monai", "smp")
+METHODS = ("planned", *PEERS, "hand_tuned")
+# Named variants of the planned config: each measures one rule of the planner (docs/your_data.md).
+SCREENS: dict[str, list[str]] = {
+    "scale1": ["data.scale=1.0"],
+    "nophoto": ["augment.hue_saturation=0.0", "augment.gamma=0.0", "augment.stain=0.0"],
+    "stem4": ["model.stem_stride=4"],
+    "stem1": ["model.stem_stride=1"],
+}
+PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run(command: list[str], log: Path) -> None:
+    with log.open("a") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[2] if len(command) > 2 else command[0]} failed; see {log}")
+
+
+def _cli(args: list[str], log: Path) -> None:
+    _run([sys.executable, "-m", "unetseg", *args], log)
+
+
+def _training_numbers(run_dir: Path) -> dict[str, Any]:
+    with (run_dir / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    crops = sum(int(r["train_images"]) for r in rows)
+    seconds = sum(int(r["train_images"]) / float(r["train_img_per_s"]) for r in rows if float(r["train_img_per_s"]) > 0)
+    val = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
+    return {
+        "epochs": len(rows),
+        "crops": crops,
+        "train_s": round(seconds, 1),
+        "crops_per_s": round(crops / seconds, 2) if seconds else None,
+        "best_val_dice": max(val) if val else None,
+    }
+
+
+def _strip_header(text: str) -> str:
+    """The written config without its dated header, so re-planning the same data keys alike."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("# "))
+
+
+class Job:
+    """One (dataset, method, seed) run of the panel."""
+
+    def __init__(self, panel_set: PanelSet, method: str, seed: int, budget: float, work: Path, out: Path) -> None:
+        self.set, self.method, self.seed, self.budget = panel_set, method, seed, budget
+        tag = method.replace(":", "-")
+        self.dir = work / panel_set.name / tag / f"seed{seed}"
+        self.result_path = out / "runs" / panel_set.name / tag / f"seed{seed}.json"
+        self.log = self.dir / "log.txt"
+
+    def applies(self) -> bool:
+        return self.method != "hand_tuned" or self.set.hand_tuned is not None
+
+    def stored(self, key: str) -> dict[str, Any] | None:
+        if not self.result_path.exists():
+            return None
+        result = json.loads(self.result_path.read_text())
+        return result if result.get("key") == key else None
+
+    # -- the methods --------------------------------------------------------------------------
+    def _plan(self) -> tuple[Path, str]:
+        config = self.dir / "planned.yaml"
+        _cli(
+            [
+                "init",
+                str(self.set.train),
+                "--out",
+                str(config),
+                "--budget",
+                f"{self.budget:g}",
+                "--name",
+                f"{self.set.name}_planned",
+                "--output-dir",
+                str(self.dir / "run"),
+                "--overwrite",
+            ],
+            self.log,
+        )
+        return config, config.read_text()
+
+    def _overrides(self) -> list[str]:
+        overrides = [f"seed={self.seed}"]
+        if self.method.startswith("planned:"):
+            overrides += SCREENS[self.method.split(":", 1)[1]]
+        if self.method == "hand_tuned":
+            overrides += [f"train.max_time_s={self.budget:g}"]
+        return overrides
+
+    def key(self) -> tuple[str, dict[str, Any]]:
+        """The key a stored result must carry to be reused, and what it was made from."""
+        base: dict[str, Any] = {"dataset": self.set.name, "seed": self.seed, "budget": self.budget}
+        if self.method in PEERS:
+            base.update(peer=self.method, version=PEER_VERSION, resize=self.set.photographs)
+            return _digest(base), {"peer": self.method}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log.write_text("")
+        if self.method == "hand_tuned":
+            assert self.set.hand_tuned is not None
+            text = (ROOT / self.set.hand_tuned).read_text()
+            config = ROOT / self.set.hand_tuned
+        else:
+            config, text = self._plan()
+        base.update(config=_strip_header(text), overrides=self._overrides())
+        return _digest(base), {"config_path": str(config), "config": text, "overrides": self._overrides()}
+
+    def _train_unetseg(self, config: Path) -> dict[str, Any]:
+        run_dir = self.dir / "run"
+        sets = [arg for item in self._overrides() for arg in ("--set", item)]
+        start = time.perf_counter()
+        _cli(["train", "--config", str(config), "--out", str(run_dir), "--yes", *sets], self.log)
+        numbers = {"process_s": round(time.perf_counter() - start, 1), **_training_numbers(run_dir)}
+        final_only = self.method == "hand_tuned" and self.set.name == "isbi"  # its validation = the test slices
+        checkpoint = run_dir / "checkpoints" / ("last.pt" if final_only else "best.pt")
+        numbers["checkpoint"] = checkpoint.name
+        start = time.perf_counter()
+        _cli(
+            [
+                "predict",
+                str(self.set.test_images),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(self.dir / "pred"),
+                "--overwrite",
+            ],
+            self.log,
+        )
+        numbers["predict_s"] = round(time.perf_counter() - start, 1)
+        return numbers
+
+    def _train_peer(self) -> dict[str, Any]:
+        numbers = self.dir / "peer.json"
+        command = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "panel_peers.py"),
+            "--arch",
+            self.method,
+            "--train",
+            str(self.set.train),
+            "--test",
+            str(self.set.test_images),
+            "--out",
+            str(self.dir / "pred"),
+            "--seed",
+            str(self.seed),
+            "--budget",
+            f"{self.budget:g}",
+            "--json",
+            str(numbers),
+        ]
+        command += ["--foreground-zero"] * self.set.foreground_zero + ["--resize"] * self.set.photographs
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log.write_text("")
+        _run(command, self.log)
+        return json.loads(numbers.read_text())
+
+    def run(self, reuse: bool = True) -> dict[str, Any]:
+        key, made_from = self.key()
+        stored = self.stored(key) if reuse else None
+        if stored is not None:
+            return stored
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        load = [round(v, 2) for v in os.getloadavg()]
+        numbers = self._train_peer() if self.method in PEERS else self._train_unetseg(Path(made_from["config_path"]))
+        result = {
+            "key": key,
+            "dataset": self.set.name,
+            "method": self.method,
+            "seed": self.seed,
+            "budget_s": self.budget,
+            "started": started,
+            "load_average_start": load,
+            "load_average_end": [round(v, 2) for v in os.getloadavg()],
+            **numbers,
+            **score_folder(self.set, self.dir / "pred"),
+            **{k: v for k, v in made_from.items() if k != "config_path"},
+        }
+        self.result_path.parent.mkdir(parents=True, exist_ok=True)
+        self.result_path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+def collect(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every stored result under ``out/runs``: dataset -> method -> results by seed."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in sorted((out / "runs").glob("*/*/seed*.json")):
+        result = json.loads(path.read_text())
+        table.setdefault(result["dataset"], {}).setdefault(result["method"], []).append(result)
+    for methods in table.values():
+        for results in methods.values():
+            results.sort(key=lambda r: r["seed"])
+    return table
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def report(out: Path) -> dict[str, Any]:
+    """``panel.json`` (dataset -> method -> per-seed test Dice) and ``panel.md``."""
+    table = collect(out)
+    panel = {d: {m: [r["dice"] for r in rs] for m, rs in methods.items()} for d, methods in table.items()}
+    (out / "panel.json").write_text(json.dumps(panel, indent=2, sort_keys=True) + "\n")
+    lines = [
+        "# The planning panel",
+        "",
+        "Test Dice (mean of per-image Dice; CHASE inside the field of view; DSB x4 scored on the original",
+        "pixels) after the same wall-clock training budget on the same machine. Regenerate with",
+        "`python benchmarks/planning_panel.py --report-only`; the runs are in `runs/`.",
+        "",
+        "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | load avg at start |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(METHODS)}
+    for dataset in sorted(table):
+        methods = table[dataset]
+        for method in sorted(methods, key=lambda m: (order.get(m.split(":")[0], 9), m)):
+            rs = methods[method]
+            dices = [r["dice"] for r in rs]
+            lines.append(
+                f"| {dataset} | {method} | {','.join(str(r['seed']) for r in rs)} | {_mean(dices):.4f} | "
+                f"{' / '.join(f'{d:.4f}' for d in dices)} | {min(r['worst'] for r in rs):.3f} | "
+                f"{_mean([r['train_s'] for r in rs]):.0f} | {_mean([r['crops'] for r in rs]):.0f} | "
+                f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {rs[0]['load_average_start'][0]} |"
+            )
+    lines += ["", "## Configs", ""]
+    for dataset in sorted(table):
+        for method, rs in sorted(table[dataset].items()):
+            if "config" in rs[0]:
+                overrides = " ".join(f"--set {o}" for o in rs[0]["overrides"])
+                lines += [
+                    f"<details><summary>{dataset} / {method} ({overrides})</summary>",
+                    "",
+                    "```yaml",
+                    rs[0]["config"].rstrip(),
+                    "```",
+                    "</details>",
+                    "",
+                ]
+    (out / "panel.md").write_text("\n".join(lines) + "\n")
+    return panel
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--panel", type=Path, default=ROOT.parent / "shared" / "panel", help="CHASE_DB1 and MoNuSeg")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "unetseg-panel", help="runs, made data")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning_panel")
+    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS} and planned:<screen>")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds of training per run")
+    parser.add_argument("--order", choices=("seed", "dataset"), default="seed", help="run all of seed 0 first, or")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        report(args.out)
+        return
+    sets = panel_sets(args.panel, args.work / "data")
+    names = [n for n in args.datasets.split(",") if n]
+    methods = [m for m in args.methods.split(",") if m]
+    for method in methods:
+        if method not in METHODS and not (method.startswith("planned:") and method.split(":", 1)[1] in SCREENS):
+            parser.error(f"unknown method {method!r}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [
+        Job(sets[d], m, s, args.budget, args.work / "runs", args.out) for s in seeds for d in names for m in methods
+    ]
+    if args.order == "dataset":
+        jobs.sort(key=lambda j: (names.index(j.set.name), j.seed))
+    for job in jobs:
+        if not job.applies():
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {job.set.name} {job.method} seed {job.seed}", flush=True)
+        try:
+            result = job.run()
+        except (RuntimeError, FileNotFoundError) as err:
+            print(f"  failed: {err}", flush=True)
+            continue
+        print(f"  Dice {result['dice']:.4f} (worst {result['worst']:.3f}), {result['crops']} crops", flush=True)
+        report(args.out)
+
+
+if __name__ == "__main__":
+    main()
