@@ -127,7 +127,7 @@ def train(model: torch.nn.Module, pairs: list, budget: float, seed: int, resize:
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     loss_fn = DiceCELoss(sigmoid=True)
     model.train()
-    start, steps = time.perf_counter(), 0
+    start, cpu, steps = time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - start < budget:
         x, y = batch(pairs, rng, resize)
         optimizer.zero_grad()
@@ -136,7 +136,9 @@ def train(model: torch.nn.Module, pairs: list, budget: float, seed: int, resize:
         optimizer.step()
         steps += 1
     seconds = time.perf_counter() - start
+    share = (time.process_time() - cpu) / (seconds * torch.get_num_threads())
     return {
+        "cpu_share": round(share, 3),
         "train_s": round(seconds, 1),
         "steps": steps,
         "crops": steps * BATCH,

@@ -30,6 +30,7 @@ import csv
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -45,9 +46,11 @@ METHODS = ("planned", *PEERS, "hand_tuned")
 SCREENS: dict[str, list[str]] = {
     "scale1": ["data.scale=1.0"],
     "nophoto": ["augment.hue_saturation=0.0", "augment.gamma=0.0", "augment.stain=0.0"],
-    "stem4": ["model.stem_stride=4"],
-    "stem1": ["model.stem_stride=1"],
+    # lines: the full-resolution network of configs/nuclei_cpu.yaml instead of the 1/4-resolution stem
+    "fullres": ["model.stem_stride=1", "model.base_width=8", "model.depth=6", "model.deep_supervision=0"],
 }
+DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
+THREADS = 2  # what the planned configs (this machine's cores) and the peers train with
 PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
 
 
@@ -66,6 +69,11 @@ def _run(command: list[str], log: Path) -> None:
 
 def _cli(args: list[str], log: Path) -> None:
     _run([sys.executable, "-m", "unetseg", *args], log)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _training_numbers(run_dir: Path) -> dict[str, Any]:
@@ -156,9 +164,14 @@ class Job:
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
         run_dir = self.dir / "run"
         sets = [arg for item in self._overrides() for arg in ("--set", item)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         _cli(["train", "--config", str(config), "--out", str(run_dir), "--yes", *sets], self.log)
-        numbers = {"process_s": round(time.perf_counter() - start, 1), **_training_numbers(run_dir)}
+        wall = time.perf_counter() - start
+        numbers = {
+            "process_s": round(wall, 1),
+            "cpu_share": round((_children_cpu() - cpu) / (wall * THREADS), 3),
+            **_training_numbers(run_dir),
+        }
         final_only = self.method == "hand_tuned" and self.set.name == "isbi"  # its validation = the test slices
         checkpoint = run_dir / "checkpoints" / ("last.pt" if final_only else "best.pt")
         numbers["checkpoint"] = checkpoint.name
@@ -176,6 +189,24 @@ class Job:
             self.log,
         )
         numbers["predict_s"] = round(time.perf_counter() - start, 1)
+        chosen = run_dir / "postprocessing.json"
+        if chosen.exists() and any(json.loads(chosen.read_text())["chosen"].values()):
+            raw = self.dir / "pred_raw"
+            _cli(
+                [
+                    "predict",
+                    str(self.set.test_images),
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--out",
+                    str(raw),
+                    "--overwrite",
+                    "--no-postprocess",
+                ],
+                self.log,
+            )
+            numbers["postprocess"] = json.loads(chosen.read_text())
+            numbers["dice_without_postprocess"] = score_folder(self.set, raw)["dice"]
         return numbers
 
     def _train_peer(self) -> dict[str, Any]:
@@ -246,6 +277,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _share(results: list[dict[str, Any]]) -> str:
+    """The lowest CPU share of the runs, starred when other load slowed one down."""
+    shares = [r["cpu_share"] for r in results if r.get("cpu_share") is not None]
+    if not shares:
+        return "-"
+    return f"{min(shares):.2f}" + (" *" if min(shares) < DISTURBED else "")
+
+
 def report(out: Path) -> dict[str, Any]:
     """``panel.json`` (dataset -> method -> per-seed test Dice) and ``panel.md``."""
     table = collect(out)
@@ -256,9 +295,11 @@ def report(out: Path) -> dict[str, Any]:
         "",
         "Test Dice (mean of per-image Dice; CHASE inside the field of view; DSB x4 scored on the original",
         "pixels) after the same wall-clock training budget on the same machine. Regenerate with",
-        "`python benchmarks/planning_panel.py --report-only`; the runs are in `runs/`.",
+        "`python benchmarks/planning_panel.py --report-only`; the runs are in `runs/`. CPU share: the training",
+        f"process's CPU time over its wall time x {THREADS} threads (lowest of the seeds); * below {DISTURBED}: other",
+        "load slowed the run, which is rerun before it counts.",
         "",
-        "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | load avg at start |",
+        "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | CPU share |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
@@ -271,7 +312,7 @@ def report(out: Path) -> dict[str, Any]:
                 f"| {dataset} | {method} | {','.join(str(r['seed']) for r in rs)} | {_mean(dices):.4f} | "
                 f"{' / '.join(f'{d:.4f}' for d in dices)} | {min(r['worst'] for r in rs):.3f} | "
                 f"{_mean([r['train_s'] for r in rs]):.0f} | {_mean([r['crops'] for r in rs]):.0f} | "
-                f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {rs[0]['load_average_start'][0]} |"
+                f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {_share(rs)} |"
             )
     lines += ["", "## Configs", ""]
     for dataset in sorted(table):

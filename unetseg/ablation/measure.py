@@ -56,7 +56,7 @@ def analyse_run(
     predicted masks written to ``pred_dir``."""
     dev = select_device(device)
     model, cfg, state = load_model(checkpoint, dev)
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
+    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, scale=cfg.data.scale)
     dataset = validation_set(cfg)
     result = measure(predictor, dataset, cfg.eval.regions, report.tolerances, report.distance_bins, pred_dir)
     return {

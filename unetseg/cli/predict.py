@@ -24,7 +24,8 @@ INFERENCE_MODES = field_choices(InferenceConfig, "mode")
 TTA = field_choices(InferenceConfig, "tta")
 
 
-INFERENCE_KEYS = ("mode", "tta", "roi_size", "overlap", "threshold", "device")
+CONFIG_KEYS = ("mode", "tta", "roi_size", "overlap", "threshold")  # options that override inference.*
+INFERENCE_KEYS = (*CONFIG_KEYS, "device", "no_postprocess")
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ class InferenceChoice:
     overlap: float | None
     threshold: float | None
     device: str
+    no_postprocess: bool = False
 
     def changes(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in INFERENCE_KEYS if k != "device" and getattr(self, k) is not None}
+        changes: dict[str, object] = {k: getattr(self, k) for k in CONFIG_KEYS if getattr(self, k) is not None}
+        if self.no_postprocess:
+            from unetseg.config import PostprocessConfig
+
+            changes["postprocess"] = PostprocessConfig()
+        return changes
 
 
 def _predictor(checkpoint: Path, choice: InferenceChoice) -> tuple[Predictor, Config]:
@@ -50,7 +57,7 @@ def _predictor(checkpoint: Path, choice: InferenceChoice) -> tuple[Predictor, Co
     dev = run_command(select_device, choice.device)
     model, cfg, _ = run_command(load_model, checkpoint, dev)
     inference = cfg.inference.model_copy(update=choice.changes())
-    return Predictor(model, inference, cfg.data.num_classes, dev), cfg
+    return Predictor(model, inference, cfg.data.num_classes, dev, scale=cfg.data.scale), cfg
 
 
 def _newest_checkpoint(config_path: Path | None) -> Path:
@@ -104,6 +111,11 @@ def _inference_options(command: Callable[..., None], ensemble: bool = False) -> 
                 help="Foreground probability above which a pixel is foreground (binary models; default: config).",
             ),
             click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+            click.option(
+                "--no-postprocess",
+                is_flag=True,
+                help="Skip the post-processing training chose on the validation images (inference.postprocess).",
+            ),
         ]
     ):
         fn = option(fn)

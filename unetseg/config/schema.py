@@ -104,6 +104,14 @@ class DataConfig(Strict):
     )
     split: SplitConfig = SplitConfig()
     cache: bool = Field(True, description="keep decoded images in memory")
+    scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="working resolution: training images and masks are resized by this factor, and so is every "
+        "image predict, evaluate and validation see, whose prediction is resized back to the image's own size "
+        "(below 1 where objects are large: a crop then holds an object with its surroundings)",
+    )
 
     @field_validator("percentile")
     @classmethod
@@ -202,6 +210,22 @@ class AugmentConfig(Strict):
     )
     contrast_limit: float = Field(
         0.2, ge=0.0, description="largest contrast change (albumentations' RandomBrightnessContrast)"
+    )
+    hue_saturation: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="probability of a random hue, saturation and value shift (colour images: 3 channels)",
+    )
+    gamma: float = Field(
+        0.0, ge=0.0, le=1.0, description="probability of a random gamma in 0.8-1.2 (intensities in [0, 1])"
+    )
+    stain: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="probability of an H&E stain jitter (albumentations' HEStain: stain vectors and "
+        "intensities of a stained slide, 3 channels)",
     )
 
 
@@ -318,12 +342,33 @@ class TrainConfig(Strict):
         False,
         description="log per-level gradient norms and relative update sizes each epoch (grad_enc0, update_dec1, ...)",
     )
+    postprocess: Literal["off", "choose"] = Field(
+        "off",
+        description="choose: after training, try nnU-Net's post-processing steps (fill holes, keep the largest "
+        "component, drop small components) on the validation images and keep in best.pt those that raised Dice",
+    )
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
         if self.schedule_by == "time" and self.max_time_s is None:
             raise ValueError("schedule_by 'time' lays the schedule out over max_time_s: set train.max_time_s")
         return self
+
+
+class PostprocessConfig(Strict):
+    """nnU-Net's post-processing of predicted masks, per foreground class. ``unetseg train``
+    chooses it on the validation images when ``train.postprocess`` is ``choose``: each step is
+    kept only where it raised the validation Dice."""
+
+    fill_holes: bool = Field(False, description="fill holes inside each foreground class's components")
+    keep_largest: bool = Field(False, description="keep only the largest connected component of each class")
+    min_size: int = Field(
+        0, ge=0, description="remove components smaller than this many pixels (at the image's own size)"
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.fill_holes or self.keep_largest or self.min_size > 0
 
 
 class InferenceConfig(Strict):
@@ -338,6 +383,7 @@ class InferenceConfig(Strict):
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="how overlapping windows are blended")
     tta: Literal["none", "flips", "d4"] = Field("none", description="test-time augmentation (predict --tta)")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary tasks only")
+    postprocess: PostprocessConfig = PostprocessConfig()
 
 
 class EvalConfig(Strict):
@@ -368,3 +414,18 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_colour_augmentation(self) -> Config:
+        """Colour jitter needs colours, and gamma needs intensities in [0, 1]: a grey or z-scored
+        input would fail in the first step, or train on garbage."""
+        aug, data = self.augment, self.data
+        for key in ("hue_saturation", "stain"):
+            if getattr(aug, key) > 0 and data.channels != 3:
+                raise ValueError(f"augment.{key} shifts colours: it needs data.channels 3, got {data.channels}")
+        if aug.gamma > 0 and data.normalize not in ("dtype", "minmax", "window"):
+            raise ValueError(
+                f"augment.gamma needs intensities in [0, 1] (data.normalize dtype, minmax or window), "
+                f"got data.normalize {data.normalize!r}"
+            )
+        return self

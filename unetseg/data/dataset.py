@@ -12,6 +12,7 @@ from unetseg.config import DataConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, read_mask
+from unetseg.data.scaling import rescale_image, rescale_mask
 
 
 class SegmentationDataset(Dataset):
@@ -19,7 +20,9 @@ class SegmentationDataset(Dataset):
 
     With ``length`` larger than the number of pairs, indices wrap around, so an epoch can
     hold many random crops of few large images. Decoded arrays are cached when asked, which
-    makes the 30 ISBI slices a 30 MB in-memory dataset after the first epoch.
+    makes the 30 ISBI slices a 30 MB in-memory dataset after the first epoch. ``scale`` resizes
+    images and masks to the working resolution (``data.scale``) for training; sets that are
+    scored keep their own size, and the predictor shrinks them (:mod:`unetseg.data.scaling`).
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class SegmentationDataset(Dataset):
         transform: Callable[..., dict] | None = None,
         length: int | None = None,
         weights: Callable[[np.ndarray], np.ndarray] | None = None,
+        scale: float = 1.0,
     ) -> None:
         if not samples:
             raise DataError("the dataset is empty")
@@ -38,6 +42,7 @@ class SegmentationDataset(Dataset):
         self.length = length or len(samples)
         self.normalization = Normalization.of(data)
         self.weights = weights
+        self.scale = scale
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._weight_cache: dict[int, np.ndarray] = {}
 
@@ -58,6 +63,8 @@ class SegmentationDataset(Dataset):
                     f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
                     f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
                 )
+            mask = rescale_mask(mask, self.scale)
+        image = rescale_image(image, self.scale)
         if self.data.cache:
             self._cache[index] = (image, mask)
         return image, mask

@@ -14,7 +14,8 @@ from unetseg.config import AugmentConfig
 
 def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
     """Rotation and scaling, a random crop (padded by reflection when the image is smaller than
-    the crop), flips, 90-degree rotations, elastic deformation (U-Net paper), brightness/contrast.
+    the crop), flips, 90-degree rotations, elastic deformation (U-Net paper), brightness/contrast,
+    then the colour steps of photographs and stained slides.
 
     The crop comes after the affine step and before the rest, so the costly steps that follow
     it see only the crop's pixels.
@@ -52,5 +53,22 @@ def build_train_transform(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
         )
     if cfg.brightness_contrast > 0:
         steps.append(A.RandomBrightnessContrast(cfg.brightness_limit, cfg.contrast_limit, p=cfg.brightness_contrast))
+    steps += _photometric(cfg)
     # 'weight': the per-pixel loss weights, moved with the mask (nearest-neighbour) when present.
     return A.Compose(steps, seed=seed, additional_targets={"weight": "mask"})
+
+
+def _photometric(cfg: AugmentConfig) -> list[A.BasicTransform]:
+    """Hue/saturation, gamma and H&E stain jitter: what changes between two cameras, two
+    illuminations or two staining batches of the same tissue. After the crop: HEStain costs
+    about 11 ms per 256 x 256 crop and would cost 16x that on a 1000 x 1000 image."""
+    steps: list[A.BasicTransform] = []
+    if cfg.hue_saturation > 0:
+        steps.append(
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=10, p=cfg.hue_saturation)
+        )
+    if cfg.gamma > 0:
+        steps.append(A.RandomGamma(gamma_limit=(80, 120), p=cfg.gamma))
+    if cfg.stain > 0:
+        steps.append(A.HEStain(method="random_preset", p=cfg.stain))
+    return steps

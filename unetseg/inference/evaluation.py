@@ -59,7 +59,7 @@ def score_images(
         if perturb is not None:
             changed = perturb(index, image.numpy().transpose(1, 2, 0))
             image = torch.from_numpy(np.ascontiguousarray(changed.transpose(2, 0, 1)))
-        pred, target = predictor.classes(predictor.probabilities(image)), item["mask"].numpy()
+        pred, target = predictor.postprocess(predictor.classes(predictor.probabilities(image))), item["mask"].numpy()
         scores: dict[str, float] = {}
         for scorer in scorers:
             scores.update(scorer(pred, target))

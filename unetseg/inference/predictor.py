@@ -23,8 +23,10 @@ from unetseg.config import DataConfig, InferenceConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
+from unetseg.data.scaling import restore_size, shrink_input
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.inference.overlay import contour_overlay, display_image, error_overlay, write_overlay
+from unetseg.inference.postprocess import apply_postprocess
 from unetseg.inference.tiling import Tiling, predict_plane
 from unetseg.models.checkpoint import CheckpointError
 from unetseg.runtime import autocast
@@ -61,7 +63,9 @@ class Predictor:
     """Class probabilities for whole images of any size.
 
     ``probabilities`` returns ``(num_classes, H, W)``: for a binary model (one logit) the two
-    channels are ``1 - p`` and ``p``, so callers never special-case the task type.
+    channels are ``1 - p`` and ``p``, so callers never special-case the task type. With a
+    working ``scale`` below 1 (``data.scale``) the image is shrunk first and the probabilities
+    come back at the image's own size.
     """
 
     model: nn.Module
@@ -70,6 +74,7 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: torch.dtype | None = None
     channels_last: bool = False
+    scale: float = 1.0
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -102,16 +107,20 @@ class Predictor:
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """``image``: (C, H, W) float tensor -> (num_classes, H, W) probabilities on the CPU."""
         self.model.eval()
-        x = image[None].to(self.device)
+        x = shrink_input(image.cpu(), self.scale)[None].to(self.device)
         views = tta_transforms(self.cfg.tta)
         total = sum(inverse(self._one_view(forward(x))) for forward, inverse in views)
-        return (total / len(views))[0].cpu()
+        return restore_size(total / len(views), tuple(image.shape[-2:]))[0].cpu()
 
     def classes(self, probs: torch.Tensor) -> np.ndarray:
         """Class index per pixel: threshold for binary tasks, argmax otherwise."""
         if self.num_classes == 2:
             return (probs[1] > self.cfg.threshold).numpy().astype(np.int64)
         return probs.argmax(0).numpy().astype(np.int64)
+
+    def postprocess(self, classes: np.ndarray) -> np.ndarray:
+        """The whole image's classes after ``inference.postprocess`` (chosen in training)."""
+        return apply_postprocess(classes, self.cfg.postprocess)
 
 
 @dataclass
@@ -136,6 +145,9 @@ class Ensemble:
 
     def classes(self, probs: torch.Tensor) -> np.ndarray:
         return self.members[0].classes(probs)
+
+    def postprocess(self, classes: np.ndarray) -> np.ndarray:
+        return self.members[0].postprocess(classes)
 
 
 # What a model's input and classes mean: models, or a model and a dataset, that differ in

@@ -39,6 +39,8 @@ class ProbabilityModel(Protocol):
 
     def classes(self, probs: torch.Tensor) -> np.ndarray: ...
 
+    def postprocess(self, classes: np.ndarray) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class Tiling:
@@ -96,7 +98,7 @@ def predict_plane(
     num_classes = predictor.num_classes
     if not tiling.needed(height, width):
         probs = predictor.probabilities(_as_tensor(image))
-        return predictor.classes(probs), foreground(probs, num_classes) if with_probs else None
+        return predictor.postprocess(predictor.classes(probs)), foreground(probs, num_classes) if with_probs else None
     classes = np.empty((height, width), np.uint8 if num_classes <= 256 else np.uint16)
     stitched = None
     if with_probs:
@@ -112,4 +114,4 @@ def predict_plane(
         classes[rows, cols] = predictor.classes(core)
         if stitched is not None:
             stitched[..., rows, cols] = foreground(core, num_classes)
-    return classes, stitched
+    return predictor.postprocess(classes), stitched  # on the whole image: components cross tiles

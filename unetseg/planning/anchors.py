@@ -25,6 +25,7 @@ class Recipe:
     lr: float
     train: dict[str, Any] = field(default_factory=dict)  # further train.* values of the anchor
     augment: dict[str, Any] = field(default_factory=dict)
+    extent: float | None = None  # the fingerprint's object extent (px) on the anchor's own training images
 
 
 THIN = Recipe(
@@ -57,6 +58,7 @@ BLOBS = Recipe(
     steps_per_epoch=30,
     batch_size=4,
     lr=0.002,
+    extent=18.0,  # `unetseg init data/dsb2018_nuclei/train`: "blobs (width 11 px, parts of 18 px)"
 )
 
 # configs/nuclei.yaml, the GPU config for the same blobs: wider, one level fewer.

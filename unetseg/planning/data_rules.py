@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unetseg.planning.anchors import BLOBS
 from unetseg.planning.fingerprint import Fingerprint
 from unetseg.planning.plan import Plan
 from unetseg.planning.shapes import ShapeSummary
@@ -19,6 +20,8 @@ ANISOTROPY = 2.0  # a voxel axis this much coarser than the others is the slice 
 CACHE_SHARE = 0.25  # cache decoded images while they take at most this share of the memory
 SMALL_SET = 50  # below this many images, validation holds about VAL_IMAGES of them
 VAL_IMAGES = 5
+LARGE_OBJECTS = 2.0  # blobs this many times the blob recipe's extent are shrunk back to it
+CROP = 256  # the crop both recipes train on; an image is never shrunk below one crop
 
 
 @dataclass(frozen=True)
@@ -257,4 +260,41 @@ def plan_data(plan: Plan, fp: Fingerprint, memory_gb: float) -> Structure:
     _slice_axis(plan, fp)
     _split(plan, fp)
     _cache(plan, fp, memory_gb)
+    _scale(plan, fp, structure)
     return structure
+
+
+def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
+    """The working resolution: objects brought to the size the blob recipe was measured at
+    when they are much larger, so a crop holds them with their surroundings (nnU-Net plans a
+    target spacing; a photograph has none, so the object's own size stands in for it)."""
+    shape = structure.shape
+    if structure.kind != "blobs" or shape is None or BLOBS.extent is None:
+        what = "thin walls" if structure.kind == "walls" else "thin lines" if structure.kind == "lines" else "no objects"
+        plan.set(
+            "data.scale", 1.0, f"full resolution: {what} of {shape.width:.0f} px would thin out or vanish if shrunk"
+            if shape is not None
+            else "full resolution: no labelled objects measured",
+        )
+        return
+    ratio = shape.extent / BLOBS.extent
+    if ratio < LARGE_OBJECTS:
+        plan.set(
+            "data.scale",
+            1.0,
+            f"full resolution: objects of {shape.extent:.0f} px, within {LARGE_OBJECTS:g}x of the {BLOBS.extent:.0f} px "
+            f"the blob recipe was measured at ({BLOBS.anchor})",
+        )
+        return
+    floor = min(1.0, CROP / fp.min_side)
+    scale = round(max(floor, BLOBS.extent / shape.extent), 3)
+    h, w = fp.median_size
+    plan.set(
+        "data.scale",
+        scale,
+        f"objects of {shape.extent:.0f} px are {ratio:.1f}x the {BLOBS.extent:.0f} px the blob recipe was measured at "
+        f"({BLOBS.anchor}): images are shrunk to {scale:g} (median {round(w * scale)}x{round(h * scale)}) so a crop "
+        "holds objects with their surroundings"
+        + (f", no smaller than one {CROP} crop on the smallest side ({fp.min_side} px)" if scale == floor else "")
+        + "; predictions are resized back to each image's own size",
+    )

@@ -20,22 +20,25 @@ BOTTLENECK_PX = 4  # the deepest level keeps at least 4 x 4 pixels of a crop (is
 MAX_BATCH = 32
 ROI = 512  # images up to 512 x 512 are predicted in one pass, larger ones in windows of this size
 MIN_WORKERS_CORES = 4
+COLOUR_JITTER = 0.5
+GAMMA = 0.3
 
 
 def recipe_for(structure: Structure) -> Recipe:
     return THIN if structure.kind in ("walls", "lines") else BLOBS
 
 
-def _crop(fp: Fingerprint) -> tuple[int, str]:
-    """The training crop (the largest power of two within the median image, at most the anchors'
-    256) and why."""
-    side = min(fp.median_size)
+def _crop(fp: Fingerprint, scale: float = 1.0) -> tuple[int, str]:
+    """The training crop (the largest power of two within the median image at the working
+    ``scale``, at most the anchors' 256) and why."""
+    h, w = (round(v * scale) for v in fp.median_size)
+    side = min(h, w)
     crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(side, 1)))))
-    h, w = fp.median_size
+    at = f" at scale {scale:g}" if scale != 1.0 else ""
     why = (
-        f"median image {w}x{h} (WxH), smallest side {fp.min_side}: random {crop}x{crop} crops"
+        f"median image {w}x{h} (WxH){at}, smallest side {round(fp.min_side * scale)}: random {crop}x{crop} crops"
         + (", the anchors' size" if crop == CROP else ", the largest power of two within the median image")
-        + ("; smaller images are padded by reflection" if fp.min_side < crop else "")
+        + ("; smaller images are padded by reflection" if fp.min_side * scale < crop else "")
     )
     return crop, why
 
@@ -101,7 +104,7 @@ def _kind_words(structure: Structure) -> str:
 
 
 def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
-    plan.set("augment.crop_size", *_crop(fp))
+    plan.set("augment.crop_size", *_crop(fp, plan.get("data.scale", 1.0)))
     if "affine" in recipe.augment:
         plan.set(
             "augment.affine",
@@ -123,6 +126,24 @@ def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
             f"the images share one brightness (means spread by "
             f"{100 * fp.mean_spread:.0f} % of the range): no intensity augmentation (isbi_cpu)",
         )
+    _colour(plan, fp)
+
+
+def _colour(plan: Plan, fp: Fingerprint) -> None:
+    """Colour jitter for colour photographs and stained slides: two cameras, two lamps or two
+    staining batches shift hue, saturation and gamma, and a model trained on one drifts on the
+    next. Grey images and modalities are left alone (brightness and contrast cover them)."""
+    colour = fp.colour > 0 and fp.channels == 3 and not fp.multichannel
+    if not colour:
+        return
+    plan.set(
+        "augment.hue_saturation",
+        COLOUR_JITTER,
+        f"{fp.colour} of {fp.measured} measured images are in colour: random hue, saturation and value shifts "
+        "on half the crops (camera, illumination and stain vary between acquisitions)",
+    )
+    if plan.get("data.normalize") == "dtype":
+        plan.set("augment.gamma", GAMMA, "random gamma 0.8-1.2 on a third of the crops (intensities are in [0, 1])")
 
 
 def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int, budget_s: float) -> None:
@@ -169,6 +190,13 @@ def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
     _device(plan, recipe, machine)
     plan.set("train.val_every", VAL_EVERY, "validate every 10 epochs, as both anchors")
     plan.set("train.monitor", "dice", "keep the checkpoint with the best validation Dice")
+    plan.set(
+        "train.postprocess",
+        "choose",
+        "after training, fill holes / keep the largest component / drop small components are tried on the "
+        "validation images and kept in best.pt only where they raise Dice (nnU-Net); predict --no-postprocess "
+        "skips them",
+    )
     plan.set(
         "train.max_time_s", budget_s, f"the time budget: {_duration(budget_s)} of training (unetseg init --budget)"
     )
@@ -227,7 +255,7 @@ def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> No
 def plan_training(plan: Plan, fp: Fingerprint, structure: Structure, machine: Machine, budget_s: float) -> None:
     """Fill the model, augment, train, inference and eval sections."""
     recipe = recipe_for(structure)
-    crop, _ = _crop(fp)
+    crop, _ = _crop(fp, plan.get("data.scale", 1.0))
     _model(plan, recipe, structure, machine, crop)
     _augment(plan, recipe, fp)
     _train(plan, recipe, structure, machine, crop, budget_s)

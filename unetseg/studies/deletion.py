@@ -46,7 +46,7 @@ def without_blocks(model: UNet, blocks: list[tuple[int, int]]) -> UNet:
 
 
 def mean_dice(model: nn.Module, cfg: Config, dataset: SegmentationDataset, meter: Meter = QUIET) -> float:
-    predictor = Predictor(model.eval(), cfg.inference, cfg.data.num_classes, torch.device("cpu"))
+    predictor = Predictor(model.eval(), cfg.inference, cfg.data.num_classes, torch.device("cpu"), scale=cfg.data.scale)
     mean, _ = score_images(predictor, dataset, [partial(overlap_metrics, num_classes=cfg.data.num_classes)])
     meter.advance()
     return mean["dice"]

@@ -152,7 +152,7 @@ def analyze_skips(
         raise ValueError(
             f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}"
         )
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev)
+    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, scale=cfg.data.scale)
     rows = knockout_study(predictor, cfg, meter)
     dataset = validation_set(cfg)
     cka = skip_cka(model, [dataset[i]["image"].to(dev) for i in range(len(dataset.samples))])

@@ -23,7 +23,7 @@ def build_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDatase
     border = train.loss.border_weight
     weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
     train_ds = SegmentationDataset(
-        train_pairs, data, build_train_transform(cfg.augment, cfg.seed), train.samples_per_epoch, weights
+        train_pairs, data, build_train_transform(cfg.augment, cfg.seed), train.samples_per_epoch, weights, data.scale
     )
     val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
     sizes: dict[tuple[int, ...], Path] = {}  # each image size, with the first image of that size

@@ -44,6 +44,7 @@ from unetseg.training.errors import TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
+from unetseg.training.postprocess_choice import choose_for_run
 from unetseg.training.probes import LevelProbe
 from unetseg.training.progress import RunProgress
 from unetseg.training.run_folder import RunFolder
@@ -101,7 +102,7 @@ class Trainer:
         self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
         predicting = self.average.module if self.average else self.model
         self.predictor = Predictor(
-            predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last
+            predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last, cfg.data.scale
         )
 
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -304,6 +305,8 @@ class Trainer:
                 logger.close()
         if self.val_ds is None and self.history:  # no validation: the last epoch is the best we know
             self._save(self.best_path, self.history[-1]["epoch"])
+        if cfg.train.postprocess == "choose" and self.val_ds is not None and self.dist.main and self.best_path.exists():
+            choose_for_run(self.best_path, self.predictor, self.val_ds, self.log)
         self.dist.barrier()  # the others wait for rank 0's last writes
         return {
             "output_dir": str(self.out_dir),
