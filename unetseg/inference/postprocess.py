@@ -88,7 +88,7 @@ def _candidates(targets: list[np.ndarray]) -> list[tuple[str, dict[str, Any]]]:
     steps.append(("keep the largest component", {"keep_largest": True}))
     if areas:
         median = float(np.median(areas))
-        sizes = sorted({max(2, int(round(f * median))) for f in SIZE_FRACTIONS})
+        sizes = sorted({max(2, round(f * median)) for f in SIZE_FRACTIONS})
         steps += [(f"drop components under {s} px", {"min_size": s}) for s in sizes]
     return steps
 
@@ -99,9 +99,7 @@ def choose_postprocess(
     """The steps that raise the mean Dice of ``predictions`` against ``targets`` (validation)."""
 
     def score(cfg: PostprocessConfig) -> float:
-        return float(
-            np.mean([_dice(apply_postprocess(p, cfg), t, num_classes) for p, t in zip(predictions, targets)])
-        )
+        return float(np.mean([_dice(apply_postprocess(p, cfg), t, num_classes) for p, t in zip(predictions, targets)]))
 
     current = PostprocessConfig()
     best = baseline = score(current)

@@ -270,9 +270,13 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
     target spacing; a photograph has none, so the object's own size stands in for it)."""
     shape = structure.shape
     if structure.kind != "blobs" or shape is None or BLOBS.extent is None:
-        what = "thin walls" if structure.kind == "walls" else "thin lines" if structure.kind == "lines" else "no objects"
+        what = (
+            "thin walls" if structure.kind == "walls" else "thin lines" if structure.kind == "lines" else "no objects"
+        )
         plan.set(
-            "data.scale", 1.0, f"full resolution: {what} of {shape.width:.0f} px would thin out or vanish if shrunk"
+            "data.scale",
+            1.0,
+            f"full resolution: {what} of {shape.width:.0f} px would thin out or vanish if shrunk"
             if shape is not None
             else "full resolution: no labelled objects measured",
         )

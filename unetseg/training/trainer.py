@@ -102,7 +102,13 @@ class Trainer:
         self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
         predicting = self.average.module if self.average else self.model
         self.predictor = Predictor(
-            predicting, cfg.inference, cfg.data.num_classes, self.device, self.amp, cfg.train.channels_last, cfg.data.scale
+            predicting,
+            cfg.inference,
+            cfg.data.num_classes,
+            self.device,
+            self.amp,
+            cfg.train.channels_last,
+            cfg.data.scale,
         )
 
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
