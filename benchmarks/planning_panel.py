@@ -50,7 +50,7 @@ SCREENS: dict[str, list[str]] = {
     "fullres": ["model.stem_stride=1", "model.base_width=8", "model.depth=6", "model.deep_supervision=0"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
-THREADS = 2  # what the planned configs (this machine's cores) and the peers train with
+REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
 PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
 
 
@@ -58,17 +58,17 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _run(command: list[str], log: Path) -> None:
+def _run(command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{command[2] if len(command) > 2 else command[0]} failed; see {log}")
 
 
-def _cli(args: list[str], log: Path) -> None:
-    _run([sys.executable, "-m", "unetseg", *args], log)
+def _cli(args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    _run([sys.executable, "-m", "unetseg", *args], log, env)
 
 
 def _children_cpu() -> float:
@@ -99,8 +99,22 @@ def _strip_header(text: str) -> str:
 class Job:
     """One (dataset, method, seed) run of the panel."""
 
-    def __init__(self, panel_set: PanelSet, method: str, seed: int, budget: float, work: Path, out: Path) -> None:
+    def __init__(
+        self,
+        panel_set: PanelSet,
+        method: str,
+        seed: int,
+        budget: float,
+        work: Path,
+        out: Path,
+        threads: int,
+        clock: str,
+    ) -> None:
         self.set, self.method, self.seed, self.budget = panel_set, method, seed, budget
+        self.threads, self.clock = threads, clock
+        # The run's own budget: on the CPU clock, the CPU seconds of `budget` on REFERENCE_CORES, per thread.
+        self.run_budget = budget * REFERENCE_CORES / threads if clock == "cpu" else budget
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         tag = method.replace(":", "-")
         self.dir = work / panel_set.name / tag / f"seed{seed}"
         self.result_path = out / "runs" / panel_set.name / tag / f"seed{seed}.json"
@@ -133,22 +147,33 @@ class Job:
                 "--overwrite",
             ],
             self.log,
+            self.env,
         )
         return config, config.read_text()
 
     def _overrides(self) -> list[str]:
-        overrides = [f"seed={self.seed}"]
+        overrides = [
+            f"seed={self.seed}",
+            f"train.threads={self.threads}",
+            f"train.budget_clock={self.clock}",
+            f"train.max_time_s={self.run_budget:g}",
+        ]
         if self.method.startswith("planned:"):
             overrides += SCREENS[self.method.split(":", 1)[1]]
-        if self.method == "hand_tuned":
-            overrides += [f"train.max_time_s={self.budget:g}"]
         return overrides
 
     def key(self) -> tuple[str, dict[str, Any]]:
         """The key a stored result must carry to be reused, and what it was made from."""
         base: dict[str, Any] = {"dataset": self.set.name, "seed": self.seed, "budget": self.budget}
         if self.method in PEERS:
-            base.update(peer=self.method, version=PEER_VERSION, resize=self.set.photographs)
+            base.update(
+                peer=self.method,
+                version=PEER_VERSION,
+                resize=self.set.photographs,
+                threads=self.threads,
+                clock=self.clock,
+                run_budget=self.run_budget,
+            )
             return _digest(base), {"peer": self.method}
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
@@ -165,11 +190,11 @@ class Job:
         run_dir = self.dir / "run"
         sets = [arg for item in self._overrides() for arg in ("--set", item)]
         start, cpu = time.perf_counter(), _children_cpu()
-        _cli(["train", "--config", str(config), "--out", str(run_dir), "--yes", *sets], self.log)
+        _cli(["train", "--config", str(config), "--out", str(run_dir), "--yes", *sets], self.log, self.env)
         wall = time.perf_counter() - start
         numbers = {
             "process_s": round(wall, 1),
-            "cpu_share": round((_children_cpu() - cpu) / (wall * THREADS), 3),
+            "cpu_share": round((_children_cpu() - cpu) / (wall * self.threads), 3),
             **_training_numbers(run_dir),
         }
         final_only = self.method == "hand_tuned" and self.set.name == "isbi"  # its validation = the test slices
@@ -187,6 +212,7 @@ class Job:
                 "--overwrite",
             ],
             self.log,
+            self.env,
         )
         numbers["predict_s"] = round(time.perf_counter() - start, 1)
         chosen = run_dir / "postprocessing.json"
@@ -204,6 +230,7 @@ class Job:
                     "--no-postprocess",
                 ],
                 self.log,
+                self.env,
             )
             numbers["postprocess"] = json.loads(chosen.read_text())
             numbers["dice_without_postprocess"] = score_folder(self.set, raw)["dice"]
@@ -225,14 +252,18 @@ class Job:
             "--seed",
             str(self.seed),
             "--budget",
-            f"{self.budget:g}",
+            f"{self.run_budget:g}",
+            "--threads",
+            str(self.threads),
+            "--clock",
+            self.clock,
             "--json",
             str(numbers),
         ]
         command += ["--foreground-zero"] * self.set.foreground_zero + ["--resize"] * self.set.photographs
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
-        _run(command, self.log)
+        _run(command, self.log, self.env)
         return json.loads(numbers.read_text())
 
     def run(self, reuse: bool = True) -> dict[str, Any]:
@@ -249,6 +280,9 @@ class Job:
             "method": self.method,
             "seed": self.seed,
             "budget_s": self.budget,
+            "threads": self.threads,
+            "clock": self.clock,
+            "run_budget_s": self.run_budget,
             "started": started,
             "load_average_start": load,
             "load_average_end": [round(v, 2) for v in os.getloadavg()],
@@ -294,10 +328,11 @@ def report(out: Path) -> dict[str, Any]:
         "# The planning panel",
         "",
         "Test Dice (mean of per-image Dice; CHASE inside the field of view; DSB x4 scored on the original",
-        "pixels) after the same wall-clock training budget on the same machine. Regenerate with",
-        "`python benchmarks/planning_panel.py --report-only`; the runs are in `runs/`. CPU share: the training",
-        f"process's CPU time over its wall time x {THREADS} threads (lowest of the seeds); * below {DISTURBED}: other",
-        "load slowed the run, which is rerun before it counts.",
+        "pixels). Every run gets the same training budget on the same machine: by default one thread and",
+        f"the CPU time of `--budget` seconds on {REFERENCE_CORES} cores (train.budget_clock: cpu), so other load",
+        "cannot eat into it. Regenerate with `python benchmarks/planning_panel.py --report-only`; the runs are in",
+        "`runs/`. CPU share: the training process's CPU time over its wall time x its threads (lowest of the",
+        f"seeds); * below {DISTURBED}: other load slowed a wall-clock run, which is rerun before it counts.",
         "",
         "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | CPU share |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -340,7 +375,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS} and planned:<screen>")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds of training per run")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds of training on a 2-core machine")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run (run two lanes on 2 cores)")
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="cpu: the budget in CPU time, immune to other load"
+    )
     parser.add_argument("--order", choices=("seed", "dataset"), default="seed", help="run all of seed 0 first, or")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
@@ -355,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown method {method!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [
-        Job(sets[d], m, s, args.budget, args.work / "runs", args.out) for s in seeds for d in names for m in methods
+        Job(sets[d], m, s, args.budget, args.work / "runs", args.out, args.threads, args.clock)
+        for s in seeds
+        for d in names
+        for m in methods
     ]
     if args.order == "dataset":
         jobs.sort(key=lambda j: (names.index(j.set.name), j.seed))

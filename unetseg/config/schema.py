@@ -336,6 +336,11 @@ class TrainConfig(Strict):
         "dice", description="validation metric that picks best.pt (and drives the plateau scheduler)"
     )
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall-clock budget")
+    budget_clock: Literal["wall", "cpu"] = Field(
+        "wall",
+        description="what max_time_s (and schedule_by: time) counts: wall-clock seconds, or the process's CPU "
+        "seconds divided by train.threads, a budget that other load on a shared machine cannot eat into",
+    )
     deterministic: bool = Field(False, description="deterministic algorithms, no cuDNN autotuning")
     progress: bool = Field(True, description="show a progress bar")
     level_stats: bool = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,21 +24,34 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
+def budget_now(cfg: TrainConfig) -> Callable[[], float]:
+    """The clock ``max_time_s`` is counted on: wall-clock seconds, or (``budget_clock: cpu``)
+    the process's CPU seconds per thread. On a 2-core machine any other load slows a 2-thread
+    torch run several-fold (its OpenMP threads wait for each other at every barrier), so two
+    runs compared on wall-clock budgets compare the load as much as the runs; CPU time of a
+    one-thread run is what it computed, whatever else ran."""
+    if cfg.budget_clock == "wall":
+        return time.perf_counter
+    threads = cfg.threads or torch.get_num_threads()
+    return lambda: time.process_time() / threads
+
+
 class BudgetClock:
-    """The fraction of a wall-clock budget spent so far, for a schedule laid out in time.
+    """The fraction of a time budget spent so far, for a schedule laid out in time.
 
     ``start(spent_s)`` sets the origin (a resumed run passes what it had already spent).
     """
 
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float, now: Callable[[], float] = time.perf_counter) -> None:
         self.budget_s = budget_s
-        self.origin = time.perf_counter()
+        self.now = now
+        self.origin = now()
 
     def start(self, spent_s: float = 0.0) -> None:
-        self.origin = time.perf_counter() - spent_s
+        self.origin = self.now() - spent_s
 
     def fraction(self) -> float:
-        return min(1.0, (time.perf_counter() - self.origin) / self.budget_s)
+        return min(1.0, (self.now() - self.origin) / self.budget_s)
 
 
 def build_scheduler(

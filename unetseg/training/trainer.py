@@ -43,7 +43,7 @@ from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.errors import TrainingError
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
-from unetseg.training.optim import BudgetClock, build_optimizer, build_scheduler
+from unetseg.training.optim import BudgetClock, budget_now, build_optimizer, build_scheduler
 from unetseg.training.postprocess_choice import choose_for_run
 from unetseg.training.probes import LevelProbe
 from unetseg.training.progress import RunProgress
@@ -96,7 +96,8 @@ class Trainer:
             self.loss_fn = deep_supervision_loss(self.loss_fn, 1 + aux_heads)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
-        self.clock = BudgetClock(cfg.train.max_time_s) if cfg.train.max_time_s else None
+        self.now = budget_now(cfg.train)  # what max_time_s counts: wall clock or CPU time per thread
+        self.clock = BudgetClock(cfg.train.max_time_s, self.now) if cfg.train.max_time_s else None
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch, self.clock)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
@@ -246,7 +247,7 @@ class Trainer:
             bar.set_postfix(loss=f"{total / seen:.4f}")
             if self.progress.step():
                 self._announce_estimate(bar, epoch)
-            if deadline is not None and self.dist.any(time.perf_counter() >= deadline):
+            if deadline is not None and self.dist.any(self.now() >= deadline):
                 stopped = True
                 break
         elapsed = time.perf_counter() - start
@@ -293,7 +294,7 @@ class Trainer:
         start_epoch, spent = self._start()
         logger = MetricsLogger(self.out_dir, log=self.log) if self.dist.main else None
         clock = time.perf_counter()
-        deadline = clock + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
+        deadline = self.now() + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
         self.progress = RunProgress(cfg.train.epochs, start_epoch, self.steps_per_epoch, cfg.train.max_time_s, spent)
         if self.clock is not None:
             self.clock.start(spent)
