@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from panel_data import ROOT, PanelSet, panel_sets, score_folder
 
@@ -91,9 +93,10 @@ def _training_numbers(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _strip_header(text: str) -> str:
-    """The written config without its dated header, so re-planning the same data keys alike."""
-    return "\n".join(line for line in text.splitlines() if not line.startswith("# "))
+def _values(text: str) -> Any:
+    """A written config's values, without its comments: re-planning the same data with reworded
+    reasons (or on another day) keys alike; a changed value does not."""
+    return yaml.safe_load(text)
 
 
 class Job:
@@ -124,9 +127,14 @@ class Job:
         return self.method != "hand_tuned" or self.set.hand_tuned is not None
 
     def stored(self, key: str) -> dict[str, Any] | None:
+        """The stored result, if it was made from what this job would run now."""
         if not self.result_path.exists():
             return None
         result = json.loads(self.result_path.read_text())
+        if self.method not in PEERS and "config" in result:  # keyed by the values it ran, not by how they were worded
+            made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
+            made.update(config=_values(result["config"]), overrides=result["overrides"])
+            return result if _digest(made) == key else None
         return result if result.get("key") == key else None
 
     # -- the methods --------------------------------------------------------------------------
@@ -183,7 +191,7 @@ class Job:
             config = ROOT / self.set.hand_tuned
         else:
             config, text = self._plan()
-        base.update(config=_strip_header(text), overrides=self._overrides())
+        base.update(config=_values(text), overrides=self._overrides())
         return _digest(base), {"config_path": str(config), "config": text, "overrides": self._overrides()}
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
@@ -215,6 +223,8 @@ class Job:
             self.env,
         )
         numbers["predict_s"] = round(time.perf_counter() - start, 1)
+        if self.method == "planned" and self.seed == 0:
+            self._failure_report(checkpoint)
         chosen = run_dir / "postprocessing.json"
         if chosen.exists() and any(json.loads(chosen.read_text())["chosen"].values()):
             raw = self.dir / "pred_raw"
@@ -235,6 +245,15 @@ class Job:
             numbers["postprocess"] = json.loads(chosen.read_text())
             numbers["dice_without_postprocess"] = score_folder(self.set, raw)["dice"]
         return numbers
+
+    def _failure_report(self, checkpoint: Path) -> None:
+        """``unetseg evaluate --report`` on the test images: the worst images, as a person looks."""
+        page = self.result_path.parents[2] / "reports" / f"{self.set.name}.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.unlink(missing_ok=True)
+        test = self.set.test_images.parent
+        args = ["evaluate", "--checkpoint", str(checkpoint), "--images", str(test / "images")]
+        _cli([*args, "--masks", str(test / "masks"), "--report", str(page)], self.log, self.env)
 
     def _train_peer(self) -> dict[str, Any]:
         numbers = self.dir / "peer.json"

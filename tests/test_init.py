@@ -77,6 +77,44 @@ def test_every_planned_value_has_a_reason_and_the_yaml_reads_back(tmp_path):
 # --------------------------------------------------------------------------- data choices
 
 
+def _one_lesion_photos(root: Path, n: int = 4, size: tuple[int, int] = (600, 800)) -> tuple[Path, Path]:
+    """Colour photographs, each with one large dark round lesion on skin-coloured noise."""
+    rng = np.random.default_rng(1)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    h, w = size
+    for i in range(n):
+        mask = np.zeros((h, w), np.uint8)
+        cv2.ellipse(mask, (w // 2 + 30 * i, h // 2), (200, 150), 10 * i, 0, 360, 255, -1)
+        skin = np.array([150, 170, 220], np.float64) + rng.normal(0, 12, (h, w, 3))
+        image = np.where(mask[..., None] > 0, skin * 0.45, skin)
+        assert cv2.imwrite(str(images / f"p{i}.jpg"), np.clip(image, 0, 255).astype(np.uint8))
+        assert cv2.imwrite(str(masks / f"p{i}.png"), mask)
+    return images, masks
+
+
+def test_large_objects_are_planned_at_a_working_scale_with_colour_jitter(tmp_path):
+    images, masks = _one_lesion_photos(tmp_path)
+    cfg, plan, fp = plan_of(DataConfig(images=images, masks=masks))
+    assert fp.nonzero.kind == "blobs" and fp.nonzero.extent > 2 * BLOBS.extent
+    # shrunk towards the recipe's object size, but never below one 256 crop on the smallest side (600 px)
+    assert cfg.data.scale == pytest.approx(256 / 600, abs=1e-3)
+    assert "no smaller than one 256 crop" in plan.reasons["data.scale"]
+    assert cfg.augment.crop_size == 256  # 341x256 at that scale
+    assert cfg.augment.hue_saturation > 0 and cfg.augment.gamma > 0
+    assert cfg.train.postprocess == "choose"
+
+
+def test_small_objects_and_thin_lines_stay_at_full_resolution_and_grey_images_get_no_colour_jitter(tmp_path):
+    cfg, plan, _ = plan_of(DataConfig(images=write_pairs(tmp_path / "b")[0], masks=tmp_path / "b" / "masks"))
+    assert cfg.data.scale == 1.0 and "within 2x" in plan.reasons["data.scale"]
+    assert cfg.augment.hue_saturation == 0.0 and cfg.augment.gamma == 0.0
+    images, masks = lines_pairs(tmp_path / "l")
+    cfg, plan, _ = plan_of(DataConfig(images=images, masks=masks))
+    assert cfg.data.scale == 1.0 and "thin lines" in plan.reasons["data.scale"]
+
+
 def test_colour_sixteen_bit_and_instance_masks(tmp_path):
     rng = np.random.default_rng(0)
     images, masks = tmp_path / "images", tmp_path / "masks"
@@ -184,7 +222,9 @@ def test_nuclei_plans_near_nuclei_cpu():
     root = REPO / "data" / "dsb2018_nuclei" / "train"
     if not root.is_dir():
         pytest.skip("nuclei data not present")
-    cfg, _, _ = plan_of(detect_data(root), CPU, 570)
+    cfg, _, fp = plan_of(detect_data(root), CPU, 570)
+    assert round(fp.nonzero.extent) == BLOBS.extent  # the blob recipe's object size is measured here
+    assert cfg.data.scale == 1.0
     shipped = load_config(REPO / "configs" / "nuclei_cpu.yaml")
     assert cfg.model == shipped.model and cfg.eval == shipped.eval
     assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize", "split"]) == {}

@@ -4,6 +4,7 @@ with the inference options both share."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from unetseg.config import Config, InferenceConfig, load_config
 from unetseg.config.base import field_choices
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from unetseg.data import SegmentationDataset
     from unetseg.data.io import Sample
     from unetseg.inference.predictor import Predictor
 
@@ -266,6 +270,13 @@ def _write_predictions(
 )
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--detail", is_flag=True, help="Add boundary F1 (1, 2 px), HD95, clDice and skeleton recall.")
+@click.option(
+    "--report",
+    "report_path",
+    type=FILE,
+    help="Write one self-contained HTML page: per-image scores worst first, each image with its truth, "
+    "prediction and error overlay.",
+)
 def evaluate(
     checkpoint: Path,
     choice: InferenceChoice,
@@ -276,9 +287,10 @@ def evaluate(
     images: Path | None,
     masks: Path | None,
     detail: bool,
+    report_path: Path | None,
 ) -> None:
     """Metrics of a checkpoint on the validation split (or another split) of its data,
-    or on a separate labelled folder (--images/--masks)."""
+    or on a separate labelled folder (--images/--masks); --report shows the worst images."""
     from tqdm.auto import tqdm
 
     from unetseg.data import SegmentationDataset
@@ -288,8 +300,11 @@ def evaluate(
         raise click.UsageError("--set changes --config's data and eval sections; give --config too")
     if (images is None) != (masks is None):
         raise click.UsageError("--images and --masks go together")
-    if json_path is not None:
-        make_output_dir(json_path.parent)  # before the evaluation, not after it
+    for path in (json_path, report_path):
+        if path is not None:
+            make_output_dir(path.parent)  # before the evaluation, not after it
+    if report_path is not None and os.path.lexists(report_path):
+        raise click.ClickException(f"{report_path} already exists: remove it or choose another --report")
     predictor, cfg = _predictor(checkpoint, choice)
     if config_path is not None:
         cfg = _matching_config(cfg, checkpoint, config_path, overrides)
@@ -300,8 +315,16 @@ def evaluate(
         folders = {"layout": "folders", "root": None, "images": images, "masks": masks}
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=folders)})
     dataset = SegmentationDataset(run_command(_split_samples, cfg, split), cfg.data)
+    predictions: dict[str, np.ndarray] = {}
+    keep = predictions.__setitem__ if report_path is not None else None
     mean, rows = run_command(
-        run_evaluation, predictor, dataset, cfg.eval.regions, lambda xs: tqdm(xs, desc="evaluate", disable=None), detail
+        run_evaluation,
+        predictor,
+        dataset,
+        cfg.eval.regions,
+        lambda xs: tqdm(xs, desc="evaluate", disable=None),
+        detail,
+        keep,
     )
     width = max(len(k) for k in mean)
     click.echo(f"{split} split, {len(rows)} image(s):")
@@ -309,6 +332,34 @@ def evaluate(
         click.echo(f"  {key:<{width}}  {value:.4f}")
     if json_path is not None:
         write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows})
+    if report_path is not None:
+        _write_gallery(report_path, checkpoint, split, dataset, predictions, mean, rows)
+
+
+def _write_gallery(
+    path: Path,
+    checkpoint: Path,
+    split: str,
+    dataset: SegmentationDataset,
+    predictions: dict[str, np.ndarray],
+    mean: dict[str, float],
+    rows: list[dict[str, object]],
+) -> None:
+    """The failure gallery of ``evaluate --report``, written by rename (never half a page)."""
+    from unetseg.atomic import replace_by_rename
+    from unetseg.inference.evaluation import gallery_items
+    from unetseg.report.gallery import render_gallery
+
+    means = ", ".join(f"{k} {v:.4f}" for k, v in mean.items())
+    intro = f"Model {checkpoint}, {split} split, {len(rows)} image(s). Means: {means}."
+    page = render_gallery(
+        f"Where {checkpoint.parent.parent.name} fails", intro, gallery_items(dataset, predictions, rows)
+    )
+    try:
+        replace_by_rename(path, lambda tmp: tmp.write_text(page))
+    except OSError as err:
+        raise click.ClickException(f"cannot write {path}: {err.strerror}") from None
+    click.echo(f"wrote {path}")
 
 
 def _matching_config(model_cfg: Config, checkpoint: Path, config_path: Path, overrides: tuple[str, ...]) -> Config:

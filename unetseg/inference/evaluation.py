@@ -21,9 +21,11 @@ from unetseg.config import Config
 from unetseg.data.dataset import SegmentationDataset
 from unetseg.data.io import write_array
 from unetseg.data.layouts import split_data
+from unetseg.inference.overlay import CONTOUR_COLOURS, display_image, error_overlay
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.boundary import detail_metrics, error_by_distance, pool_error_by_distance
 from unetseg.metrics.region import mean_metrics, object_errors, regions_of, segmentation_metrics
+from unetseg.report.gallery import GalleryItem
 
 Scorer = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 Progress = Callable[[Iterable[int]], Iterable[int]]
@@ -75,13 +77,47 @@ def evaluate(
     regions: str = "none",
     progress: Progress = lambda xs: xs,
     detail: bool = False,
+    on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Overlap and region scores of every image; ``detail`` adds the boundary and
     thin-structure measures (boundary F1, HD95, clDice), about half a second per 512x512 image."""
     scorers: list[Scorer] = [partial(segmentation_metrics, num_classes=predictor.num_classes, regions=regions)]
     if detail:
         scorers.append(detail_metrics)
-    return score_images(predictor, dataset, scorers, progress)
+    return score_images(predictor, dataset, scorers, progress, on_prediction=on_prediction)
+
+
+def _class_picture(classes: np.ndarray) -> np.ndarray:
+    """8-bit RGB of a class map: background black, each foreground class in its contour colour."""
+    out = np.zeros((*classes.shape, 3), np.uint8)
+    for cls in range(1, int(classes.max(initial=0)) + 1):
+        out[classes == cls] = CONTOUR_COLOURS[(cls - 1) % len(CONTOUR_COLOURS)]
+    return out
+
+
+def gallery_items(
+    dataset: SegmentationDataset, predictions: dict[str, np.ndarray], rows: list[dict[str, Any]]
+) -> list[GalleryItem]:
+    """What ``evaluate --report`` shows of each scored image: picture, truth, prediction, errors."""
+    index = {sample.name: i for i, sample in enumerate(dataset.samples)}
+    items = []
+    for row in rows:
+        image, truth = dataset.load(index[row["name"]])
+        assert truth is not None
+        pred = predictions[row["name"]]
+        picture = display_image(image)
+        scores = {k: float(v) for k, v in row.items() if k != "name" and isinstance(v, (int, float))}
+        items.append(
+            GalleryItem(
+                row["name"],
+                scores,
+                picture,
+                _class_picture(truth),
+                _class_picture(pred),
+                error_overlay(picture, pred, truth),
+            )
+        )
+    return items
 
 
 @dataclass

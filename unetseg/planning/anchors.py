@@ -58,7 +58,7 @@ BLOBS = Recipe(
     steps_per_epoch=30,
     batch_size=4,
     lr=0.002,
-    extent=18.0,  # `unetseg init data/dsb2018_nuclei/train`: "blobs (width 11 px, parts of 18 px)"
+    extent=19.0,  # `unetseg init data/dsb2018_nuclei/train`: "blobs (width 11 px, parts of 19 px)"
 )
 
 # configs/nuclei.yaml, the GPU config for the same blobs: wider, one level fewer.

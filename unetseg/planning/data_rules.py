@@ -291,6 +291,7 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
         )
         return
     floor = min(1.0, CROP / fp.min_side)
+    limited = floor >= BLOBS.extent / shape.extent
     scale = round(max(floor, BLOBS.extent / shape.extent), 3)
     h, w = fp.median_size
     plan.set(
@@ -299,6 +300,6 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
         f"objects of {shape.extent:.0f} px are {ratio:.1f}x the {BLOBS.extent:.0f} px the blob recipe was measured at "
         f"({BLOBS.anchor}): images are shrunk to {scale:g} (median {round(w * scale)}x{round(h * scale)}) so a crop "
         "holds objects with their surroundings"
-        + (f", no smaller than one {CROP} crop on the smallest side ({fp.min_side} px)" if scale == floor else "")
+        + (f", no smaller than one {CROP} crop on the smallest side ({fp.min_side} px)" if limited else "")
         + "; predictions are resized back to each image's own size",
     )

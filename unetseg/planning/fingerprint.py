@@ -27,6 +27,7 @@ from unetseg.planning.shapes import ShapeSummary, measure_shape, summarise
 MAX_PLANES = 48  # enough for stable medians; reading and skeletonising more only costs time
 PIXELS_PER_PLANE = 20_000  # intensity values sampled from each plane for the percentiles
 SPACING_CASES = 8
+SHAPE_SIDE = 512  # larger masks are pooled down to this side for their shape (skeletons of 20 MP masks took minutes)
 
 
 @dataclass
@@ -84,11 +85,35 @@ def _is_colour(raw: np.ndarray) -> bool:
     return not ((rgb == rgb[..., :1]).all())
 
 
+def _pooled(structure: np.ndarray, side: int) -> tuple[np.ndarray, int]:
+    """(``structure`` pooled by an integer factor until its long side is at most ``side``, the
+    factor): a block is set where any of its pixels is, so thin lines survive as lines; the
+    shape's lengths are then scaled back by the factor. Init takes seconds on any image size."""
+    factor = -(-max(structure.shape) // side)
+    if factor == 1:
+        return structure, 1
+    h, w = structure.shape
+    padded = np.zeros((-(-h // factor) * factor, -(-w // factor) * factor), bool)
+    padded[:h, :w] = structure
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    return blocks.any(axis=(1, 3)), factor
+
+
 def _sample_values(values: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     values = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
-    if values.size > count:
-        values = rng.choice(values, count, replace=False)
+    if values.size > count:  # drawn with replacement: choice without it permutes the whole image
+        values = values[rng.integers(0, values.size, count)]
     return values.astype(np.float64)
+
+
+def _value_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) of a mask; a counting pass for small non-negative labels (np.unique sorts
+    the whole mask: seconds for a 20 MP one)."""
+    if mask.size and mask.min() >= 0 and mask.max() < 2**16:
+        counts = np.bincount(mask.ravel())
+        found = np.flatnonzero(counts)
+        return found, counts[found]
+    return np.unique(mask, return_counts=True)
 
 
 @dataclass
@@ -124,11 +149,11 @@ class _Tally:
         self.means.append(float(self.pooled[-1].mean()) if self.pooled[-1].size else 0.0)
         labelled = (mask != 0) if raw.ndim == 2 else np.repeat((mask != 0)[..., None], raw.shape[2], axis=2)
         self.foreground.append(_sample_values(np.asarray(intensities)[labelled], PIXELS_PER_PLANE // 4, self.rng))
-        found, counts = np.unique(mask, return_counts=True)
+        found, counts = _value_counts(mask)
         self.values.update(dict(zip(found.tolist(), counts.tolist())))
         self.distinct.append(len(found))
-        self.nonzero_shapes.append(measure_shape(mask != 0))
-        self.zero_shapes.append(measure_shape(mask == 0))
+        self.nonzero_shapes.append(measure_shape(*_pooled(mask != 0, SHAPE_SIDE)))
+        self.zero_shapes.append(measure_shape(*_pooled(mask == 0, SHAPE_SIDE)))
 
 
 def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
