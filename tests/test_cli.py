@@ -274,6 +274,67 @@ def test_unwritable_report_outputs_are_one_clear_error(trained, tmp_path, isbi):
             assert result.output.count("Error") == 1, args
 
 
+def _json_command(command: str, trained: Path, config: Path) -> list[object]:
+    ckpt = trained / "checkpoints" / "best.pt"
+    return {
+        "evaluate": ["evaluate", "--checkpoint", ckpt],
+        "info": ["info", ckpt],
+        "data check": ["data", "check", "--config", config, "--brief"],
+    }[command]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "info", "data check"])
+def test_json_onto_an_existing_file_or_a_link_is_refused_unless_overwrite(trained, tiny_cfg_file, tmp_path, command):
+    """The probe's data loss: ``--json`` onto the evaluated ``best.pt`` turned the checkpoint into
+    JSON. An existing file, or a link (dangling here), is refused before the work unless
+    ``--overwrite``; with it the file is replaced by rename, and a link's target is never written."""
+    args = _json_command(command, trained, tiny_cfg_file)
+    ckpt = trained / "checkpoints" / "best.pt"
+    saved = ckpt.read_bytes()
+    result = invoke(*args, "--json", ckpt)
+    assert_clean_failure(result, f"--json {ckpt}: a file is already there; pass --overwrite to replace it")
+    assert result.output.count("Error") == 1 and "split," not in result.output  # refused before evaluating
+    assert ckpt.read_bytes() == saved
+
+    victim = tmp_path / "outside" / "victim.json"
+    link = trained / "scores.json"
+    link.symlink_to(victim)
+    result = invoke(*args, "--json", link)
+    assert_clean_failure(result, f"--json {link}: a symbolic link is already there; pass --overwrite")
+    assert not victim.exists() and not victim.parent.exists()
+    result = invoke(*args, "--json", link, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not link.is_symlink() and isinstance(json.loads(link.read_text()), dict)
+    assert not victim.parent.exists()
+
+    old = trained / "old.json"
+    old.write_text("an earlier report")
+    result = invoke(*args, "--json", old, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(old.read_text()), dict)
+    assert not [p.name for p in trained.iterdir() if p.name.endswith(".tmp")]  # written by rename, nothing left
+
+
+def test_predict_refuses_an_output_folder_at_or_inside_its_input(trained, pair_dirs):
+    """``predict IMAGES --out IMAGES --overwrite`` replaced every input image by its mask; the
+    message suggested ``--overwrite``. Now refused before any work, flag or not."""
+    images, _ = pair_dirs
+    ckpt = trained / "checkpoints" / "best.pt"
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    cases = [
+        (images, images, ["--overwrite"], "is the input folder: the masks, named as the images, would replace them"),
+        (images, images, [], "is the input folder"),
+        (images, images / ".." / images.name, ["--overwrite"], "is the input folder"),
+        (images, images / "masks", [], f"is inside the input folder {images}"),
+        (images / "img_0.png", images, ["--overwrite"], f"is the folder of the input {images / 'img_0.png'}"),
+    ]
+    for source, out, flags, says in cases:
+        result = invoke("predict", source, "--checkpoint", ckpt, "--out", out, *flags)
+        assert_clean_failure(result, f"--out {out} {says}")
+        assert result.output.count("Error") == 1
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
 def test_checkpoint_write_failure_is_a_training_error(tiny_cfg_file, tmp_path, monkeypatch):
     import unetseg.training.trainer as trainer_module
 
@@ -308,7 +369,7 @@ def test_evaluate_on_a_separate_labelled_folder(tmp_path, tiny_cfg_file):
     data = json.loads(json_path.read_text())
     assert data["split"] == "all" and len(data["images"]) == 3
     assert "bf1_1px" not in data["mean"]
-    detailed = runner.invoke(main, [str(a) for a in [*args, "--detail"]])
+    detailed = runner.invoke(main, [str(a) for a in [*args, "--detail", "--overwrite"]])  # the same --json again
     assert detailed.exit_code == 0, detailed.output
     mean = json.loads(json_path.read_text())["mean"]
     assert {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"} <= set(mean) and 0 <= mean["bf1_2px"] <= 1

@@ -428,3 +428,17 @@ def test_tiny_images_do_not_crash_predict(tmp_path):
     assert not report.failed and report.masks == len(sizes)
     for i, size in enumerate(sizes):
         assert read_raw(tmp_path / "out" / f"im{i}.png").shape == size
+
+
+def test_a_240_character_file_name_is_predicted(tmp_path):
+    """The output name fits the file system's 255 characters; the temporary name beside it must
+    too (it repeated the whole name: "File name too long")."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = "n" * 236  # + ".png": 240 characters
+    assert cv2.imwrite(str(folder / f"{name}.png"), np.full((9, 11), 200, np.uint8))
+    out = tmp_path / "out"
+    report = _run(folder, out, with_probs=True)
+    assert not report.failed
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.png", f"{name}_prob.tif"]  # no temporary file left
+    assert read_raw(out / f"{name}.png").shape == (9, 11)

@@ -1,18 +1,26 @@
-"""How long a run will take, said after its first steps: the estimate, the "epoch k of N, ETA"
-progress, and the question a GPU-sized run on the CPU is stopped at."""
+"""How long a run will take, guessed before its first step and timed after its first steps: the
+estimates, the "epoch k of N, ETA" progress, and the question a GPU-sized run on the CPU is
+stopped at."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import REPO
+from torch.utils.flop_counter import FlopCounterMode
 
 import unetseg.cli.train as cli_train
+import unetseg.training.forecast as forecast
 from unetseg.cli import main
 from unetseg.cli.train import cpu_alternative
-from unetseg.config import load_config
+from unetseg.config import UNetConfig, config_from_dict, load_config
+from unetseg.models import build_model
+from unetseg.training import Trainer
+from unetseg.training.forecast import FirstGuess, flops_per_crop, loader_workers, matmul_rate
 from unetseg.training.progress import RunProgress, duration
 
 
@@ -95,9 +103,10 @@ def test_train_announces_the_duration_and_counts_epochs_of_the_real_total(tiny_c
     result = invoke("train", "--config", tiny_cfg_file, "--out", tmp_path / "run", "--set", "train.device=cpu")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[1].startswith("expected duration: about ") and "for epochs 1..2 (4 steps an epoch at" in lines[1]
-    assert lines[2].startswith("epoch 1 of 2 | loss ") and " | ETA " in lines[2]
-    assert lines[3].startswith("epoch 2 of 2 | ") and lines[3].endswith(" | ETA 0 s")
+    assert lines[1].startswith("expected duration: about ") and "(a first guess before any step: " in lines[1]
+    assert lines[2].startswith("expected duration: about ") and "for epochs 1..2 (4 steps an epoch at" in lines[2]
+    assert lines[3].startswith("epoch 1 of 2 | loss ") and " | ETA " in lines[3]
+    assert lines[4].startswith("epoch 2 of 2 | ") and lines[4].endswith(" | ETA 0 s")
 
 
 def test_a_gpu_sized_run_on_the_cpu_stops_at_the_question(tiny_cfg_file: Path, tmp_path: Path, monkeypatch) -> None:
@@ -169,3 +178,112 @@ def test_the_cpu_config_for_the_same_data_is_named(monkeypatch) -> None:
     assert cpu_alternative(nuclei, load_config(nuclei)).endswith("configs/nuclei_cpu.yaml` (about 8 minutes)")
     own = Path("configs/isbi_cpu.yaml")  # already the CPU config: shorten it instead
     assert cpu_alternative(own, load_config(own)).startswith("for a CPU shorten it: --set train.max_time_s=1800")
+
+
+# ---------------------------------------------------------------- before the first step
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"depth": 3, "base_width": 4, "encoder": "residual", "norm": "batch", "dropout": 0.5},
+        {"depth": 5, "base_width": 8, "stem_stride": 4, "downsample": "conv", "head": "shuffle", "norm": "instance"},
+    ],
+)
+@pytest.mark.parametrize("height, width", [(32, 32), (256, 256), (300, 200)])
+def test_the_first_guess_counts_the_flops_of_a_training_step_and_leaves_the_model_as_it_was(model, height, width):
+    """Counted on a small input and scaled by area, the FLOPs match those of a real forward and
+    backward pass at the crop's size (padded to the network's multiple, 300x200 included), and
+    counting them moves no batch-norm statistic, draws no random number and leaves no gradient."""
+    torch.manual_seed(0)
+    net = build_model(UNetConfig(arch="unet", **model), 1, 1).train()
+    with FlopCounterMode(display=False) as counter:
+        net(torch.rand(1, 1, height, width)).sum().backward()
+    net.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    counted = flops_per_crop(net, 1, height, width, torch.device("cpu"))
+    assert counted == pytest.approx(counter.get_total_flops(), rel=0.05)
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_the_matrix_rate_is_measured_in_a_fraction_of_a_second() -> None:
+    start = time.perf_counter()
+    rate = matmul_rate(torch.device("cpu"))
+    assert time.perf_counter() - start < 2.0  # 0.1 s of products after a warm-up one, on a busy machine
+    assert 1e8 < rate < 1e14  # any CPU: 0.1 GFLOP/s to 100 TFLOP/s
+
+
+def test_the_first_guess_reads_flops_crops_and_rate_as_a_duration() -> None:
+    cpu = torch.device("cpu")
+    # 40,000 crops of 288 GFLOP at half of 100 GFLOP/s: 230,400 s.
+    day = FirstGuess(288e9, 40_000, 100e9, cpu, first_epoch=1, epochs=200)
+    assert day.seconds == pytest.approx(230_400) and not day.budget_bound
+    assert day.line() == (
+        "expected duration: about 2.7 days for epochs 1..200 (a first guess before any step: 288 GFLOP a crop "
+        "x 40,000 crops at half of this CPU's 100 GFLOP/s matrix rate; the first steps will time it)"
+    )
+    budget = FirstGuess(288e9, 40_000, 100e9, cpu, first_epoch=11, epochs=200, budget_s=480, spent_s=80)
+    assert budget.budget_bound and budget.seconds == 400
+    assert budget.line().startswith(
+        "expected duration: about 7 min; the time budget (train.max_time_s = 480 s) ends the run before epoch 200 ("
+    )
+    short = FirstGuess(288e9, 10, 100e9, cpu, first_epoch=1, epochs=2, budget_s=480)
+    assert not short.budget_bound and short.seconds == pytest.approx(57.6)
+
+
+def test_loader_workers_are_cut_to_the_cores(tiny_cfg_dict, monkeypatch, recwarn) -> None:
+    """More loader processes than cores: cut, said in one line, and PyTorch has nothing to warn about."""
+    lines: list[str] = []
+    assert loader_workers(2, lines.append) == 2 and lines == []  # within the cores of any machine running this
+    monkeypatch.setattr(forecast, "available_cores", lambda: 1)
+    tiny_cfg_dict["train"].update(num_workers=3, epochs=1)
+    trainer = Trainer(config_from_dict(tiny_cfg_dict), log=lines.append)
+    trainer.fit()
+    assert "train.num_workers: 3 loader processes on 1 core; using 1" in lines
+    assert trainer._loader(0).num_workers == 1
+    assert not [w for w in recwarn if "worker processes" in str(w.message)]
+
+
+def test_a_gpu_config_on_the_cpu_is_named_before_the_first_step(isbi, tmp_path: Path, monkeypatch) -> None:
+    """The issue's first command, ``unetseg train --config configs/isbi.yaml`` on a CPU: the
+    duration and the CPU config to use instead come before any step (the classic U-Net takes
+    about a minute for the three steps the timed estimate needs on 2 cores); the question stops
+    it there."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(forecast, "matmul_rate", lambda device, dtype=None: 100e9)  # a 2-core CPU's
+    monkeypatch.setattr(cli_train, "interactive", lambda: True)
+    steps: list[int] = []
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, epoch, deadline: steps.append(epoch))
+    run = tmp_path / "run"
+    result = invoke("train", "--config", "configs/isbi.yaml", "--out", run, "--set", "train.device=cpu", input="n\n")
+    assert result.exit_code == 1, result.output
+    assert steps == [] and not (run / "checkpoints").exists()
+    lines = [line for line in result.output.splitlines() if not line.startswith("train.num_workers: ")]
+    assert lines[0].startswith("training 31,036,481 parameters on cpu")
+    # 200 epochs of 25 steps of 8 crops, 289 GFLOP each, at half of 100 GFLOP/s: 2.7 days.
+    assert lines[1].startswith("expected duration: about 2.7 days for epochs 1..200 (a first guess before any step: ")
+    assert lines[2] == (
+        "configs/isbi.yaml looks meant for a GPU: on this CPU the run would take about 2.7 days; "
+        "for a CPU use `unetseg train --config configs/isbi_cpu.yaml` (about 8 minutes)"
+    )
+    assert lines[3] == "Train on this CPU anyway? [y/N]: n"
+    assert "worker" not in result.output.replace("train.num_workers: ", "")
+
+
+def test_a_run_that_went_on_is_not_asked_again_after_its_timed_steps(
+    tiny_cfg_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(cli_train, "GPU_RUN_S", 0.0)  # both estimates find the run long
+    monkeypatch.setattr(cli_train, "interactive", lambda: True)
+    result = invoke(
+        "train", "--config", tiny_cfg_file, "--out", tmp_path / "run", "--set", "train.device=cpu", input="y\n"
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "(a first guess before any step: " in lines[1] and "looks meant for a GPU" in lines[2]
+    assert lines[3] == "Train on this CPU anyway? [y/N]: y"
+    assert "steps an epoch at" in lines[4]  # the timed estimate, then no second question
+    assert result.output.count("looks meant for a GPU") == 1 and result.output.count("anyway?") == 1

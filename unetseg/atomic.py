@@ -8,6 +8,10 @@ Two things follow from the rename:
 - a symbolic link at the destination is *replaced* by the new file: ``rename`` acts on the
   directory entry, not on what a link points to. Opening the destination for writing would
   follow the link and write wherever it points, dangling or not: outside ``--out``.
+
+The temporary name keeps at most the first 32 characters of the destination's name (hidden,
+``.<name>.<random>.tmp<extension>``): a 240-character file name fits the file system's limit of
+255, and would not with the whole name repeated in the temporary one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+TMP_NAME_CHARS = 32  # of the destination's name kept in the temporary one
 
 
 def _umask() -> int:
@@ -40,7 +46,7 @@ def replace_by_rename(path: Path, write: Callable[[Path], None], keep_suffix: bo
     """
     path = Path(path)
     suffix = ".tmp" + (full_suffix(path) if keep_suffix else "")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:TMP_NAME_CHARS]}.", suffix=suffix, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a plain file's mode
         os.close(fd)

@@ -1,10 +1,17 @@
 """What every command shares: user errors as one line, output folders made before the work,
 ``--json`` files, and notes on skipped inputs. torch is imported inside functions, so ``--help``
-stays fast."""
+stays fast.
+
+A ``--json`` path is checked before the work: a file (or a symbolic link, dangling or not)
+already there is refused unless ``--overwrite``, since the path may be anything the user typed,
+the evaluated checkpoint included. The file is then written by rename (:mod:`unetseg.atomic`):
+whole or not at all, and a link at the path is replaced, never written through.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,13 +78,31 @@ def note_skipped(folder: Path) -> None:
         click.echo(f"note: skipped {entry}: {why}", err=True)
 
 
-def write_json(path: Path, payload: object) -> None:
-    """What ``--json`` writes; NaN metrics become null, so the file is valid JSON."""
+OVERWRITE_JSON = click.option("--overwrite", is_flag=True, help="Replace the --json file if it exists.")
+
+
+def json_target(path: Path | None, overwrite: bool) -> None:
+    """Before the work: ``--json``'s folder made, and an existing file or link there refused
+    unless ``overwrite``."""
+    if path is None:
+        return
+    make_output_dir(path.parent)
+    if os.path.lexists(path) and not overwrite:
+        what = "a symbolic link" if path.is_symlink() else "a file"
+        raise click.ClickException(
+            f"--json {path}: {what} is already there; pass --overwrite to replace it, or choose another path"
+        )
+
+
+def write_json(path: Path, payload: object, overwrite: bool = False) -> None:
+    """What ``--json`` writes, by rename; NaN metrics become null, so the file is valid JSON."""
+    from unetseg.atomic import replace_by_rename
     from unetseg.report.document import json_safe
 
-    make_output_dir(path.parent)
+    json_target(path, overwrite)  # again: the work took a while
+    text = json.dumps(json_safe(payload), indent=2)
     try:
-        path.write_text(json.dumps(json_safe(payload), indent=2))
+        replace_by_rename(path, lambda tmp: tmp.write_text(text))
     except OSError as err:
         raise click.ClickException(f"cannot write {path}: {err.strerror}") from None
     click.echo(f"wrote {path}")

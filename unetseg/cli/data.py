@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import FILE, config_option, make_output_dir, run_command, write_json
+from unetseg.cli.common import FILE, OVERWRITE_JSON, config_option, json_target, run_command, write_json
 
 if TYPE_CHECKING:
     from unetseg.config import DataConfig
@@ -47,6 +47,7 @@ def data_group() -> None:
 @config_option("Check the config's data (folders, label_map, channels, split) instead.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of --config.")
 @click.option("--json", "json_path", type=FILE, help="Also write the report as JSON.")
+@OVERWRITE_JSON
 @click.option("--brief", is_flag=True, help="Problems and class frequencies only, no per-image table.")
 def check(
     folder: Path | None,
@@ -55,6 +56,7 @@ def check(
     config_path: Path | None,
     overrides: tuple[str, ...],
     json_path: Path | None,
+    overwrite: bool,
     brief: bool,
 ) -> None:
     """List every problem of image/mask pairs; exit code 1 if any is an error.
@@ -75,12 +77,11 @@ def check(
         data = run_command(load_config, config_path, list(overrides)).data
     else:
         data = data_from_arguments(folder, images, masks)
-    if json_path is not None:
-        make_output_dir(json_path.parent)  # before the check, which reads every file
+    json_target(json_path, overwrite)  # before the check, which reads every file
     report = check_dataset(data)
     click.echo(report.format(per_image=not brief))
     if json_path is not None:
-        write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict(), overwrite)
     if report.fatal:
         sys.exit(1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from unetseg.cli.common import FILE, run_command, size_option, write_json
+from unetseg.cli.common import FILE, OVERWRITE_JSON, json_target, run_command, size_option, write_json
 
 CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -16,18 +16,20 @@ CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
 @click.argument("checkpoint", type=CHECKPOINT)
 @size_option((512, 512), "Input size for the FLOP count.")
 @click.option("--json", "json_path", type=FILE, help="Also write everything as JSON.")
-def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None) -> None:
+@OVERWRITE_JSON
+def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None, overwrite: bool) -> None:
     """Config, parameters, FLOPs, per-level widths and skips, and training metrics of a checkpoint."""
     from unetseg.models.checkpoint import load_model, non_finite_message
     from unetseg.models.info import format_info, model_info
 
+    json_target(json_path, overwrite)
     model, cfg, state = run_command(load_model, checkpoint, "cpu", allow_non_finite=True)
     summary = model_info(model, cfg, state, size)
     click.echo(format_info(summary))
     if summary["non_finite_tensors"]:  # shown, so the run can be inspected, but flagged last, where it is read
         click.echo(f"warning: {non_finite_message(checkpoint, summary['non_finite_tensors'])}", err=True)
     if json_path is not None:
-        write_json(json_path, {"checkpoint": str(checkpoint), **summary})
+        write_json(json_path, {"checkpoint": str(checkpoint), **summary}, overwrite)
 
 
 @click.command("export")

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import FILE, FOLDER_OUT, config_option, make_output_dir, note_skipped, run_command, write_json
+from unetseg.cli.common import (
+    FILE,
+    FOLDER_OUT,
+    OVERWRITE_JSON,
+    config_option,
+    json_target,
+    make_output_dir,
+    note_skipped,
+    run_command,
+    write_json,
+)
 from unetseg.config import Config, InferenceConfig, load_config
 from unetseg.config.base import field_choices
 
@@ -181,12 +191,31 @@ def predict(
         raise click.UsageError(
             "several --checkpoint make an ensemble, which belongs to no one run: give --out for its masks"
         )
+    if out is not None:
+        _refuse_out_over_inputs(out, inputs)
     checkpoints = checkpoints or (_newest_checkpoint(config_path),)
     out = out or predictions_folder(checkpoints[0], inputs)
     members = [(path, *_predictor(path, choice)) for path in checkpoints]
     predictor = run_command(ensemble_of, [(path, member, member_cfg.data) for path, member, member_cfg in members])
     cfg = members[0][2]
     _write_predictions(predictor, _inputs(inputs, masks, cfg), out, cfg, prob, overwrite, overlay)
+
+
+def _refuse_out_over_inputs(out: Path, inputs: Path) -> None:
+    """Masks are named as their images, so ``--out`` at the input folder would replace the images
+    (with ``--overwrite``); one inside it mixes masks into the inputs. Both are refused, flag or not."""
+    folder = inputs.resolve() if inputs.is_dir() else inputs.resolve().parent
+    target = out.resolve()
+    if target == folder:
+        what = "the input folder" if inputs.is_dir() else f"the folder of the input {inputs}"
+        raise click.ClickException(
+            f"--out {out} is {what}: the masks, named as the images, would replace them; choose another folder"
+        )
+    if inputs.is_dir() and folder in target.parents:
+        raise click.ClickException(
+            f"--out {out} is inside the input folder {inputs}: masks would be mixed into the images; "
+            "choose a folder outside it"
+        )
 
 
 def _inputs(inputs: Path, masks: Path | None, cfg: Config) -> list[Sample]:
@@ -263,6 +292,7 @@ def _write_predictions(
     type=FILE,
     help="Write metrics (mean and per image) as JSON.",
 )
+@OVERWRITE_JSON
 @click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -284,6 +314,7 @@ def evaluate(
     overrides: tuple[str, ...],
     split: str,
     json_path: Path | None,
+    overwrite: bool,
     images: Path | None,
     masks: Path | None,
     detail: bool,
@@ -305,6 +336,7 @@ def evaluate(
             make_output_dir(path.parent)  # before the evaluation, not after it
     if report_path is not None and os.path.lexists(report_path):
         raise click.ClickException(f"{report_path} already exists: remove it or choose another --report")
+    json_target(json_path, overwrite)
     predictor, cfg = _predictor(checkpoint, choice)
     if config_path is not None:
         cfg = _matching_config(cfg, checkpoint, config_path, overrides)
@@ -331,7 +363,7 @@ def evaluate(
     for key, value in mean.items():
         click.echo(f"  {key:<{width}}  {value:.4f}")
     if json_path is not None:
-        write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows})
+        write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows}, overwrite)
     if report_path is not None:
         _write_gallery(report_path, checkpoint, split, dataset, predictions, mean, rows)
 

@@ -1,10 +1,13 @@
 """``unetseg train``, and the question it asks before a run of more than an hour on a CPU.
 
 A config written for a GPU (``configs/isbi.yaml``: the classic 31 M-parameter U-Net, 200
-epochs) runs for about a day on a laptop CPU, and nothing in it says so. The trainer times its
-first steps (:mod:`unetseg.training.progress`); when the run it would commit to is that long
-on a CPU, this says so, names the CPU config for the same data, and goes on only when told to:
-``--yes``, or stdin not being a terminal, so scripts and CI keep running unattended.
+epochs) runs for about a day on a laptop CPU, and nothing in it says so. Before the first step
+the trainer guesses the duration from the FLOPs and this machine's matrix rate
+(:mod:`unetseg.training.forecast`), and times its first steps later
+(:mod:`unetseg.training.progress`); as soon as either says the run is that long on a CPU, this
+says so, names the CPU config for the same data, and goes on only when told to: ``--yes``, or
+stdin not being a terminal, so scripts and CI keep running unattended. It asks once: a run
+that went on after the first guess is not stopped again by the timed one.
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ def interactive() -> bool:
 
 
 def long_cpu_run_check(config_path: Path, cfg: Config, yes: bool) -> Callable[[float, torch.device], None]:
-    """The trainer's ``approve``: stops a CPU run expected to last over an hour unless confirmed."""
+    """The trainer's ``approve``: stops a CPU run expected to last over an hour unless confirmed
+    (asked once, at the first estimate that says so)."""
+    asked = []
 
     def approve(seconds_left: float, device: torch.device) -> None:
         from unetseg.training.progress import duration
 
-        if device.type != "cpu" or seconds_left <= GPU_RUN_S:
+        if device.type != "cpu" or seconds_left <= GPU_RUN_S or asked:
             return
+        asked.append(seconds_left)
         click.echo(
             f"{config_path} looks meant for a GPU: on this CPU the run would take about {duration(seconds_left)}; "
             f"{cpu_alternative(config_path, cfg)}"
@@ -100,9 +106,10 @@ def train(
     """Train a model; writes checkpoints, config.yaml and metrics.csv to the output directory.
 
     The data are checked first (as by unetseg data check); an error stops with the table.
-    After the first steps the expected duration is printed; a run on the CPU expected to take
-    over an hour (a config meant for a GPU) goes on only with --yes, after a yes at the prompt,
-    or when stdin is not a terminal.
+    Before the first step the expected duration is printed (a first guess from the FLOPs),
+    and again after the first steps are timed; a run on the CPU expected to take over an hour (a
+    config meant for a GPU) goes on only with --yes, after a yes at the prompt, or when stdin is
+    not a terminal.
     """
     from unetseg.cli.data import check_before_training
     from unetseg.training import Trainer

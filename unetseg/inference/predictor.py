@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 from unetseg.config import DataConfig, InferenceConfig
@@ -94,6 +93,8 @@ class Predictor:
         roi = self.cfg.roi_size
         if self.cfg.mode == "whole" or (self.cfg.mode == "auto" and h * w <= roi * roi):
             return self._forward(x)
+        from monai.inferers import sliding_window_inference  # here: importing MONAI takes seconds
+
         return sliding_window_inference(
             x,
             roi_size=(min(roi, h), min(roi, w)),

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_hausdorff_distance
 from scipy.ndimage import binary_dilation, binary_erosion, distance_transform_edt
 from skimage.morphology import skeletonize
 
@@ -85,6 +84,8 @@ def hausdorff95(pred: np.ndarray, target: np.ndarray) -> float:
     NaN when either map has no foreground, where the distance is undefined (MONAI would return
     inf/NaN with a warning); ``mean_metrics`` skips NaN.
     """
+    from monai.metrics import compute_hausdorff_distance  # here: importing MONAI takes seconds
+
     _check_shapes(pred, target)
     fp, ft = _foreground(pred), _foreground(target)
     if not fp.any() or not ft.any():

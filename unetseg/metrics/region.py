@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_iou
 from skimage.measure import label as connected_components
 from skimage.metrics import adapted_rand_error, variation_of_information
 
@@ -27,6 +26,8 @@ def overlap_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> d
     A class absent from both maps counts as a perfect match (1.0), so an empty image predicted
     empty is not penalised.
     """
+    from monai.metrics import compute_dice, compute_iou  # here: importing MONAI takes seconds
+
     p, t = _one_hot(pred, num_classes), _one_hot(target, num_classes)
     dice = compute_dice(p, t, include_background=False, ignore_empty=False)
     iou = compute_iou(p, t, include_background=False, ignore_empty=False)

@@ -15,6 +15,10 @@ cells, and clDice charges it the whole skeleton segment it cuts.
 With deep supervision the model returns several logit maps, all at full resolution (the
 auxiliary ones upsampled inside the model), so each is scored by the same loss against the
 same target and border weights; :func:`deep_supervision_loss` weighs them.
+
+MONAI is imported where a loss is built, not with this module: importing it takes seconds (it
+loads every one of its submodules), and ``train`` says what a run will cost before that
+(:mod:`unetseg.training.forecast`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, SoftclDiceLoss
 
 from unetseg.config import LossConfig
 
@@ -40,6 +43,8 @@ def build_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     base = _weighted_loss(cfg, out_channels) if ce_based else _monai_loss(cfg, out_channels)
     if cfg.lambda_cldice == 0:
         return base
+    from monai.losses import SoftclDiceLoss
+
     binary = out_channels == 1
     # Multi-class: skeletons of the foreground classes only (the background's skeleton is noise).
     cldice = SoftclDiceLoss(iter_=cfg.cldice_iters, sigmoid=binary, softmax=not binary, include_background=binary)
@@ -89,6 +94,8 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
     """CE averaged with the per-pixel weights (a plain mean without them), plus the unweighted
     Dice term for ``dice_ce``."""
+    from monai.losses import DiceLoss
+
     binary = out_channels == 1
     act = {"sigmoid": True} if binary else {"softmax": True}
     dice = DiceLoss(**act, batch=cfg.batch_dice) if cfg.name == "dice_ce" else None
@@ -106,6 +113,8 @@ def _weighted_loss(cfg: LossConfig, out_channels: int) -> LossFn:
 
 
 def _monai_loss(cfg: LossConfig, out_channels: int) -> LossFn:
+    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
+
     binary = out_channels == 1
     act = dict({"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}, batch=cfg.batch_dice)
     if cfg.name == "dice":

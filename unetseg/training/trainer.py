@@ -41,6 +41,7 @@ from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has
 from unetseg.training.datasets import build_datasets
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.errors import TrainingError
+from unetseg.training.forecast import crop_shape, first_guess, loader_workers
 from unetseg.training.logger import MetricsLogger
 from unetseg.training.losses import build_loss, deep_supervision_loss
 from unetseg.training.optim import BudgetClock, budget_now, build_optimizer, build_scheduler
@@ -55,10 +56,11 @@ Approve = Callable[[float, torch.device], None]
 class Trainer:
     """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt`` there.
 
-    Once the first steps are timed, the expected duration is logged and ``approve`` (if given)
-    is called with the seconds left and the device: it raises to stop a run that should not go
-    on (a GPU config on a CPU), so the decision rests with the caller, not the loop. It is not
-    called under torchrun, where a rank stopping alone would leave the others waiting.
+    The expected duration is logged before the first step (:mod:`unetseg.training.forecast`) and
+    once the first steps are timed; each time ``approve`` (if given) is called with the seconds
+    left and the device: it raises to stop a run that should not go on (a GPU config on a CPU),
+    so the decision rests with the caller, not the loop. It is not called under torchrun, where
+    a rank stopping alone would leave the others waiting.
     """
 
     def __init__(self, cfg: Config, resume: bool = False, log=print, approve: Approve | None = None) -> None:
@@ -84,16 +86,8 @@ class Trainer:
         self.step_model = self.dist.wrap(self.model)  # DDP under torchrun; self.model keeps the weights
         if cfg.train.compile:
             self.step_model = self._compiled(self.step_model)
-        self.probe = (
-            LevelProbe(self.model, gradients=cfg.train.level_stats)
-            if LevelProbe.wanted(self.model, cfg.train.level_stats)
-            else None
-        )
-        self.loss_fn = build_loss(cfg.train.loss, cfg.data.out_channels)
-        aux_heads = getattr(cfg.model, "deep_supervision", 0)
-        self.forward_kwargs = {"deep_supervision": True} if aux_heads else {}
-        if aux_heads:
-            self.loss_fn = deep_supervision_loss(self.loss_fn, 1 + aux_heads)
+        wanted = LevelProbe.wanted(self.model, cfg.train.level_stats)
+        self.probe = LevelProbe(self.model, gradients=cfg.train.level_stats) if wanted else None
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
         self.now = budget_now(cfg.train)  # what max_time_s counts: wall clock or CPU time per thread
@@ -116,8 +110,7 @@ class Trainer:
         """``torch.compile(module)``, unless a compiled step of this model fails in a trial on
         this CPU (see :mod:`unetseg.training.compile_check`): then the module, and one line."""
         if self.device.type == "cpu" and has_strided_pointwise_conv(self.model):
-            crop = self.cfg.augment.crop_size
-            height, width = (crop, crop) if crop else self.train_ds.load(0)[0].shape[:2]
+            height, width = crop_shape(self.cfg.augment.crop_size, self.train_ds)
             shape = (self.cfg.train.batch_size, self.cfg.data.channels, height, width)
             why = compile_failure(trial_payload(self.cfg, shape, self.amp))
             if why is not None:
@@ -153,10 +146,9 @@ class Trainer:
         changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
-        if state.get("precision", precision_name(self.amp)) != precision_name(
-            self.amp
-        ):  # same train.amp, another machine
-            changed.append(f"precision {state['precision']} -> {precision_name(self.amp)}")
+        before, now = state.get("precision", precision_name(self.amp)), precision_name(self.amp)
+        if before != now:  # same train.amp, another machine
+            changed.append(f"precision {before} -> {now}")
         if changed:
             self.log(
                 f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible"
@@ -194,7 +186,7 @@ class Trainer:
             shuffle=sampler is None,
             sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
-            num_workers=train.num_workers,
+            num_workers=self.workers,
             worker_init_fn=worker_init,
             pin_memory=self.device.type == "cuda",
             drop_last=self.dist.share(len(self.train_ds)) >= train.batch_size,
@@ -246,7 +238,8 @@ class Trainer:
             seen += x.shape[0]
             bar.set_postfix(loss=f"{total / seen:.4f}")
             if self.progress.step():
-                self._announce_estimate(bar, epoch)
+                bar.set_description(self.progress.epoch_label(epoch + 1))
+                self._announce(self.progress.estimate(), self.progress.seconds_left())
             if deadline is not None and self.dist.any(self.now() >= deadline):
                 stopped = True
                 break
@@ -254,13 +247,12 @@ class Trainer:
         everyone = self.dist.sum(seen)
         return total / max(seen, 1), everyone / max(elapsed, 1e-9), everyone, stopped
 
-    def _announce_estimate(self, bar: tqdm, epoch: int) -> None:
+    def _announce(self, estimate: str, seconds_left: float) -> None:
         """Say how long the run will take, and let ``approve`` stop it before it goes on."""
-        bar.set_description(self.progress.epoch_label(epoch + 1))
         with tqdm.external_write_mode():
-            self.log(self.progress.estimate())
+            self.log(estimate)
             if self.approve is not None and not self.dist.enabled:
-                self.approve(self.progress.seconds_left(), self.device)
+                self.approve(seconds_left, self.device)
 
     def validate(self) -> dict[str, float]:
         if self.val_ds is None:
@@ -324,8 +316,8 @@ class Trainer:
         }
 
     def _start(self) -> tuple[int, float]:
-        """Everything before the first step, announced in one line: (first epoch, seconds already
-        spent by the run being resumed)."""
+        """Everything before the first step, announced in one line and a first guess of its time
+        (the loss last: MONAI takes seconds to import): (first epoch, seconds already spent)."""
         cfg = self.cfg
         self.folder.prepare(self.dist)
         set_threads(cfg.train.threads)
@@ -346,6 +338,14 @@ class Trainer:
             + f" -> {self.out_dir}"
             + (f", {self.dist.world} processes" if self.dist.enabled else "")
         )
+        self.workers = loader_workers(cfg.train.num_workers, self.log)
+        guess = first_guess(self.model, cfg, self.train_ds, self.steps_per_epoch, start_epoch, spent, self.amp)
+        if guess is not None:
+            self._announce(guess.line(), guess.seconds)
+        self.loss_fn, self.forward_kwargs = build_loss(cfg.train.loss, cfg.data.out_channels), {}  # imports MONAI
+        if getattr(cfg.model, "deep_supervision", 0):
+            self.loss_fn = deep_supervision_loss(self.loss_fn, 1 + cfg.model.deep_supervision)
+            self.forward_kwargs = {"deep_supervision": True}
         return start_epoch, spent
 
     def _precision_note(self) -> str:
