@@ -287,7 +287,9 @@ class Trainer:
         logger = MetricsLogger(self.out_dir, log=self.log) if self.dist.main else None
         clock = time.perf_counter()
         deadline = self.now() + cfg.train.max_time_s - spent if cfg.train.max_time_s else None
-        self.progress = RunProgress(cfg.train.epochs, start_epoch, self.steps_per_epoch, cfg.train.max_time_s, spent)
+        self.progress = RunProgress(
+            cfg.train.epochs, start_epoch, self.steps_per_epoch, cfg.train.max_time_s, spent, clock=self.now
+        )
         if self.clock is not None:
             self.clock.start(spent)
         try:
