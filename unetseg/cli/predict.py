@@ -365,12 +365,13 @@ def evaluate(
     if json_path is not None:
         write_json(json_path, {"checkpoint": str(checkpoint), "split": split, "mean": mean, "images": rows}, overwrite)
     if report_path is not None:
-        _write_gallery(report_path, checkpoint, split, dataset, predictions, mean, rows)
+        _write_gallery(report_path, checkpoint, cfg.name, split, dataset, predictions, mean, rows)
 
 
 def _write_gallery(
     path: Path,
     checkpoint: Path,
+    name: str,
     split: str,
     dataset: SegmentationDataset,
     predictions: dict[str, np.ndarray],
@@ -384,9 +385,7 @@ def _write_gallery(
 
     means = ", ".join(f"{k} {v:.4f}" for k, v in mean.items())
     intro = f"Model {checkpoint}, {split} split, {len(rows)} image(s). Means: {means}."
-    page = render_gallery(
-        f"Where {checkpoint.parent.parent.name} fails", intro, gallery_items(dataset, predictions, rows)
-    )
+    page = render_gallery(f"Where {name} fails", intro, gallery_items(dataset, predictions, rows))
     try:
         replace_by_rename(path, lambda tmp: tmp.write_text(page))
     except OSError as err:
