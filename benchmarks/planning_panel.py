@@ -50,6 +50,8 @@ SCREENS: dict[str, list[str]] = {
     "nophoto": ["augment.hue_saturation=0.0", "augment.gamma=0.0", "augment.stain=0.0"],
     # lines: the full-resolution network of configs/nuclei_cpu.yaml instead of the 1/4-resolution stem
     "fullres": ["model.stem_stride=1", "model.base_width=8", "model.depth=6", "model.deep_supervision=0"],
+    # blobs: level 0 at 1/2 resolution with a sub-pixel head (MONAI's UNet strides its first convolution)
+    "stem2": ["model.stem_stride=2", "model.head=shuffle"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
@@ -120,6 +122,7 @@ class Job:
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         tag = method.replace(":", "-")
         self.dir = work / panel_set.name / tag / f"seed{seed}"
+        self.out = out
         self.result_path = out / "runs" / panel_set.name / tag / f"seed{seed}.json"
         self.log = self.dir / "log.txt"
 
@@ -209,46 +212,26 @@ class Job:
         checkpoint = run_dir / "checkpoints" / ("last.pt" if final_only else "best.pt")
         numbers["checkpoint"] = checkpoint.name
         start = time.perf_counter()
-        _cli(
-            [
-                "predict",
-                str(self.set.test_images),
-                "--checkpoint",
-                str(checkpoint),
-                "--out",
-                str(self.dir / "pred"),
-                "--overwrite",
-            ],
-            self.log,
-            self.env,
-        )
+        self._predict(checkpoint, self.dir / "pred")
         numbers["predict_s"] = round(time.perf_counter() - start, 1)
         if self.method == "planned" and self.seed == 0:
             self._failure_report(checkpoint)
         chosen = run_dir / "postprocessing.json"
         if chosen.exists() and any(json.loads(chosen.read_text())["chosen"].values()):
             raw = self.dir / "pred_raw"
-            _cli(
-                [
-                    "predict",
-                    str(self.set.test_images),
-                    "--checkpoint",
-                    str(checkpoint),
-                    "--out",
-                    str(raw),
-                    "--overwrite",
-                    "--no-postprocess",
-                ],
-                self.log,
-                self.env,
-            )
+            self._predict(checkpoint, raw, "--no-postprocess")
             numbers["postprocess"] = json.loads(chosen.read_text())
             numbers["dice_without_postprocess"] = score_folder(self.set, raw)["dice"]
         return numbers
 
+    def _predict(self, checkpoint: Path, out: Path, *flags: str) -> None:
+        """``unetseg predict`` on the test images, as a user runs it."""
+        args = ["predict", str(self.set.test_images), "--checkpoint", str(checkpoint), "--out", str(out)]
+        _cli([*args, "--overwrite", *flags], self.log, self.env)
+
     def _failure_report(self, checkpoint: Path) -> None:
         """``unetseg evaluate --report`` on the test images: the worst images, as a person looks."""
-        page = self.result_path.parents[2] / "reports" / f"{self.set.name}.html"
+        page = self.out / "reports" / f"{self.set.name}.html"
         page.parent.mkdir(parents=True, exist_ok=True)
         page.unlink(missing_ok=True)
         test = self.set.test_images.parent

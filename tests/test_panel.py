@@ -1,0 +1,73 @@
+"""The planning panel (benchmarks/planning_panel.py) on generated stand-ins for its licensed
+datasets: the scoring by hand, and one planned and one peer run end to end, reused when rerun."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from conftest import write_pairs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import panel_data
+import planning_panel
+from panel_data import PanelSet, dice, score_folder
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+def test_dice_inside_the_field_of_view_and_on_the_truths_pixels(tmp_path):
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:2, :2] = 255  # 4 px
+    pred = np.zeros((4, 4), np.uint8)
+    pred[:2, :3] = 255  # 6 px, 4 of them right
+    fov = np.full((4, 4), 255, np.uint8)
+    fov[:, 2:] = 0  # outside the field of view, the 2 wrong pixels do not count
+    root = tmp_path / "set"
+    _write(root / "test" / "masks" / "a.png", truth)
+    _write(root / "test" / "fov" / "a.png", fov)
+    _write(tmp_path / "pred" / "a.png", pred)
+    assert dice(pred > 0, truth > 0) == 2 * 4 / (6 + 4)
+    scores = score_folder(PanelSet("s", "", root), tmp_path / "pred")
+    assert scores["dice"] == 1.0 and scores["per_image"] == {"a": 1.0}
+    # a prediction 4x the truth's size is scored on the truth's pixels (area, then majority)
+    big = cv2.resize(pred, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
+    _write(tmp_path / "big" / "a.png", big)
+    (root / "test" / "fov" / "a.png").unlink()
+    (root / "test" / "fov").rmdir()  # no field of view: the whole image counts
+    scaled = score_folder(PanelSet("s", "", root, score_scale=4), tmp_path / "big")
+    assert scaled["dice"] == round(0.8, 5)
+    # ISBI's convention: the structure is drawn as 0
+    assert panel_data.foreground(np.array([[0, 255]]), zero=True).tolist() == [[True, False]]
+
+
+def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
+    root = tmp_path / "standin"
+    write_pairs(root / "train", n=6, h=64, w=64, seed=1)
+    write_pairs(root / "test", n=2, h=64, w=64, seed=2)
+    stand_in = PanelSet("standin", "generated blobs", root)
+    out = tmp_path / "out"
+    jobs = [
+        planning_panel.Job(stand_in, method, 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu")
+        for method in ("planned", "monai")
+    ]
+    results = [job.run() for job in jobs]
+    for result in results:
+        assert 0.0 <= result["dice"] <= 1.0 and set(result["per_image"]) == {"img_0", "img_1"}
+        assert result["run_budget_s"] == 2.0 and result["threads"] == 1
+    assert "data:" in results[0]["config"] and results[0]["overrides"][-1] == "train.max_time_s=2"
+    panel = planning_panel.report(out)
+    assert panel == {"standin": {"monai": [results[1]["dice"]], "planned": [results[0]["dice"]]}}
+    assert "| standin | planned | 0 |" in (out / "panel.md").read_text()
+    # rerun: both results are reused (nothing trains: a training run would fail here)
+    monkeypatch.setattr(planning_panel.Job, "_train_unetseg", lambda *_: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(planning_panel.Job, "_train_peer", lambda *_: (_ for _ in ()).throw(AssertionError))
+    assert [job.run() for job in jobs] == results
+    stored = json.loads(jobs[0].result_path.read_text())
+    assert stored["method"] == "planned" and stored["key"] == results[0]["key"]
