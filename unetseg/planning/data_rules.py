@@ -220,19 +220,23 @@ def _split(plan: Plan, fp: Fingerprint) -> None:
 
 
 def _cache(plan: Plan, fp: Fingerprint, memory_gb: float) -> None:
-    need = fp.decoded_bytes() / 2**30
+    """Cache what the dataset keeps: planes at the working resolution (``data.scale``), so
+    a set of large photographs shrunk 4x is cached instead of decoded and shrunk per crop."""
+    scale = float(plan.get("data.scale", 1.0))
+    need = fp.decoded_bytes() * scale**2 / 2**30
+    at = f" at the working scale {scale:g}" if scale < 1.0 else ""
     if need <= CACHE_SHARE * memory_gb:
         plan.set(
             "data.cache",
             True,
-            f"the decoded set takes about {need:.2g} GiB of this machine's {memory_gb:.0f}: "
+            f"the decoded set{at} takes about {need:.2g} GiB of this machine's {memory_gb:.0f}: "
             "kept in memory after the first read",
         )
     else:
         plan.set(
             "data.cache",
             False,
-            f"the decoded set would take about {need:.0f} GiB of this machine's "
+            f"the decoded set{at} would take about {need:.0f} GiB of this machine's "
             f"{memory_gb:.0f}: read from disk each time",
         )
 
@@ -259,8 +263,8 @@ def plan_data(plan: Plan, fp: Fingerprint, memory_gb: float) -> Structure:
     _normalisation(plan, fp)
     _slice_axis(plan, fp)
     _split(plan, fp)
-    _cache(plan, fp, memory_gb)
     _scale(plan, fp, structure)
+    _cache(plan, fp, memory_gb)
     return structure
 
 
