@@ -18,6 +18,7 @@ from conftest import repo_pythonpath, write_yaml
 
 from unetseg.config import config_from_dict
 from unetseg.training import Trainer, TrainingError
+from unetseg.training import runlock
 from unetseg.training.runlock import LOCK_NAME, RunLock, RunLockedError, pid_alive
 
 
@@ -37,10 +38,18 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def write_lock(folder: Path, pid: int, host: str | None = None) -> Path:
+def write_lock(folder: Path, pid: int, host: str | None = None, beat_age_s: float | None = None) -> Path:
+    """A lock as its owner writes it; ``beat_age_s`` makes it a beating owner's lock whose last
+    heartbeat (the file's modification time) is that many seconds old."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": time.time()}))
+    owner = {"pid": pid, "host": host or socket.gethostname(), "started": time.time() - 3600}
+    if beat_age_s is not None:
+        owner["heartbeat_s"] = runlock.HEARTBEAT_S
+    path.write_text(json.dumps(owner))
+    if beat_age_s is not None:
+        then = time.time() - beat_age_s
+        os.utime(path, (then, then))
     return path
 
 
@@ -67,10 +76,37 @@ def test_live_lock_is_refused_naming_folder_and_pid(tmp_path, live_pid):
     assert json.loads(path.read_text())["pid"] == live_pid  # left alone
 
 
-def test_lock_of_another_host_is_refused(tmp_path):
-    write_lock(tmp_path, dead_pid(), host="elsewhere.example")
-    with pytest.raises(RunLockedError, match="on elsewhere.example.*cannot tell"):
+@pytest.mark.parametrize("beat_age_s", [None, 5.0, runlock.STALE_AFTER_S - 30])
+def test_lock_of_another_host_that_beats_or_never_beat_is_refused(tmp_path, beat_age_s):
+    path = write_lock(tmp_path, dead_pid(), host="elsewhere.example", beat_age_s=beat_age_s)
+    before = path.read_bytes()
+    with pytest.raises(RunLockedError, match="on elsewhere.example.*cannot see that host"):
         RunLock(tmp_path).acquire()
+    assert path.read_bytes() == before
+
+
+def test_lock_of_another_host_whose_heartbeat_stopped_is_taken_over(tmp_path):
+    """A preempted job's lock on a shared file system: its node is gone, its beat stopped."""
+    path = write_lock(tmp_path, 4242, host="node-17.cluster", beat_age_s=runlock.STALE_AFTER_S + 60)
+    notes: list[str] = []
+    with RunLock(tmp_path, notes.append):
+        owner = json.loads(path.read_text())
+        assert (owner["pid"], owner["host"]) == (os.getpid(), socket.gethostname())
+    assert len(notes) == 1
+    assert "process 4242 on node-17.cluster" in notes[0] and "heartbeat stopped 36" in notes[0]
+    assert not path.exists()
+
+
+def test_a_held_lock_beats_until_released(tmp_path, monkeypatch):
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.05)
+    lock = RunLock(tmp_path).acquire()
+    path = tmp_path / LOCK_NAME
+    old = time.time() - 1000
+    os.utime(path, (old, old))
+    time.sleep(0.5)
+    assert time.time() - path.stat().st_mtime < 1.0  # renewed by the heartbeat thread
+    lock.release()
+    assert lock._beat is None and not path.exists()
 
 
 @pytest.mark.parametrize("content", ["dead", "", "not json"])

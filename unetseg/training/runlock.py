@@ -8,11 +8,17 @@ and on NFSv3+), writes its PID, host and start time into it, and removes it when
 ends, normally or by an exception.
 
 A run killed with ``kill -9`` cannot remove its lock, so a lock is *stale* when it was taken
-on this host by a process that no longer exists; the next run takes it over and says so. A
-lock held by a live process, or taken on another host (whose processes this one cannot
-see), is a refusal naming the folder, the host and the PID. While it holds the lock, the
-owner also holds ``flock`` on the file: two processes that find the same stale lock at once
-cannot both take it over, because only one of them gets the ``flock``.
+on this host by a process that no longer exists; the next run takes it over and says so.
+Processes on another host cannot be seen from here (a preempted SLURM job resumed on another
+node is the everyday case), so the owner also *beats*: a thread touches the lock's
+modification time every :data:`HEARTBEAT_S` seconds while the run holds it. A lock from
+another host whose heartbeat stopped more than :data:`STALE_AFTER_S` ago is taken over too;
+one that still beats, or one written by a version that did not beat, is a refusal naming the
+folder, the host and the PID. The modification time is the file server's clock on a shared
+file system, and the wait is ten heartbeats, so a few seconds of clock skew between nodes
+cannot make a live lock look dead. While it holds the lock, the owner also holds ``flock``
+on the file: two processes that find the same stale lock at once cannot both take it over,
+because only one of them gets the ``flock``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +40,8 @@ except ImportError:  # not POSIX: the O_EXCL file alone
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
+HEARTBEAT_S = 30.0  # how often a held lock's modification time is renewed
+STALE_AFTER_S = 300.0  # a lock of another host whose heartbeat is older than this was left by a dead run
 
 
 class RunLockedError(TrainingError):
@@ -96,6 +105,8 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.log = log
         self._fd: int | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def acquire(self) -> RunLock:
         for _ in range(5):  # a lock released or removed between two steps: look again
@@ -104,7 +115,8 @@ class RunLock:
         raise RunLockedError(f"{self.folder}: could not lock the run folder ({self.path} keeps changing)")
 
     def _owner_record(self) -> bytes:
-        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "heartbeat_s": HEARTBEAT_S}
+        return json.dumps(owner).encode()
 
     def _claim(self, fd: int) -> None:
         os.ftruncate(fd, 0)
@@ -112,6 +124,18 @@ class RunLock:
         os.write(fd, self._owner_record())
         os.fsync(fd)
         self._fd = fd
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="unetseg-lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        """Renew the lock's modification time until released; dies with the process, which is
+        what lets another host see that the run is gone."""
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:  # the folder went away: nothing left to guard
+                return
 
     def _create(self) -> bool:
         try:
@@ -137,19 +161,30 @@ class RunLock:
                 os.close(fd)
                 return False
             owner = _read_owner(fd)
+            why = "which is no longer running"
             if owner.get("host") != socket.gethostname() and owner:
-                raise RunLockedError(self._refusal(owner, elsewhere=True))
+                silent = self._silent_for(fd)
+                if silent is None:
+                    raise RunLockedError(self._refusal(owner, elsewhere=True))
+                why = f"whose heartbeat stopped {silent:.0f} s ago"
             pid = owner.get("pid")
-            if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
-                raise RunLockedError(self._refusal(owner))
+            if owner.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid():
+                if pid_alive(pid):
+                    raise RunLockedError(self._refusal(owner))
         except BaseException:
             os.close(fd)
             raise
-        self.log(
-            f"note: {self.folder} was locked by {_describe(owner)}, which is no longer running; taking the run folder over"
-        )
+        self.log(f"note: {self.folder} was locked by {_describe(owner)}, {why}; taking the run folder over")
         self._claim(fd)
         return True
+
+    def _silent_for(self, fd: int) -> float | None:
+        """Seconds since a beating owner last renewed the lock, where that is over
+        :data:`STALE_AFTER_S`; None while it beats, or where the owner never beat."""
+        if not isinstance(_read_owner(fd).get("heartbeat_s"), (int, float)):
+            return None
+        silent = time.time() - os.fstat(fd).st_mtime
+        return silent if silent > STALE_AFTER_S else None
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -158,7 +193,11 @@ class RunLock:
             return False
 
     def _refusal(self, owner: dict[str, Any], elsewhere: bool = False) -> str:
-        why = "unetseg cannot tell from here whether it still runs" if elsewhere else "it is still running"
+        why = (
+            f"its heartbeat is recent, or it never beat, and unetseg cannot see that host's processes from here"
+            if elsewhere
+            else "it is still running"
+        )
         return (
             f"{self.folder} is in use by another training ({_describe(owner)}; {why}): two runs in one folder would "
             f"mix their checkpoints and metrics. Wait for it to finish or choose another output directory (--out); "
@@ -169,6 +208,10 @@ class RunLock:
         """Remove the lock file (if it is still ours) and drop the claim."""
         if self._fd is None:
             return
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
         try:
             if self._same_file(self._fd):
                 self.path.unlink()
