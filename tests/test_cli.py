@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +16,28 @@ import pytest
 import tifffile
 from cli_helpers import assert_clean_failure, invoke
 from click.testing import CliRunner
-from conftest import REPO, write_yaml
+from conftest import REPO, repo_pythonpath, write_yaml
 
 from unetseg.cli import main
 from unetseg.data.io import read_raw
 
 
+def _console_script() -> Path:
+    """The installed `unetseg` console script: beside this interpreter (a venv's bin/, found whether or
+    not bin/ is on PATH), else wherever PATH has one. Missing means the package is not installed."""
+    beside = Path(sys.executable).parent / "unetseg"
+    if beside.is_file():
+        return beside
+    found = shutil.which("unetseg")
+    assert found, f"no unetseg console script beside {sys.executable} or on PATH: is the package installed?"
+    return Path(found)
+
+
 def test_help_via_entry_point_and_module():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for cmd in (["unetseg", "--help"], [sys.executable, "-m", "unetseg", "--help"]):
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-        except FileNotFoundError:
-            pytest.skip("unetseg entry point not on PATH")
+    # The installed script imports whichever unetseg the interpreter finds: put this checkout first.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo_pythonpath()}
+    for cmd in ([str(_console_script()), "--help"], [sys.executable, "-m", "unetseg", "--help"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
         assert proc.returncode == 0, proc.stderr
         for command in ("train", "predict", "evaluate"):
             assert command in proc.stdout
