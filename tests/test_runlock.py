@@ -17,8 +17,7 @@ import pytest
 from conftest import repo_pythonpath, write_yaml
 
 from unetseg.config import config_from_dict
-from unetseg.training import Trainer, TrainingError
-from unetseg.training import runlock
+from unetseg.training import Trainer, TrainingError, runlock
 from unetseg.training.runlock import LOCK_NAME, RunLock, RunLockedError, pid_alive
 
 

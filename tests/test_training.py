@@ -7,6 +7,7 @@ import copy
 import csv
 import math
 import platform
+import shutil
 from pathlib import Path
 
 import cv2
@@ -563,7 +564,6 @@ def isbi_cpu_recipe(isbi: Path, root: Path, epochs: int) -> dict:
     crops, a step-based schedule instead of the time budget, deterministic) and otherwise as
     shipped: border-weighted Dice+CE, EMA, deep supervision, affine augmentation, instance norm,
     bf16 autocast where the CPU has it."""
-    import shutil
 
     from conftest import REPO
 
@@ -790,6 +790,66 @@ def test_resume_with_another_architecture_is_a_clear_error(tiny_cfg_dict):
     assert last.read_bytes() == saved  # nothing already written is lost
     run_config = yaml.safe_load((last.parents[1] / "config.yaml").read_text())
     assert run_config["model"]["deep_supervision"] == 0  # the refused config did not replace the run's
+
+
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ({"scheduler": "plateau"}, r"scheduler state \(key 'scheduler'\).*train\.scheduler"),
+        ({"scheduler": "none"}, r"scheduler state \(key 'scheduler'\).*train\.scheduler"),
+    ],
+)
+def test_resume_with_another_scheduler_is_one_message(tiny_cfg_dict, change, named):
+    """Another scheduler's state has other keys: torch's bare KeyError ('lr_lambdas',
+    '_schedulers') becomes one message naming the key and the changed setting."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    _fit(tree)
+    last = Path(tree["output_dir"]) / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+    tree["train"].update(change, epochs=3)
+    with pytest.raises(TrainingError, match=rf"cannot resume .*last\.pt: its {named}.*start a new run"):
+        _fit(tree, resume=True)
+    assert last.read_bytes() == saved
+
+
+def test_resume_from_another_runs_checkpoint_is_one_message(tiny_cfg_dict, tmp_path):
+    """A last.pt of a run with another optimiser state (here: a scheduler saved with other
+    keys) put in place with an unchanged config: named as possibly another run's."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    _fit(tree)
+    last = Path(tree["output_dir"]) / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["scheduler"] = {"_schedulers": [], "_milestones": []}  # a SequentialLR's state
+    torch.save(state, last)
+    tree["train"]["epochs"] = 3
+    with pytest.raises(TrainingError, match=r"scheduler state .*another run's checkpoint"):
+        _fit(tree, resume=True)
+
+
+@pytest.mark.parametrize("edit", ["add", "remove"])
+def test_resume_after_the_images_changed_is_refused(tiny_cfg_dict, edit):
+    """Images added or removed move the block split: resuming would train on former
+    validation images, so it is refused naming what changed; nothing written is lost."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    _fit(tree)
+    last = Path(tree["output_dir"]) / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+    images, masks = Path(tree["data"]["images"]), Path(tree["data"]["masks"])
+    first = sorted(images.iterdir())[0]
+    if edit == "add":
+        for folder in (images, masks):
+            source = sorted(folder.iterdir())[0]
+            shutil.copy(source, folder / ("zz_new" + source.suffix))
+        expected = r"1 val image\(s\) new \(zz_new"
+    else:
+        mask = next(p for p in masks.iterdir() if p.stem == first.stem)
+        first.unlink()
+        mask.unlink()
+        expected = rf"image\(s\) gone \({first.stem}"
+    tree["train"]["epochs"] = 3
+    with pytest.raises(TrainingError, match=rf"cannot resume .*last\.pt: the data changed .*{expected}.*another --out"):
+        _fit(tree, resume=True)
+    assert last.read_bytes() == saved
 
 
 def test_ema_is_validated():

@@ -48,6 +48,7 @@ from unetseg.training.optim import BudgetClock, budget_now, build_optimizer, bui
 from unetseg.training.postprocess_choice import choose_for_run
 from unetseg.training.probes import LevelProbe
 from unetseg.training.progress import RunProgress
+from unetseg.training.resume import check_split, restore_optimisation, restore_weights, split_record
 from unetseg.training.run_folder import RunFolder
 
 Approve = Callable[[float, torch.device], None]
@@ -137,6 +138,7 @@ class Trainer:
             "rng": rng_state(),  # the same on every rank: all start from one seed and draw alike
             "world_size": self.dist.world,
             "precision": precision_name(self.amp),  # what train.amp became on this machine
+            "split": split_record(self.train_ds, self.val_ds),
         }
 
     def _restore(self) -> int:
@@ -144,6 +146,7 @@ class Trainer:
         state = load_checkpoint(self.last_path)
         history, best = training_record(state, self.last_path)  # before anything is restored
         changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
+        check_split(state, split_record(self.train_ds, self.val_ds), self.last_path)
         if state.get("world_size", 1) != self.dist.world:
             changed.append(f"processes {state.get('world_size', 1)} -> {self.dist.world}")
         before, now = state.get("precision", precision_name(self.amp)), precision_name(self.amp)
@@ -153,20 +156,11 @@ class Trainer:
             self.log(
                 f"note: resuming with changed settings {', '.join(changed)}; the run is no longer exactly reproducible"
             )
-        try:
-            self.model.load_state_dict(state.get("trained_model", state["model"]))
-        except RuntimeError as err:  # another architecture: depth, widths, deep_supervision heads, ...
-            model_keys = ", ".join(key for key in changed if key.startswith("model.")) or "the model section"
-            raise TrainingError(
-                f"cannot resume {self.last_path}: its weights do not fit the model this config builds "
-                f"({model_keys} changed); start a new run or restore the old settings. "
-                f"{str(err).splitlines()[0]}"
-            ) from None
+        restore_weights(self.model, state.get("trained_model", state["model"]), changed, self.last_path)
         if self.average is not None:  # a run that had no average starts one from its weights
             self.average.restore(state["model"], state.get("ema", {"updates": 0}))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        parts = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        restore_optimisation(state, parts, changed, self.last_path)
         self.history = list(history)
         self.best_value, self.best_epoch = best["value"], best["epoch"]
         set_rng_state(state["rng"])
