@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +15,9 @@ import yaml
 from torch import nn
 
 from unetseg import runtime
-from unetseg.config import UNetConfig
+from unetseg.config import LossConfig, UNetConfig
+from unetseg.models import build_model, count_parameters
+from unetseg.training.losses import build_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import common
@@ -29,40 +34,105 @@ def test_step_flops_of_one_conv_is_forward_plus_weight_gradient():
     assert conv.weight.grad is None  # the count leaves no gradient behind
 
 
-def test_time_steps_runs_warmup_and_at_least_min_steps():
-    calls = []
-    seconds = common.time_steps(lambda: calls.append(1), torch.device("cpu"), warmup=2, min_steps=5, min_s=0.0)
-    assert len(calls) == 7 and seconds >= 0
+class FakeClock:
+    """Stands in for the ``time`` module inside benchmarks/common.py: ``perf_counter`` reads a
+    clock that moves only when a test moves it, so every duration a benchmark measures is known."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str) -> Any:  # strftime and the rest: the real module's
+        return getattr(time, name)
 
 
-def test_matmul_peak_is_a_plausible_rate():
-    peak = common.matmul_peak(torch.device("cpu"), repeats=1)
-    assert 1e8 < peak < 1e14  # FLOP/s: at least 0.1 GFLOP/s, at most 100 TFLOP/s on a CPU
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(common, "time", fake)
+    return fake
 
 
-def test_throughput_measure_reports_every_number(monkeypatch):
-    monkeypatch.setitem(throughput.MODELS, "tiny", ("small", lambda: UNetConfig(depth=2, base_width=2)))
-    r = throughput.measure("tiny", torch.device("cpu"), "off", channels_last=True, compile_=False, min_s=0.0)
-    assert r["params"] > 0 and r["group"] == "small"
-    for key in (
-        "train_img_s_256",
-        "train_img_s_512",
-        "infer_img_s_512",
-        "train_gflops_s_256",
-        "train_flops_per_image_256",
-    ):
-        assert r[key] > 0, key
+@pytest.mark.parametrize(("min_s", "timed_steps"), [(0.0, 5), (2.0, 8)])
+def test_time_steps_runs_warmup_then_min_steps_and_min_seconds(clock, min_s, timed_steps):
+    """Each step takes 0.25 s of fake time: at least 5 timed steps, and at least ``min_s`` seconds of them."""
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        clock.advance(0.25)
+
+    seconds = common.time_steps(step, torch.device("cpu"), warmup=2, min_steps=5, min_s=min_s)
+    assert len(calls) == 2 + timed_steps  # the warm-up steps are run but not timed
+    assert seconds == 0.25
+
+
+def test_matmul_peak_is_the_best_rate_over_sizes_and_rounds(clock, monkeypatch):
+    """The products run on the meta device (no arithmetic) and each timed pass takes a known fake
+    time, so the peak must be exactly the fastest pass's ``repeats * 2 n^3 / seconds``."""
+    sizes, repeats = (1024, 2048, 3072), 3  # matmul_peak's sizes off a GPU
+    passes = [1.0, 0.5, 4.0, 2.0, 0.25, 8.0]  # seconds of each timed pass: round 1's sizes, then round 2's
+    # Two syncs per size: after the warm-up (the timer then starts) and after the timed products.
+    advances = iter(chain.from_iterable((0.0, seconds) for seconds in passes))
+    monkeypatch.setattr(common, "sync", lambda device: clock.advance(next(advances)))
+    peak = common.matmul_peak(torch.device("meta"), repeats=repeats, rounds=2)
+    assert next(advances, None) is None  # every pass was timed
+    assert peak == repeats * 2 * 2048**3 / 0.25  # round 2's 2048: neither the largest size nor the first round
+    assert peak == max(repeats * 2 * n**3 / seconds for n, seconds in zip(sizes * 2, passes))
+
+
+def test_throughput_measure_numbers_follow_from_the_timed_steps(monkeypatch, clock):
+    """Every forward pass costs fake time in proportion to its pixels (a training forward stands
+    for forward + backward + step, 3x an inference one), so each rate is known exactly."""
+    seconds_per_256_image = 0.25
+
+    def build_charging_model(*args: Any) -> nn.Module:
+        model = build_model(*args)
+
+        def charge(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0]
+            images = x.shape[0] * x.shape[-2] * x.shape[-1] / 256**2
+            clock.advance(images * seconds_per_256_image * (3 if module.training else 1))
+
+        model.register_forward_pre_hook(charge)
+        return model
+
+    config, batch = UNetConfig(depth=2, base_width=2), 2
+    monkeypatch.setitem(throughput.MODELS, "tiny", ("small", lambda: config))
+    monkeypatch.setattr(throughput, "build_model", build_charging_model)
+    r = throughput.measure(
+        "tiny", torch.device("cpu"), "off", channels_last=True, compile_=False, min_s=0.0, batch=batch
+    )
+    assert r["params"] == count_parameters(build_model(config, 1, 1)) and r["group"] == "small"
+    # A training step: `batch` images of 256², or half as many of 512² (4x the pixels); inference: one 512² image.
+    step_256, step_512 = batch * 3 * seconds_per_256_image, batch // 2 * 4 * 3 * seconds_per_256_image
+    assert r["train_img_s_256"] == batch / step_256
+    assert r["train_img_s_512"] == batch // 2 / step_512
+    assert r["infer_img_s_512"] == 1 / (4 * seconds_per_256_image)
+    # The FLOPs of one step at 256 are the model's own; its rate is those FLOPs over the step's seconds.
+    x, y = torch.randn(batch, 1, 256, 256), (torch.rand(batch, 256, 256) > 0.5).float()
+    flops = common.step_flops(build_model(config, 1, 1), x, y, build_loss(LossConfig(), 1))
+    assert r["train_flops_per_image_256"] == flops / batch
+    assert r["train_gflops_s_256"] == flops / step_256 / 1e9
+    peak_gflops = 10 * r["train_gflops_s_256"]
     text = throughput.markdown(
         {
             "environment": common.environment(torch.device("cpu")),
             "amp": "off",
             "channels_last": True,
             "compile": False,
-            "matmul_peak_gflops": 100.0,
+            "matmul_peak_gflops": peak_gflops,
             "models": [r],
         }
     )
-    assert "| tiny | small |" in text
+    # The table row shows those very numbers: img/s 256 | 512 | inference, then GFLOP/s at 10% of the peak.
+    row = f"| {batch / step_256:.2f} | {batch // 2 / step_512:.2f} | 1.00 | {flops / step_256 / 1e9:.0f} (10%) |"
+    assert "| tiny | small |" in text and row in text, text
 
 
 def test_throughput_children_get_the_settings_but_not_the_model_list():
