@@ -168,9 +168,9 @@ class RunLock:
                     raise RunLockedError(self._refusal(owner, elsewhere=True))
                 why = f"whose heartbeat stopped {silent:.0f} s ago"
             pid = owner.get("pid")
-            if owner.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid():
-                if pid_alive(pid):
-                    raise RunLockedError(self._refusal(owner))
+            here = owner.get("host") == socket.gethostname()
+            if here and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+                raise RunLockedError(self._refusal(owner))
         except BaseException:
             os.close(fd)
             raise
@@ -194,7 +194,7 @@ class RunLock:
 
     def _refusal(self, owner: dict[str, Any], elsewhere: bool = False) -> str:
         why = (
-            f"its heartbeat is recent, or it never beat, and unetseg cannot see that host's processes from here"
+            "its heartbeat is recent, or it never beat, and unetseg cannot see that host's processes from here"
             if elsewhere
             else "it is still running"
         )
