@@ -596,3 +596,46 @@ def test_predict_and_data_check_name_every_skipped_entry(tmp_path, tiny_cfg_dict
     assert cv2.imwrite(str(masks / "good.png"), np.zeros((8, 8), np.uint8))
     result = CliRunner().invoke(main, ["data", "check", "--images", str(folder), "--masks", str(masks)])
     assert result.output.count("skipped") == 4 and "anim.gif" in result.output, result.output
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+
+def _with_orientation(path: Path, array: np.ndarray, orientation: int) -> Path:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path, orientation):
+    """A phone photograph stores the sensor's pixels and an EXIF turn; the image is read as
+    Pillow's exif_transpose (what viewers and annotation tools show) turns it."""
+    from PIL import Image, ImageOps
+
+    array = np.zeros((40, 60, 3), np.uint8)
+    array[:10, :20] = (255, 0, 0)  # a mark in one corner: every turn moves it elsewhere
+    array[30:, 50:, 1] = 200
+    path = _with_orientation(tmp_path / "photo.png", array, orientation)
+    with Image.open(path) as handle:
+        expected = np.asarray(ImageOps.exif_transpose(handle))
+    got = read_raw(path)
+    assert got.shape == expected.shape == ((40, 60, 3) if orientation < 5 else (60, 40, 3))
+    assert np.array_equal(got, expected)
+
+
+def test_rotated_jpeg_photograph_and_its_png_mask_line_up(tmp_path):
+    """The mask was drawn on the photograph as shown (turned): after reading, the image's mark
+    and the mask's foreground lie on the same pixels."""
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[4:20, 4:28] = 250  # a bright object where the sensor saw it
+    image = _with_orientation(tmp_path / "photo.jpg", stored, 6)
+    shown = np.rot90(stored, -1)  # orientation 6: turned 90 degrees clockwise for display
+    mask = np.where(shown[..., 0] > 128, 255, 0).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    img = read_raw(image)
+    assert img.shape[:2] == read_raw(tmp_path / "mask.png").shape
+    assert np.mean(img[..., 0][mask > 0]) > 200 and np.mean(img[..., 0][mask == 0]) < 30

@@ -23,6 +23,17 @@ from unetseg.data.intensity import Normalization, Scaling
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats whose EXIF block may say how to turn the pixels
+# EXIF orientation -> the turn that shows the image as viewers do (TIFF/EXIF spec, tag 0x0112)
+ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+}
 DEFAULT_SLICE_AXIS = 2  # the last axis of a NIfTI volume (axial slices of a scan in RAS order)
 
 
@@ -143,11 +154,36 @@ def read_raw(path: Path, page: int | None = None, axis: int | None = None) -> np
             raise DataError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
         if array.ndim == 3 and array.shape[2] in (3, 4):
             array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        array = upright(array, path)
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # planar TIFF (C, H, W)
     if array.ndim not in (2, 3) or min(array.shape[:2]) < 1:
         raise DataError(f"{path}: expected a 2D image, got an array of shape {array.shape}")
     return array
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag (1 = as stored) of a JPEG or PNG; 1 where there is none.
+
+    Phones and some microscope cameras store pixels as the sensor read them and say in EXIF
+    how to turn them. Viewers (and annotation tools) show the turned image, so a mask drawn
+    on it only lines up with the image once the image is turned the same way."""
+    if path.suffix.lower() not in EXIF_SUFFIXES:
+        return 1
+    from PIL import Image  # only the header is read
+
+    try:
+        with Image.open(path) as handle:
+            value = handle.getexif().get(0x0112, 1)
+    except Exception:  # unreadable metadata: the pixels as stored (OpenCV read them already)
+        return 1
+    return value if value in ORIENTATIONS else 1
+
+
+def upright(array: np.ndarray, path: Path) -> np.ndarray:
+    """The pixels of ``path`` turned as its EXIF orientation says, as every viewer shows them."""
+    turn = ORIENTATIONS.get(exif_orientation(path))
+    return np.ascontiguousarray(turn(array)) if turn else array
 
 
 def _scale_by_dtype(array: np.ndarray) -> np.ndarray:
