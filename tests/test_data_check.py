@@ -151,3 +151,60 @@ def test_train_stops_with_the_table_before_writing_anything(tmp_path, tiny_cfg_d
     unchecked = invoke("train", "--config", config, "--no-check")
     assert_clean_failure(unchecked, "img_2.png")
     assert "severity" not in unchecked.output  # the trainer's own first error, not the table
+
+
+# --------------------------------------------------------------------------- lossy masks
+
+
+def _as_jpeg_masks(masks: Path, quality: int = 75) -> dict[str, np.ndarray]:
+    """Each PNG mask re-saved as JPEG (the PNG removed); returns the true masks by stem."""
+    truth = {}
+    for png in sorted(masks.glob("*.png")):
+        mask = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        truth[png.stem] = mask
+        assert cv2.imwrite(str(png.with_suffix(".jpg")), mask, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        png.unlink()
+    return truth
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_jpeg_masks_are_snapped_back_to_their_labels(tmp_path, colour):
+    """A JPEG mask's halo (values between the labels along every edge) would become
+    foreground; read, it is set to the nearer label, so foreground is what was drawn (a grey
+    mask saved as a colour JPEG too, whose channels then differ slightly)."""
+    from layout_helpers import lines_pairs
+
+    from unetseg.data.io import read_mask, read_raw
+
+    _, masks = lines_pairs(tmp_path, n=2)
+    if colour:
+        for png in masks.glob("*.png"):
+            cv2.imwrite(str(png), cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), cv2.COLOR_GRAY2BGR))
+    truth = _as_jpeg_masks(masks)
+    for stem, mask in truth.items():
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        raw = read_raw(masks / f"{stem}.jpg")
+        read = read_mask(masks / f"{stem}.jpg", None)
+        halo = (raw[..., 0] if raw.ndim == 3 else raw) != 0
+        assert np.mean(halo) > np.mean(mask != 0) * 1.3  # what the probe saw: the halo counted as foreground
+        assert set(np.unique(read).tolist()) == {0, 1}
+        assert np.mean(read != (mask != 0)) < 0.005  # within a few edge pixels of the truth
+
+
+def test_data_check_and_init_name_jpeg_masks(tmp_path):
+    from layout_helpers import lines_pairs
+
+    images, masks = lines_pairs(tmp_path, n=4)
+    _as_jpeg_masks(masks)
+    report = check_dataset(DataConfig(images=images, masks=masks))
+    lossy = [p for p in report.problems if p.kind == "lossy mask"]
+    assert len(lossy) == 4 and all(p.severity == "warning" for p in lossy)
+    assert "JPEG (lossy)" in lossy[0].detail and "[0, 255]" in lossy[0].detail and "PNG" in lossy[0].detail
+    assert not [p for p in report.problems if p.kind == "labels"]  # no "values ... all become class 1"
+    out = tmp_path / "plan.yaml"
+    result = invoke("init", tmp_path, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "4 of the 4 masks measured are JPEG" in result.output
+    text = out.read_text()
+    assert "masks are JPEG (lossy)" in text and "thin lines" in text
+    assert "mask values 0:" in text and text.split("mask values ")[1].split(";")[0].count(":") == 2

@@ -85,7 +85,7 @@ def init_cmd(
     name = name or default_name(data if data is not None else images.parent)  # type: ignore[union-attr]
     source = str(data) if data is not None else f"--images {images} --masks {masks}"
     command = f"unetseg init {source} --budget {budget:g}s"
-    plan, _ = run_command(
+    plan, fingerprint = run_command(
         plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command
     )
     make_output_dir(out.parent)
@@ -94,6 +94,12 @@ def init_cmd(
     except OSError as err:
         raise click.ClickException(f"cannot write {out}: {err.strerror}") from None
     model = plan.get("model.stem_stride", 1)
+    if fingerprint.lossy_masks:
+        click.echo(
+            f"note: {fingerprint.lossy_masks} of the {fingerprint.measured} masks measured are JPEG (lossy); their edge "
+            "halo was snapped to the two commonest values, as training will read them: save masks as PNG",
+            err=True,
+        )
     click.echo(
         f"wrote {out}: {plan.get('data.channels')} channel(s), crop {plan.get('augment.crop_size')}, "
         f"batch {plan.get('train.batch_size')}, stem stride {model}, regions {plan.get('eval.regions')}, "

@@ -32,7 +32,17 @@ import numpy as np
 from unetseg.config import DataConfig
 from unetseg.data.channels import prepare_input, read_planes, sample_files
 from unetseg.data.intensity import Normalization
-from unetseg.data.io import DataError, Sample, list_image_files, mask_classes, read_raw, skipped_entries
+from unetseg.data.io import (
+    DataError,
+    Sample,
+    is_lossy,
+    list_image_files,
+    lossy_note,
+    mask_classes,
+    read_raw,
+    skipped_entries,
+    snap_lossy,
+)
 from unetseg.data.layouts import case_samples, labelled_cases, list_cases
 from unetseg.data.pairing import expand_samples, match_masks
 from unetseg.data.splits import split_samples
@@ -193,6 +203,9 @@ def _check_mask(report: CheckReport, sample: Sample, stats: ImageStats, data: Da
     except DataError as err:
         report.add("error", "unreadable", sample.mask, str(err).removeprefix(f"{sample.mask}: "))
         return
+    if is_lossy(sample.mask):
+        report.add("warning", "lossy mask", sample.mask, lossy_note(sample.mask, raw))
+        raw = snap_lossy(raw)
     if raw.shape[:2] != (stats.height, stats.width):
         report.add(
             "error",

@@ -23,7 +23,11 @@ from unetseg.data.intensity import Normalization, Scaling
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-EXIF_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats whose EXIF block may say how to turn the pixels
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".png")
+LOSSY_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+)  # masks saved so hold in-between values at every edge  # formats whose EXIF block may say how to turn the pixels
 # EXIF orientation -> the turn that shows the image as viewers do (TIFF/EXIF spec, tag 0x0112)
 ORIENTATIONS = {
     2: lambda a: a[:, ::-1],
@@ -242,11 +246,52 @@ def read_image(
     return prepare_image(read_raw(path, page, axis), channels, normalization, path, scaling)
 
 
+def is_lossy(path: Path) -> bool:
+    """Whether a mask file's format is lossy (JPEG), so its stored values are not its labels."""
+    return Path(path).suffix.lower() in LOSSY_SUFFIXES
+
+
+def snap_lossy(raw: np.ndarray) -> np.ndarray:
+    """A JPEG mask's labels: every pixel set to the nearer of its two commonest values.
+
+    JPEG stores a 0/255 mask with a halo of in-between values along every edge (and a grey
+    mask saved in colour with slightly different channels); read as labels, the halo becomes
+    foreground (20 % instead of 9 % on a vessel set) and thin structures look twice as wide.
+    The two commonest values are the flat background and foreground, whatever they are
+    (0/255, 0/1); a JPEG of more than two classes cannot be recovered this way, which the
+    note that goes with it says."""
+    grey = raw[..., : 3 if raw.shape[2] >= 3 else 1].mean(axis=2) if raw.ndim == 3 else raw
+    grey = np.round(grey).astype(raw.dtype if raw.ndim == 2 else np.uint8)
+    values, counts = np.unique(grey, return_counts=True)
+    if len(values) < 2:
+        return grey
+    low, high = np.sort(values[np.argsort(counts)[-2:]])
+    return np.where(grey.astype(np.float64) >= (float(low) + float(high)) / 2, high, low).astype(grey.dtype)
+
+
+def lossy_note(path: Path, raw: np.ndarray) -> str:
+    """What snapping a JPEG mask did, for ``data check`` and ``init``."""
+    snapped = snap_lossy(raw)
+    grey = raw[..., 0] if raw.ndim == 3 else raw
+    halo = float(np.mean(~np.isin(grey, np.unique(snapped))))
+    return (
+        f"a JPEG (lossy) mask: {halo:.1%} of its pixels hold in-between values; each is set to the nearer of "
+        f"its two commonest values {np.unique(snapped).tolist()}. Save masks as PNG (JPEG cannot keep "
+        "labels, and more than two classes cannot be recovered)"
+    )
+
+
+def read_mask_raw(path: Path, page: int | None = None, axis: int | None = None) -> np.ndarray:
+    """The stored label values of a mask file; a JPEG mask's halo snapped (:func:`snap_lossy`)."""
+    raw = read_raw(path, page, axis)
+    return snap_lossy(raw) if is_lossy(path) else raw
+
+
 def read_mask(
     path: Path, label_map: dict[int, int] | None, page: int | None = None, axis: int | None = None
 ) -> np.ndarray:
     """Class indices (HxW, int64). Without a label map, 0 is background and anything else 1."""
-    return mask_classes(read_raw(path, page, axis), label_map, path)
+    return mask_classes(read_mask_raw(path, page, axis), label_map, path)
 
 
 def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path | str = "<array>") -> np.ndarray:

@@ -50,6 +50,14 @@ def _header(fp: Fingerprint, structure: Structure, machine: Machine, budget_s: f
         f"  {fp.cases} cases; median size {w}x{h} (WxH), smallest side {fp.min_side}; {fp.channels} input channel(s);",
         f"  {', '.join(f'{d} x{n}' for d, n in fp.dtypes.items())}; intensities {low:.4g} to {high:.4g} (0.5-99.5th pct);",
         f"  mask values {values};",
+        *(
+            [
+                f"  note: {fp.lossy_masks} of {fp.measured} masks are JPEG (lossy): each pixel of the halo at their edges "
+                "is set to the nearer of the mask's two commonest values; save masks as PNG",
+            ]
+            if fp.lossy_masks
+            else []
+        ),
         f"  structure: {what}{drawn}{measured}",
         f"  -> the recipe of {recipe_for(structure).anchor}, fitted to these images, this machine and the budget.",
         "Each key says why it was chosen; keys not written keep their defaults (unetseg/config/schema.py).",

@@ -18,7 +18,7 @@ import numpy as np
 
 from unetseg.config import DataConfig
 from unetseg.data.channels import is_multichannel, read_planes
-from unetseg.data.io import Sample, read_raw
+from unetseg.data.io import Sample, is_lossy, read_mask_raw
 from unetseg.data.layouts import labelled_samples, list_cases
 from unetseg.data.splits import case_of
 from unetseg.data.volumes import voxel_spacing
@@ -53,6 +53,7 @@ class Fingerprint:
     spacing: tuple[float, float, float] | None = None  # median voxel size of the volumes (mm)
     channel_names: list[str] | None = None
     labels: dict[int, str] | None = None  # mask value -> class name, from dataset.json
+    lossy_masks: int = 0  # measured masks stored as JPEG, read with their halo snapped
 
     @property
     def median_size(self) -> tuple[int, int]:
@@ -133,6 +134,7 @@ class _Tally:
     colour: int = 0
     channels: int = 0
     multichannel: bool = False
+    lossy: int = 0
 
     def add(self, sample: Sample) -> None:
         planes = read_planes(sample)
@@ -140,7 +142,8 @@ class _Tally:
         self.multichannel |= is_multichannel(sample, planes)
         self.channels = max(self.channels, 1 if raw.ndim == 2 else raw.shape[2])
         self.colour += (not is_multichannel(sample, planes)) and _is_colour(raw)
-        mask = read_raw(sample.mask, sample.page, sample.axis)
+        mask = read_mask_raw(sample.mask, sample.page, sample.axis)
+        self.lossy += is_lossy(sample.mask)
         mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.int64)
         self.sizes.append(raw.shape[:2])
         self.dtypes[str(planes[0].dtype)] += 1
@@ -199,6 +202,7 @@ def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
         spacing=_spacing(samples) if volumes else None,
         channel_names=listing.channel_names if listing else None,
         labels=listing.labels if listing else None,
+        lossy_masks=tally.lossy,
     )
 
 
