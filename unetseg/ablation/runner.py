@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unetseg.ablation.measure import analyse_run
+from unetseg.ablation.results import read_result
 from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
 from unetseg.config import ConfigError, dump_config
 from unetseg.meter import QUIET, Meter
@@ -48,16 +49,6 @@ def _tag(job: Job) -> str:
     return f"{job.variant} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "")
 
 
-def read_result(path: Path) -> dict[str, Any] | None:
-    """A stored result, or None when there is none (or it was cut short while being written)."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-
-
 def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and return its measured result."""
     from unetseg.training import Trainer
@@ -73,7 +64,9 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     result_path = store / "result.json"
     checkpoint = Path(cfg.output_dir) / "checkpoints" / "last.pt"
     measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
-    previous = read_result(result_path)
+    previous, damaged = read_result(result_path, variant.name, job.seed)
+    if damaged:
+        log(f"[{_tag(job)}] {damaged}; training again")
     changed = training_changes(previous.get("config"), cfg) if previous is not None else []
     if previous is not None and not changed and previous.get("measured_with") == measured_with:
         log(f"[{_tag(job)}] finished before, reused")
@@ -106,9 +99,11 @@ def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]
         for seed in spec.seeds:
             for fold in fold_ids(spec):
                 tag = _tag(Job("", False, variant.name, seed, "", None, fold))
-                stored = read_result(result_dir(spec, variant.name, seed, fold) / "result.json")
+                stored, damaged = read_result(
+                    result_dir(spec, variant.name, seed, fold) / "result.json", variant.name, seed
+                )
                 if stored is None:
-                    missing.append(f"{tag}: not run")
+                    missing.append(f"{tag}: {damaged or 'not run'}")
                     continue
                 changed = training_changes(stored.get("config"), variant_config(spec, variant, seed, fold))
                 if changed:
