@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ import yaml
 from click.testing import CliRunner
 from conftest import write_yaml
 
+from unetseg.ablation.claims import CLAIMS, claims_table, compare
 from unetseg.ablation.figures import disagreement, thin_structure_window
+from unetseg.ablation.report import _gate_table
 from unetseg.ablation.spec import AblationSpec, load_spec, variant_config
 from unetseg.cli import main
 from unetseg.config import ConfigError
@@ -117,6 +120,113 @@ def test_claim_verdicts_follow_the_confidence_interval():
     assert verdict(None, 1) == "not resolved"
 
 
+SEEDS, IMAGES = 3, 4
+# Per (seed, image) difference of the variant a claim favours over the other, for every verdict a claim can
+# reach. Distinct sizes, so that no two pairs tie (tied differences make the Wilcoxon test slow).
+SIZES = 0.05 + 0.01 * np.arange(SEEDS * IMAGES).reshape(SEEDS, IMAGES)
+OUTCOME_DELTAS: dict[str, np.ndarray] = {
+    "agree": SIZES,
+    "disagree": -SIZES,
+    "not resolved": SIZES * (-1.0) ** np.add.outer(np.arange(SEEDS), np.arange(IMAGES)),  # signs alternate
+}
+
+
+def _variant_runs(scores: dict[str, np.ndarray], corruption_loss: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Hand-made finished runs of one variant: per seed, per-image ``scores`` (seeds x images per
+    metric) and, where given, the Dice lost from the clean image to the strongest noise."""
+    runs = []
+    for seed in range(SEEDS):
+        images = [{"name": f"img_{i}", **{m: float(v[seed, i]) for m, v in scores.items()}} for i in range(IMAGES)]
+        run: dict[str, Any] = {
+            "seed": seed,
+            "images": images,
+            "mean": {m: float(v[seed].mean()) for m, v in scores.items()},
+        }
+        if corruption_loss is not None:
+            run["corruption"] = {"noise": {"strength": [0, 1], "dice": [0.8, 0.8 - float(corruption_loss[seed])]}}
+        runs.append(run)
+    return runs
+
+
+@pytest.mark.parametrize("outcome", list(OUTCOME_DELTAS))
+def test_every_claim_reaches_every_verdict_from_hand_made_numbers(outcome):
+    """Each claim's numbers are built to lean the way ``outcome`` says: concat beats none on boundary F1,
+    the partial-skip variants beat concat on Dice, deep-only beats shallow-only, and concat loses more
+    Dice than none to corruption on each seed (for "not resolved": the signs are mixed)."""
+    delta = OUTCOME_DELTAS[outcome]
+    base = 0.5 + 0.05 * np.arange(IMAGES)[None, :] + 0.01 * np.arange(SEEDS)[:, None]
+    grouped = {
+        "concat": _variant_runs({"dice": base, "bf1_1px": base + delta}, corruption_loss=0.2 + delta[:, 0]),
+        "none": _variant_runs({"dice": base + delta, "bf1_1px": base}, corruption_loss=np.full(SEEDS, 0.2)),
+        "shallow-only": _variant_runs({"dice": base + delta}),
+        "deep-only": _variant_runs({"dice": base + 2 * delta}),
+    }
+    detail = compare(grouped["concat"], grouped["none"], "bf1_1px")
+    assert detail is not None and detail["pairs"] == SEEDS * IMAGES
+    assert detail["diff"] == pytest.approx(delta.mean(), abs=1e-12)
+    table = claims_table(grouped, "concat")
+    assert table is not None
+    assert {row["source"]: row["verdict"] for row in table[1]} == {claim.source: outcome for claim in CLAIMS}
+
+
+def test_claims_without_their_variants_are_left_out():
+    base = np.full((SEEDS, IMAGES), 0.5)
+    grouped = {"concat": _variant_runs({"dice": base}), "shallow-only": _variant_runs({"dice": base})}
+    table = claims_table(grouped, "concat")
+    assert table is not None and [row["source"] for row in table[1]] == ["Wang et al. 2022 (UCTransNet)"]
+    assert claims_table({"concat": grouped["concat"]}, "concat") is None
+
+
+def _gate_row(epoch: int, means: list[float], mins: list[float]) -> dict[str, float]:
+    """One epoch's row of a gated run's history: per level, the channel-mean gate and the smallest channel's."""
+    return (
+        {"epoch": epoch}
+        | {f"gate{lv}": m for lv, m in enumerate(means)}
+        | {f"gate_min{lv}": m for lv, m in enumerate(mins)}
+    )
+
+
+def _gated_runs(final_means: list[float], final_mins: list[float]) -> list[dict[str, Any]]:
+    """Two seeds whose gates start at 1 and end, per level, 0.05 either side of the given values."""
+    ones = [1.0] * len(final_means)
+    return [
+        {
+            "seed": seed,
+            "history": [
+                _gate_row(1, ones, ones),
+                _gate_row(2, [m + offset for m in final_means], [m + offset for m in final_mins]),
+            ],
+        }
+        for seed, offset in enumerate((-0.05, 0.05))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("means", "mins", "sentence"),
+    [
+        ([1.1, 0.4], [0.9, 0.1], "gated: the gates closed (mean below 0.5) at level(s) [1]."),
+        (
+            [1.1, 0.7],
+            [0.9, 0.3],
+            "gated: no level's gates closed (every level's mean stays above 0.5); "
+            "some channels fell below 0.5 at level(s) [1].",
+        ),
+        (
+            [1.1, 0.7],
+            [0.9, 0.6],
+            "gated: no level's gates closed (every level's mean stays above 0.5); no channel fell below 0.5.",
+        ),
+    ],
+)
+def test_gate_table_and_sentence_follow_the_final_gates(means, mins, sentence):
+    grouped = {"concat": [{"seed": 0, "history": [{"epoch": 1}, {"epoch": 2}]}], "gated": _gated_runs(means, mins)}
+    gates = _gate_table(grouped)
+    assert gates is not None
+    table, notes = gates
+    assert notes == [sentence]  # one sentence, for the one variant with gates
+    assert table.rows == [["gated"] + [f"{m:.3f} (min {lo:.3f})" for m, lo in zip(means, mins)]]
+
+
 def test_thin_structure_window_finds_the_thin_lines():
     target = np.zeros((100, 100), dtype=np.int64)
     target[60:90, 10:40] = 1  # a solid blob: a short skeleton
@@ -155,7 +265,11 @@ def test_ablate_end_to_end_report_and_reuse(ablation_file, tmp_path, meters):
     assert ci[0] <= summary["concat"]["mean"]["dice"] <= ci[1]
     claims = {c["source"]: c for c in data["claims"]}
     detail = claims["Ronneberger et al. 2015; Drozdzal et al. 2016"]
-    assert detail["verdict"] in ("agree", "disagree", "not resolved") and "concat − none, bf1_1px" in detail["evidence"]
+    # The claim is "concat beats none on bf1_1px"; the stored comparison is none − concat, so the claim
+    # holds where that CI lies below 0 and fails where it lies above.
+    lo, hi = data["comparison"]["none"]["bf1_1px"]["ci"]
+    assert detail["verdict"] == ("agree" if hi < 0 else "disagree" if lo > 0 else "not resolved")
+    assert "concat − none, bf1_1px" in detail["evidence"]
     assert "What this says about published claims" in (out / "report.md").read_text()
     sweep = data["runs"][0]["corruption"]
     assert set(sweep) == {"noise", "blur"} and sweep["noise"]["strength"] == [0, 0.3]
@@ -375,10 +489,20 @@ def test_report_shows_gradients_and_gates_when_logged(ablation_file, tmp_path):
     values = [float(c.split(" (min ")[0]) for c in cells]
     assert len(values) == 2 and all(0 < v < 2 for v in values)  # gates start at 1 and have moved
     assert values != [1.0, 1.0]
-    assert "gated: no level's gates closed" in md or "gated: the gates closed" in md
     assert (out / "figures" / "gates.png").is_file()
-    traces = json.loads((out / "report.json").read_text())["runs"][1]["history"]
+    data = json.loads((out / "report.json").read_text())
+    traces = next(run for run in data["runs"] if run["variant"] == "gated")["history"]
     assert all("gate0" in row and "gate_min1" in row for row in traces)  # the trace of every epoch is stored
+    # The table and the sentence follow from the stored last epoch's gates (one seed: no averaging).
+    final = [(traces[-1][f"gate{lv}"], traces[-1][f"gate_min{lv}"]) for lv in range(2)]
+    assert cells == [f"{mean:.3f} (min {low:.3f})" for mean, low in final]
+    closed = [lv for lv, (mean, _) in enumerate(final) if mean < 0.5]
+    expected = (
+        f"gated: the gates closed (mean below 0.5) at level(s) {closed}."
+        if closed
+        else "gated: no level's gates closed (every level's mean stays above 0.5)"
+    )
+    assert data["gates"][0].startswith(expected) and expected in md
 
 
 REPO = Path(__file__).resolve().parents[1]
