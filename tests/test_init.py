@@ -285,3 +285,21 @@ def test_init_errors_are_one_message(tmp_path):
     (tmp_path / "p.yaml").write_text("mine")
     assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "already exists; pass --overwrite")
     assert (tmp_path / "p.yaml").read_text() == "mine"
+
+
+def test_the_written_config_works_from_any_folder(tmp_path, monkeypatch):
+    """Probe #12: init run with relative paths wrote them relative to the folder it ran in, so
+    the config broke when used from elsewhere. Its paths are absolute now."""
+    work = tmp_path / "project"
+    write_pairs(work / "data", n=4)
+    monkeypatch.chdir(work)
+    result = invoke("init", "data", "--out", "configs/plan.yaml")
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(work / "configs" / "plan.yaml")
+    assert cfg.data.images == work / "data" / "images" and cfg.data.masks == work / "data" / "masks"
+    assert Path(cfg.output_dir) == work / "runs" / cfg.name
+    checked = invoke("data", "check", "--config", work / "configs" / "plan.yaml")
+    assert checked.exit_code == 0, checked.output

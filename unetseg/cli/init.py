@@ -81,13 +81,14 @@ def init_cmd(
 
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
+    # absolute paths: the config then works from any folder, not only from the one init ran in
+    data, images, masks = (path.absolute() if path is not None else None for path in (data, images, masks))
     data_cfg = data_from_arguments(data, images, masks)
     name = name or default_name(data if data is not None else images.parent)  # type: ignore[union-attr]
+    output_dir = str(Path(output_dir or f"runs/{name}").absolute())
     source = str(data) if data is not None else f"--images {images} --masks {masks}"
     command = f"unetseg init {source} --budget {budget:g}s"
-    plan, fingerprint = run_command(
-        plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir or f"runs/{name}", command
-    )
+    plan, fingerprint = run_command(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir, command)
     make_output_dir(out.parent)
     try:
         out.write_text(plan.render())
