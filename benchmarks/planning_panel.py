@@ -99,8 +99,17 @@ def _training_numbers(run_dir: Path) -> dict[str, Any]:
 
 def _values(text: str) -> Any:
     """A written config's values, without its comments: re-planning the same data with reworded
-    reasons (or on another day) keys alike; a changed value does not."""
-    return yaml.safe_load(text)
+    reasons (or on another day) keys alike; a changed value does not. Paths inside this checkout
+    are keyed from its root, so a grid run from a frozen clone is reused by the next clone."""
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith(str(ROOT) + os.sep):
+            return "<repo>" + value[len(str(ROOT)) :]
+        return value
+
+    return relative(yaml.safe_load(text))
 
 
 class Job:
