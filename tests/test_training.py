@@ -8,12 +8,14 @@ import csv
 import math
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from unetseg import runtime
@@ -44,6 +46,52 @@ def _fit(tree: dict, resume: bool = False, trainer_cls=Trainer) -> dict:
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@dataclass
+class LossCall:
+    """What a trainer's loss was given at one training step (logits: one map, or one per output) and gave."""
+
+    logits: torch.Tensor | list[torch.Tensor]
+    target: torch.Tensor
+    value: float
+
+
+class LossRecording(Trainer):
+    """A Trainer that keeps a :class:`LossCall` for every training step."""
+
+    def _start(self) -> tuple[int, float]:
+        started = super()._start()  # builds the loss
+        built, self.loss_calls = self.loss_fn, []
+
+        def recorded(logits, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+            value = built(logits, target, weight)
+            kept = (
+                [x.detach().float() for x in logits] if isinstance(logits, (list, tuple)) else logits.detach().float()
+            )
+            self.loss_calls.append(LossCall(kept, target.detach().clone(), value.item()))
+            return value
+
+        self.loss_fn = recorded
+        return started
+
+
+def _named_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> float:
+    """What each ``train.loss.name`` means, written out with MONAI's losses and torch's cross-entropies
+    (default weights, no border weighting): sigmoid on a single logit, softmax over classes otherwise."""
+    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
+
+    binary = logits.shape[1] == 1
+    if name in ("bce", "ce"):
+        ce = (
+            F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+            if binary
+            else F.cross_entropy(logits, target.long())
+        )
+        return ce.item()
+    dice_family = {"dice": DiceLoss, "dice_ce": DiceCELoss, "dice_focal": DiceFocalLoss}[name]
+    loss = dice_family(sigmoid=True) if binary else dice_family(softmax=True, to_onehot_y=True)
+    return loss(logits, target[:, None].float() if binary else target[:, None].long()).item()
 
 
 # --------------------------------------------------------------------------- overfit
@@ -406,10 +454,18 @@ def test_trainer_with_every_loss(name, task, tmp_path, pair_dirs):
     tree["data"]["label_map"] = label_map
     tree["data"]["split"] = {"mode": "block", "folds": 2, "fold": -1}
     tree["train"].update({"epochs": 2, "samples_per_epoch": 4, "loss": {"name": name}, "lr": 0.02})
-    summary = _fit(tree)
+    trainer = LossRecording(config_from_dict(tree), log=quiet)
+    summary = trainer.fit()
     losses = [row["train_loss"] for row in summary["history"]]
     assert all(np.isfinite(losses))
     assert 0.0 <= summary["history"][-1]["val_dice"] <= 1.0
+    # The first step's loss is the named one on that step's batch, and no other loss gives its value
+    # (bce and ce are one loss: binary cross-entropy on a single logit, softmax cross-entropy over classes).
+    first = trainer.loss_calls[0]
+    expected = {other: _named_loss(other, first.logits, first.target) for other in LOSSES}
+    assert first.value == pytest.approx(expected[name], rel=1e-4)
+    alike = {"bce", "ce"} if name in ("bce", "ce") else {name}
+    assert {other for other, value in expected.items() if value == pytest.approx(first.value, rel=1e-4)} == alike
     model, cfg, _ = load_model(Path(summary["best_checkpoint"]))
     assert model.head.out_channels == (1 if task == "binary" else 3)
     assert cfg.data.num_classes == (2 if task == "binary" else 3)
@@ -762,20 +818,29 @@ def test_deep_supervision_loss_is_the_weighted_sum_of_the_outputs_losses():
 def test_trainer_with_deep_supervision_trains_the_heads_and_predicts_plain_logits(tiny_cfg_dict):
     tree = copy.deepcopy(tiny_cfg_dict)
     tree["model"]["deep_supervision"] = 1
-    initial = []
+    initial, aux_gradients = [], []
 
-    class Watching(Trainer):
+    class Watching(LossRecording):
         def _build_model(self) -> None:
             super()._build_model()
-            initial.append(self.model.aux_heads[0].weight.detach().cpu().clone())  # trained on a GPU where there is one
+            weight = self.model.aux_heads[0].weight
+            initial.append(weight.detach().cpu().clone())  # trained on a GPU where there is one
+            weight.register_hook(lambda grad: aux_gradients.append(grad.abs().sum().item()))
 
-    _fit(tree, trainer_cls=Watching)
-    head = initial[0]
+    trainer = Watching(config_from_dict(tree), log=quiet)
+    trainer.fit()
+    # Every step's loss weighs the main output 2/3 and the auxiliary one 1/3 (each coarser output half the
+    # one above it), so it is not the main output's loss alone, and gradient reaches the auxiliary head.
+    first = trainer.loss_calls[0]
+    assert isinstance(first.logits, list) and len(first.logits) == 2
+    main_loss, aux_loss = (_named_loss(LossConfig().name, logits, first.target) for logits in first.logits)
+    assert first.value == pytest.approx(2 / 3 * main_loss + 1 / 3 * aux_loss, rel=1e-4)
+    assert first.value != pytest.approx(main_loss, rel=1e-3)
+    assert len(aux_gradients) == len(trainer.loss_calls) and all(g > 0 for g in aux_gradients)
     out = Path(tree["output_dir"])
     model, _, _ = load_model(out / "checkpoints" / "last.pt")
-    assert not torch.equal(model.aux_heads[0].weight, head)  # the auxiliary loss reached its head
+    assert not torch.equal(model.aux_heads[0].weight, initial[0])  # the auxiliary loss reached its head
     assert model.eval()(torch.rand(1, 1, 40, 40)).shape == (1, 1, 40, 40)
-    assert float(_rows(out / "metrics.csv")[-1]["val_dice"]) >= 0
 
 
 def test_resume_with_another_architecture_is_a_clear_error(tiny_cfg_dict):
