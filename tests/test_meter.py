@@ -26,12 +26,30 @@ def test_bar_counts_work_announced_as_found_and_shows_an_eta(monkeypatch) -> Non
     assert "<" in drawn and "run" in drawn  # tqdm's [elapsed<remaining, rate] part
 
 
-def test_no_bar_where_nobody_watches(monkeypatch, capsys) -> None:
-    with progress_bar("ablate", "run") as meter:  # stderr captured by pytest: not a terminal
+def _count_two_runs_and_log_a_line(stderr: io.StringIO, monkeypatch) -> tuple[str, str]:
+    """What a meter counting two runs and logging one line wrote: (stderr, stdout)."""
+    stdout = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    with progress_bar("ablate", "run") as meter:
         meter.expect(2)
         meter.advance(2)
         meter.write("a log line")
-    captured = capsys.readouterr()
-    assert captured.err == "" and captured.out == "a log line\n"
+    return stderr.getvalue(), stdout.getvalue()
+
+
+def test_no_bar_where_nobody_watches(monkeypatch) -> None:
+    err, out = _count_two_runs_and_log_a_line(io.StringIO(), monkeypatch)  # a pipe or a log file: no terminal
+    assert err == "" and "\r" not in out  # no bar, not even its carriage returns
+    assert out == "a log line\n"  # the log line is still written, once and whole
+    # The same work on a terminal draws the bar: the silence above is the stream's doing.
+    err, out = _count_two_runs_and_log_a_line(Terminal(), monkeypatch)
+    assert "\r" in err and "ablate:" in err and "2/2" in err
+    assert out == "a log line\n"
+
+
+def test_quiet_meter_prints_its_lines_and_nothing_else(capsys) -> None:
     QUIET.expect(5)
     QUIET.advance()
+    QUIET.write("a log line")
+    assert capsys.readouterr() == ("a log line\n", "")
