@@ -303,3 +303,48 @@ def test_the_written_config_works_from_any_folder(tmp_path, monkeypatch):
     assert Path(cfg.output_dir) == work / "runs" / cfg.name
     checked = invoke("data", "check", "--config", work / "configs" / "plan.yaml")
     assert checked.exit_code == 0, checked.output
+
+
+def _bad_dataset(tmp_path: Path, case: str) -> Path:
+    """The probe's datasets (#35, #10) that init planned and its own data check rejected."""
+    if case == "one image":
+        write_pairs(tmp_path / "data", n=1)
+        return tmp_path / "data"
+    if case == "empty masks":
+        _, masks = write_pairs(tmp_path / "data", n=4)
+        for mask in masks.iterdir():
+            cv2.imwrite(str(mask), np.zeros((64, 64), np.uint8))
+        return tmp_path / "data"
+    if case == "colour-coded masks":
+        _, masks = write_pairs(tmp_path / "data", n=4)
+        for mask in masks.iterdir():
+            grey = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+            coded = np.zeros((*grey.shape, 3), np.uint8)
+            coded[grey > 0] = (0, 0, 255)  # red objects, as annotation tools export them
+            cv2.imwrite(str(mask), coded)
+        return tmp_path / "data"
+    dataset = nnunet_2d(tmp_path, channels=1)  # labels 0/1 in the files
+    meta = dataset / "dataset.json"
+    meta.write_text(meta.read_text().replace('"blob": 1', '"blob": 300'))
+    return dataset
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("one image", "split"),
+        ("empty masks", "none of the 4 masks read has a foreground pixel"),
+        ("colour-coded masks", "colour mask with differing channels"),
+        ("nnU-Net labels that are not the mask values", "mask values [1] are not in data.label_map"),
+    ],
+)
+def test_init_refuses_what_its_own_data_check_would_reject(tmp_path, case, words):
+    """Probe #10: init wrote a config that its own `data check` rejects (folds 2 of 1 image, a
+    label map for values the masks do not hold) or that trains to "dice 1.0000" (no foreground).
+    It now refuses in data check's words and writes nothing."""
+    data = _bad_dataset(tmp_path, case)
+    out = tmp_path / "plan.yaml"
+    result = invoke("init", data, "--out", out)
+    assert_clean_failure(result, "no config written: data check would reject this dataset")
+    assert words in " ".join(result.output.split()), result.output
+    assert not out.exists()

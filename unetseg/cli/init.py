@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from unetseg.planning import Fingerprint, Plan
 
 from unetseg.cli.common import make_output_dir, run_command
 from unetseg.cli.data import DATASET, FOLDER, data_from_arguments
 
 GENERIC_NAMES = {"train", "training", "data", "dataset", "labelled", "labeled", "images", "imagestr"}
 DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h)?\s*$")
+WARNINGS_SHOWN = 2  # per kind of data check warning; data check lists them all
 UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
@@ -89,6 +94,7 @@ def init_cmd(
     source = str(data) if data is not None else f"--images {images} --masks {masks}"
     command = f"unetseg init {source} --budget {budget:g}s"
     plan, fingerprint = run_command(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir, command)
+    _refuse_what_training_would(plan, fingerprint)
     make_output_dir(out.parent)
     try:
         out.write_text(plan.render())
@@ -106,3 +112,33 @@ def init_cmd(
         f"batch {plan.get('train.batch_size')}, stem stride {model}, regions {plan.get('eval.regions')}, "
         f"{budget:g} s budget\ntrain it with: unetseg train --config {out}"
     )
+
+
+def _refuse_what_training_would(plan: Plan, fingerprint: Fingerprint) -> None:
+    """The planned data section checked as ``data check`` would check it: its errors refuse the
+    plan (a config its own check rejects is no plan), its warnings are printed in its words.
+    Masks without any foreground are refused too: there is nothing to learn, and a run on them
+    reports a perfect Dice."""
+    from unetseg.data.check import check_plan
+
+    report = check_plan(plan.config().data, fingerprint.measured_samples, fingerprint.samples)
+    labelled = [s.class_pixels for s in report.stats if s.class_pixels is not None]
+    if labelled and not any(sum(pixels[1:]) for pixels in labelled):
+        report.add(
+            "error", "empty masks", report.masks, f"none of the {len(labelled)} masks read has a foreground pixel"
+        )
+    if report.fatal:
+        raise click.ClickException(
+            f"no config written: data check would reject this dataset:\n{report.problem_table()}\n"
+            "fix the data (unetseg data check lists every problem) and run init again"
+        )
+    kinds: dict[str, list] = {}
+    for problem in report.warnings:
+        kinds.setdefault(problem.kind, []).append(problem)
+    for kind, problems in kinds.items():
+        for problem in problems[:WARNINGS_SHOWN]:
+            click.echo(f"warning: {kind}: {problem.path}: {problem.detail}", err=True)
+        if len(problems) > WARNINGS_SHOWN:
+            click.echo(
+                f"warning: {kind}: {len(problems) - WARNINGS_SHOWN} more (unetseg data check lists them)", err=True
+            )

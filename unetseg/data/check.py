@@ -377,3 +377,25 @@ def check_dataset(data: DataConfig) -> CheckReport:
             if not train:
                 report.add("error", "split", data.source, "the split leaves no training pairs")
     return report
+
+
+def check_plan(data: DataConfig, measured: list[Sample], samples: list[Sample]) -> CheckReport:
+    """What ``data check`` says of a planned data section, from the samples ``init`` measured
+    (every one of a small set) and the split of all of them: ``init`` refuses what training
+    would refuse, in the same words, without reading a large set twice."""
+    root = data.images if data.layout == "folders" else data.root
+    report = CheckReport(Path(str(root)), Path(str(data.masks or root)), data.num_classes, layout=data.layout)
+    usable: list[Sample] = []
+    _check_samples(report, measured, data, usable)
+    _compare_across_images(report, data)
+    if data.layout in ("nnunet", "msd"):
+        _compare_labels(report, list_cases(data).labels, data, Path(str(data.root)))
+    if data.split.mode != "folders" and not report.fatal:
+        try:
+            train, _ = split_samples(samples, data.split, data)
+        except DataError as err:
+            report.add("error", "split", data.source, str(err).removeprefix(f"{data.source}: "))
+        else:
+            if not train:
+                report.add("error", "split", data.source, "the split leaves no training pairs")
+    return report

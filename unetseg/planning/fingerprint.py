@@ -54,6 +54,8 @@ class Fingerprint:
     channel_names: list[str] | None = None
     labels: dict[int, str] | None = None  # mask value -> class name, from dataset.json
     lossy_masks: int = 0  # measured masks stored as JPEG, read with their halo snapped
+    samples: list[Sample] = field(default_factory=list, repr=False)  # every labelled 2D sample
+    measured_samples: list[Sample] = field(default_factory=list, repr=False)  # those read for the fingerprint
 
     @property
     def median_size(self) -> tuple[int, int]:
@@ -203,6 +205,8 @@ def measure(data: DataConfig, max_planes: int = MAX_PLANES) -> Fingerprint:
         channel_names=listing.channel_names if listing else None,
         labels=listing.labels if listing else None,
         lossy_masks=tally.lossy,
+        samples=samples,
+        measured_samples=picked,
     )
 
 
