@@ -320,3 +320,22 @@ def test_yaml_python_tags_never_run_code(tmp_path):
     with pytest.raises(ConfigError, match=f"{path} is not valid YAML"):
         load_config(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=nan", "train.weight_decay=-inf", "augment.gamma=nan"])
+def test_non_finite_numbers_are_refused_naming_the_key(override):
+    """Probe #13: `--set train.lr=inf` was accepted and trained into NaN weights."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: Input should be a finite number"):
+        load_config(REPO / "configs" / "isbi_cpu.yaml", [override])
+
+
+@pytest.mark.parametrize(
+    "where, words", [("/", "the file system's root"), (".", "the folder unetseg runs in"), ("..", "a folder above")]
+)
+def test_output_dir_must_be_a_folder_of_its_own(tmp_path, monkeypatch, where, words):
+    monkeypatch.chdir(tmp_path / ".." if where == ".." else tmp_path)
+    config = REPO / "configs" / "isbi_cpu.yaml"
+    with pytest.raises(ConfigError, match=rf"output_dir: {where} is {words}"):
+        load_config(config, [f"output_dir={where}"])
+    assert load_config(config, ["output_dir=runs/mine"]).output_dir.name == "mine"

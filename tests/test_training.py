@@ -1027,3 +1027,13 @@ def test_resume_on_a_cpu_of_another_precision_is_announced(tiny_cfg_dict, monkey
     lines: list[str] = []
     Trainer(config_from_dict(tree), resume=True, log=lines.append).fit()
     assert any("changed settings" in line and "precision bf16 -> fp32" in line for line in lines)
+
+
+def test_a_run_inside_the_data_folder_is_noted(tiny_cfg_dict):
+    """Probe #13: an output_dir inside the image folder was accepted silently."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["output_dir"] = str(Path(tree["data"]["images"]) / "run")
+    lines: list[str] = []
+    Trainer(config_from_dict(tree), log=lines.append).fit()
+    assert sum("lies inside the data folder" in line for line in lines) == 1
+    assert (Path(tree["output_dir"]) / "checkpoints" / "best.pt").is_file()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -25,7 +27,27 @@ class ConfigError(ValueError):
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are re-validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--set train.lr=inf` (or nan) is refused naming the key, not trained into NaN weights
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def check_output_dir(path: Path) -> Path:
+    """A run needs a folder of its own: ``/``, the folder unetseg runs in (``.``) or one above it
+    (``..``) would get config.yaml, checkpoints/ and metrics.csv among files that are not the
+    run's, and a later ``--overwrite`` would act on them."""
+    where = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    cwd = Path.cwd()
+    if where == Path(where.anchor):
+        what = "the file system's root"
+    elif where == cwd:
+        what = "the folder unetseg runs in"
+    elif where in cwd.parents:
+        what = "a folder above the one unetseg runs in"
+    else:
+        return path
+    raise ValueError(
+        f"{path} is {what}: a run writes its files into output_dir; give it a folder of its own (runs/<name>)"
+    )
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 1, sep: str = "; ") -> str:

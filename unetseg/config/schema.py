@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from unetseg.config.base import Strict
+from unetseg.config.base import Strict, check_output_dir
 from unetseg.config.model import ModelConfig, UNetConfig
 
 # --------------------------------------------------------------------------- data
@@ -419,6 +419,8 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
     eval: EvalConfig = EvalConfig()
+
+    _output_dir = field_validator("output_dir")(check_output_dir)
 
     @model_validator(mode="after")
     def _check_colour_augmentation(self) -> Config:

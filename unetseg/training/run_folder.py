@@ -70,6 +70,17 @@ class RunFolder:
         ``--resume`` leaves the run's config as it was."""
         if not dist.main:
             return
+        for folder in (cfg.data.images, cfg.data.masks, cfg.data.root):
+            if (
+                folder is not None
+                and Path(folder).is_dir()
+                and Path(folder).resolve() in self.out_dir.resolve().parents
+            ):
+                self.log(
+                    f"note: output_dir {self.out_dir} lies inside the data folder {folder}: the run's files are not "
+                    "read as data (sub-folders are skipped), but keeping runs apart from data is safer"
+                )
+                break
         try:
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
         except OSError as err:
