@@ -103,3 +103,19 @@ def test_report_only_over_a_damaged_result_lists_it_and_reports_the_rest(stored,
     report = json.loads((tmp_path / "report.json").read_text())
     assert 1 not in report["summary"]["add"]["seeds"]
     assert all(v <= 1 for run in report["summary"].values() for v in [run.get("dice", {}).get("mean", 0)])
+
+
+def test_markdown_report_defuses_html_from_stored_names():
+    """Probe #13: a variant or image name holding raw HTML (from result.json or a file name)
+    was written into report.md as HTML, which a Markdown viewer renders."""
+    from unetseg.report.document import Report, Table, render_markdown
+
+    report = Report(title="t")
+    report.section("Results").blocks += [
+        "variant <img src=x onerror=alert(1)> & more",
+        Table(["variant", "dice"], [["<script>x</script>|y", 0.5]]),
+    ]
+    text = render_markdown(report, "fig")
+    assert "<img" not in text and "<script>" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; more" in text
+    assert "| &lt;script&gt;x&lt;/script&gt;\\|y | 0.5 |" in text

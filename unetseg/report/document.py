@@ -107,26 +107,36 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
+def md_text(text: str) -> str:
+    """Text for Markdown with raw HTML defused: variant, image and run names come from files
+    (``result.json``, folder names), and a Markdown viewer renders HTML found in them."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_cell(value: Any) -> str:
+    return md_text(_cell(value)).replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(report: Report, figure_dir: str) -> str:
-    lines = [f"# {report.title}", ""]
+    lines = [f"# {md_text(report.title)}", ""]
     if report.intro:
-        lines += [report.intro, ""]
+        lines += [md_text(report.intro), ""]
     for section in report.sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {md_text(section.title)}", ""]
         for block in section.blocks:
             if isinstance(block, str):
-                lines += [block, ""]
+                lines += [md_text(block), ""]
             elif isinstance(block, Table):
                 if block.caption:
-                    lines += [block.caption, ""]
-                lines.append("| " + " | ".join(block.columns) + " |")
+                    lines += [md_text(block.caption), ""]
+                lines.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
                 lines.append("|" + "|".join("---" for _ in block.columns) + "|")
-                lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in block.rows]
+                lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
                 lines.append("")
             else:
-                lines += [f"![{block.caption or block.name}]({figure_dir}/{block.name}.png)", ""]
+                lines += [f"![{md_text(block.caption or block.name)}]({figure_dir}/{block.name}.png)", ""]
                 if block.caption:
-                    lines += [f"*{block.caption}*", ""]
+                    lines += [f"*{md_text(block.caption)}*", ""]
     return "\n".join(lines)
 
 
