@@ -54,6 +54,8 @@ SCREENS: dict[str, list[str]] = {
     "stem2": ["model.stem_stride=2", "model.head=shuffle"],
     # the same, twice as wide and one level shallower: MONAI's 16..256 widths at 1/2..1/32
     "stem2w": ["model.stem_stride=2", "model.head=shuffle", "model.base_width=16", "model.depth=5"],
+    # stem2, every image trains (no validation block), the final weights predict
+    "stem2all": ["model.stem_stride=2", "model.head=shuffle", "data.split.mode=none"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here

@@ -23,10 +23,12 @@ class SplitConfig(Strict):
     ``names``: the stems in ``val_names`` are validation. ``folders``: validation pairs come
     from ``val_images``/``val_masks``. ``file``: an nnU-Net ``splits_final.json`` (a list of
     ``{train: [...], val: [...]}`` case names per fold), entry ``fold``. ``manifest``: the
-    ``split`` column of a CSV manifest (``data.layout: csv``).
+    ``split`` column of a CSV manifest (``data.layout: csv``). ``none``: every pair trains and
+    none validates; the final weights are kept (a small set loses a sixth of its images to a
+    validation block otherwise).
     """
 
-    mode: Literal["block", "cases", "names", "folders", "file", "manifest"] = Field(
+    mode: Literal["block", "cases", "names", "folders", "file", "manifest", "none"] = Field(
         "block", description="how validation pairs are chosen (above)"
     )
     folds: int = Field(5, ge=2, description="block, cases: number of contiguous blocks")

@@ -73,6 +73,8 @@ def split_by_case(samples: list[Sample], split: SplitConfig, data: DataConfig) -
 
 def split_samples(samples: list[Sample], split: SplitConfig, data: DataConfig) -> tuple[list[Sample], list[Sample]]:
     """Divide pairs into (train, validation) as the split config says."""
+    if split.mode == "none":
+        return list(samples), []
     if split.mode in CASE_MODES:
         return split_by_case(samples, split, data)
     if split.mode == "folders":
