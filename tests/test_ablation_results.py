@@ -119,3 +119,25 @@ def test_markdown_report_defuses_html_from_stored_names():
     assert "<img" not in text and "<script>" not in text
     assert "&lt;img src=x onerror=alert(1)&gt; &amp; more" in text
     assert "| &lt;script&gt;x&lt;/script&gt;\\|y | 0.5 |" in text
+
+
+def test_a_local_run_ends_when_its_launcher_is_killed(tmp_path):
+    """Probe #9: `kill -9` of `ablate --executor local` left its submitit runs training (they are
+    grandchildren under a controller meant to outlive the launcher). A run now watches its
+    launcher and ends within a second or two of it."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import repo_pythonpath
+
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    code = f"from unetseg.ablation.runner import exit_with; import time; exit_with({launcher.pid}, 0.1); time.sleep(60)"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONPATH": repo_pythonpath()}
+    )
+    time.sleep(1.0)
+    assert run.poll() is None  # alive while its launcher is
+    launcher.kill()
+    launcher.wait()
+    assert run.wait(timeout=10) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -89,6 +90,29 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     mean = result["mean"]
     log(f"[{_tag(job)}] dice {mean['dice']:.4f} bf1@1px {mean.get('bf1_1px', float('nan')):.4f}")
     return result
+
+
+def exit_with(launcher: int, every_s: float = 1.0) -> threading.Thread:
+    """End this process once ``launcher`` is gone. submitit's local executor starts each run as
+    a grandchild of ``unetseg ablate`` under a controller meant to outlive it, so a launcher
+    killed with ``kill -9`` left its runs training, holding their locks, beside the next
+    ``ablate``; torchrun's workers die with their launcher, and these now do too."""
+    from unetseg.training.runlock import pid_alive
+
+    def watch() -> None:
+        while pid_alive(launcher):
+            time.sleep(every_s)
+        os._exit(1)  # its run lock is then stale (its PID is gone) and the next ablate takes it over
+
+    thread = threading.Thread(target=watch, name="unetseg-exit-with-launcher", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_job_beside(launcher: int, job: Job) -> dict[str, Any]:
+    """:func:`run_job` in a process that must not outlive ``launcher`` (see :func:`exit_with`)."""
+    exit_with(launcher)
+    return run_job(job)
 
 
 def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]:
@@ -183,7 +207,7 @@ def _run_submitit(
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
-            running.append((job, executor.submit(run_job, job)))
+            running.append((job, executor.submit(run_job_beside, os.getpid(), job)))
         finished = [(job, handle) for job, handle in running if handle.done()]
         for job, handle in finished:
             running.remove((job, handle))
