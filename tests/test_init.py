@@ -283,7 +283,7 @@ def test_init_errors_are_one_message(tmp_path):
         invoke("init", root, "--out", tmp_path / "p.yaml", "--budget", "soon"), "expected a positive duration"
     )
     (tmp_path / "p.yaml").write_text("mine")
-    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "already exists; pass --overwrite")
+    assert_clean_failure(invoke("init", root, "--out", tmp_path / "p.yaml"), "is already there; pass --overwrite")
     assert (tmp_path / "p.yaml").read_text() == "mine"
 
 
@@ -348,3 +348,21 @@ def test_init_refuses_what_its_own_data_check_would_reject(tmp_path, case, words
     assert_clean_failure(result, "no config written: data check would reject this dataset")
     assert words in " ".join(result.output.split()), result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_init_never_writes_through_a_link_at_out(tmp_path, dangling):
+    """Probe #2: `init --out` onto a symlink wrote (or, dangling, created) the link's target."""
+    write_pairs(tmp_path / "data", n=4)
+    target = tmp_path / "elsewhere" / "target.yaml"
+    target.parent.mkdir()
+    if not dangling:
+        target.write_text("keep: me\n")
+    link = tmp_path / "plan.yaml"
+    link.symlink_to(target)
+    refused = invoke("init", tmp_path / "data", "--out", link)
+    assert_clean_failure(refused, "a symbolic link is already there; pass --overwrite")
+    replaced = invoke("init", tmp_path / "data", "--out", link, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not link.is_symlink() and "data:" in link.read_text()
+    assert (target.read_text() == "keep: me\n") if not dangling else not target.exists()

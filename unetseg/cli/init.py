@@ -3,6 +3,7 @@ with its reason."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,8 +85,9 @@ def init_cmd(
     """
     from unetseg.planning import detect_machine, plan_dataset
 
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
+    if os.path.lexists(out) and not overwrite:  # lexists: a dangling link is something there too
+        what = "a symbolic link" if out.is_symlink() else "a file"
+        raise click.ClickException(f"{out}: {what} is already there; pass --overwrite to replace it")
     # absolute paths: the config then works from any folder, not only from the one init ran in
     data, images, masks = (path.absolute() if path is not None else None for path in (data, images, masks))
     data_cfg = data_from_arguments(data, images, masks)
@@ -96,8 +98,11 @@ def init_cmd(
     plan, fingerprint = run_command(plan_dataset, data_cfg, budget, detect_machine(device), name, output_dir, command)
     _refuse_what_training_would(plan, fingerprint)
     make_output_dir(out.parent)
-    try:
-        out.write_text(plan.render())
+    from unetseg.atomic import replace_by_rename
+
+    text = plan.render()
+    try:  # by rename: a link at --out is replaced, never written through
+        replace_by_rename(out, lambda tmp: tmp.write_text(text))
     except OSError as err:
         raise click.ClickException(f"cannot write {out}: {err.strerror}") from None
     model = plan.get("model.stem_stride", 1)
