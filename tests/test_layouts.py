@@ -100,6 +100,9 @@ def test_nnunet_region_labels_and_unreadable_ending_are_refused(tmp_path):
     write_json(root / "dataset.json", {**meta, "labels": {"background": 0, "whole": [1, 2]}})
     with pytest.raises(DataError, match="labels.whole is a region"):
         detect_data(root)
+    write_json(root / "dataset.json", {**meta, "labels": {"background": 0, "tumour": 1, "lesion": 1}})
+    with pytest.raises(DataError, match="labels.lesion and labels.tumour both have the mask value 1"):
+        detect_data(root)
     write_json(root / "dataset.json", {**meta, "file_ending": ".mha"})
     with pytest.raises(DataError, match=r"dataset\.json: file_ending '\.mha': unetseg reads"):
         detect_data(root)

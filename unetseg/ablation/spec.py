@@ -37,6 +37,17 @@ from unetseg.inference.evaluation import DISTANCE_BINS, TOLERANCES
 
 # Where and how a run trains, not what it is: they may differ between the machines and
 # invocations that complete one grid.
+# what the ablation sets for every run, and where a spec says it instead
+FIXED_KEYS = {
+    "seed": "seeds:",
+    "name": "the variant's name",
+    "train.epochs": "budget.epochs",
+    "train.samples_per_epoch": "budget.samples_per_epoch",
+    "train.max_time_s": "the crop budget (budget:), the same on any machine",
+    "train.schedule_by": "the crop budget (budget:), the same on any machine",
+    "train.progress": "the ablation's own progress",
+}
+FOLD_KEYS = {f"data.split.{k}": "folds: (contiguous block folds)" for k in ("mode", "folds", "fold")}
 RUNTIME_KEYS = frozenset(
     {
         "output_dir",
@@ -117,6 +128,11 @@ class AblationSpec(Strict):
     def _has_variants(self) -> AblationSpec:
         if not self.grid and not self.variants:
             raise ValueError("an ablation needs a grid or a list of variants")
+        fixed = {**FIXED_KEYS, **(FOLD_KEYS if self.folds else {})}
+        places = [("set", self.set), ("grid", self.grid)] + [(f"variant {v.name!r}", v.set) for v in self.variants]
+        for where, keys in places:
+            for key in sorted(set(keys) & set(fixed)):
+                raise ValueError(f"{where}: {key} is fixed for every run by {fixed[key]}; the value would be replaced")
         names = [v.name for v in self.expand()]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -198,13 +214,8 @@ def training_changes(stored: dict[str, Any] | None, cfg: Config) -> list[str]:
     return [key for key in config_changes(stored, cfg) if key not in RUNTIME_KEYS]
 
 
-def fold_ids(spec: AblationSpec) -> list[int | None]:
-    return list(range(spec.folds)) if spec.folds else [None]
-
-
-def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | None = None) -> Config:
-    """The full training config of one (variant, seed) run, writing to its keyed run folder."""
-    tree = read_yaml(Path(spec.base), "ablation base config")
+def _fixed(spec: AblationSpec, seed: int, variant: Variant, fold: int | None) -> dict[str, Any]:
+    """The keys the ablation sets for every run (:data:`FIXED_KEYS`, :data:`FOLD_KEYS`)."""
     fixed = {
         "seed": seed,
         "name": variant.name,
@@ -216,7 +227,17 @@ def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | 
     }
     if fold is not None:
         fixed.update({"data.split.mode": "block", "data.split.folds": spec.folds, "data.split.fold": fold})
-    for key, value in {**spec.set, **variant.set, **fixed}.items():
+    return fixed
+
+
+def fold_ids(spec: AblationSpec) -> list[int | None]:
+    return list(range(spec.folds)) if spec.folds else [None]
+
+
+def variant_config(spec: AblationSpec, variant: Variant, seed: int, fold: int | None = None) -> Config:
+    """The full training config of one (variant, seed) run, writing to its keyed run folder."""
+    tree = read_yaml(Path(spec.base), "ablation base config")
+    for key, value in {**spec.set, **variant.set, **_fixed(spec, seed, variant, fold)}.items():
         set_dotted(tree, key, value)
     cfg = config_from_dict(tree, f"{spec.base} + variant {variant.name!r}")
     if spec.match_parameters and variant.name != spec.reference_name:

@@ -48,6 +48,11 @@ def _labels(meta: dict[str, Any], path: Path) -> dict[int, str]:
             raise DataError(f"{path}: labels.ignore: nnU-Net's ignore label (unlabelled pixels) is not supported")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise DataError(f"{path}: labels.{name} must be a non-negative integer mask value, got {value!r}")
+        if value in by_value:  # two names for one value: one class would silently lose its name
+            raise DataError(
+                f"{path}: labels.{name} and labels.{by_value[value]} both have the mask value {value}; "
+                "each class needs a value of its own"
+            )
         by_value[value] = str(name)
     if 0 not in by_value:
         raise DataError(f"{path}: 'labels' has no value 0 (nnU-Net requires background = 0)")
