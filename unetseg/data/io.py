@@ -178,6 +178,8 @@ def exif_orientation(path: Path) -> int:
 
     try:
         with Image.open(path) as handle:
+            if path.suffix.lower() == ".png" and "exif" not in handle.info:
+                return 1  # no eXIf chunk before the pixels; Pillow's getexif would decode them all to look after
             value = handle.getexif().get(0x0112, 1)
     except Exception:  # unreadable metadata: the pixels as stored (OpenCV read them already)
         return 1

@@ -89,12 +89,9 @@ class Trainer:
             self.step_model = self._compiled(self.step_model)
         wanted = LevelProbe.wanted(self.model, cfg.train.level_stats)
         self.probe = LevelProbe(self.model, gradients=cfg.train.level_stats) if wanted else None
-        self.optimizer = build_optimizer(self.model, cfg.train)
         self.steps_per_epoch = max(self.dist.share(len(self.train_ds)) // cfg.train.batch_size, 1)
         self.now = budget_now(cfg.train)  # what max_time_s counts: wall clock or CPU time per thread
         self.clock = BudgetClock(cfg.train.max_time_s, self.now) if cfg.train.max_time_s else None
-        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.steps_per_epoch, self.clock)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
         predicting = self.average.module if self.average else self.model
         self.predictor = Predictor(
@@ -143,6 +140,7 @@ class Trainer:
 
     def _restore(self) -> int:
         # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest to the model's device.
+        self._build_optimisation()
         state = load_checkpoint(self.last_path)
         history, best = training_record(state, self.last_path)  # before anything is restored
         changed = config_changes(state["config"], self.cfg)  # keys added to the schema since are not changes
@@ -311,6 +309,13 @@ class Trainer:
             "history": self.history,
         }
 
+    def _build_optimisation(self) -> None:
+        """Optimiser, schedule and scaler; after the first announcement, because torch's
+        optimisers import torch._dynamo on construction (2 s idle, more on a busy machine)."""
+        self.optimizer = build_optimizer(self.model, self.cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.train, self.steps_per_epoch, self.clock)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
     def _start(self) -> tuple[int, float]:
         """Everything before the first step, announced in one line and a first guess of its time
         (the loss last: MONAI takes seconds to import): (first epoch, seconds already spent)."""
@@ -323,7 +328,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_epoch = 0
-        start_epoch = self._restore() if self.resume else 0
+        start_epoch = self._restore() if self.resume else 0  # a resumed run's first line needs its epoch
         self.folder.write_config(cfg, self.dist)
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         self.log(
@@ -338,6 +343,8 @@ class Trainer:
         guess = first_guess(self.model, cfg, self.train_ds, self.steps_per_epoch, start_epoch, spent, self.amp)
         if guess is not None:
             self._announce(guess.line(), guess.seconds)
+        if not self.resume:
+            self._build_optimisation()
         self.loss_fn, self.forward_kwargs = build_loss(cfg.train.loss, cfg.data.out_channels), {}  # imports MONAI
         if getattr(cfg.model, "deep_supervision", 0):
             self.loss_fn = deep_supervision_loss(self.loss_fn, 1 + cfg.model.deep_supervision)
