@@ -54,6 +54,8 @@ SCREENS: dict[str, list[str]] = {
     "stem2": ["model.stem_stride=2", "model.head=shuffle"],
     # the same, twice as wide and one level shallower: MONAI's 16..256 widths at 1/2..1/32
     "stem2w": ["model.stem_stride=2", "model.head=shuffle", "model.base_width=16", "model.depth=5"],
+    # every image trains (no validation block), the final weights predict
+    "all": ["data.split.mode=none"],
     # stem2, every image trains (no validation block), the final weights predict
     "stem2all": ["model.stem_stride=2", "model.head=shuffle", "data.split.mode=none"],
 }
