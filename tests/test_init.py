@@ -56,7 +56,9 @@ def test_thin_lines_get_the_thin_recipe_without_border_weights(tmp_path):
 
 def test_blobs_get_the_nuclei_recipe(tmp_path):
     cfg, plan, _ = plan_of(DataConfig(images=write_pairs(tmp_path)[0], masks=tmp_path / "masks"))
-    assert (cfg.model.depth, cfg.model.base_width, cfg.model.stem_stride) == (5, 8, 1)  # depth 6 cut for 64-pixel crops
+    # level 0 at 1/2 (the panel's change), depth 6 cut for 64-pixel crops: 4 levels leave the bottleneck 4 x 4
+    assert (cfg.model.depth, cfg.model.base_width, cfg.model.stem_stride, cfg.model.head) == (4, 8, 2, "shuffle")
+    assert "planning panel" in plan.reasons["model.stem_stride"]
     assert cfg.train.loss.border_weight is None and cfg.eval.regions == "foreground"
     assert cfg.train.batch_size == 32 and cfg.train.samples_per_epoch == 32 * BLOBS.steps_per_epoch
     assert cfg.train.schedule_by == "time" and cfg.train.max_time_s == 300.0
@@ -226,7 +228,8 @@ def test_nuclei_plans_near_nuclei_cpu():
     assert round(fp.nonzero.extent) == BLOBS.extent  # the blob recipe's object size is measured here
     assert cfg.data.scale == 1.0
     shipped = load_config(REPO / "configs" / "nuclei_cpu.yaml")
-    assert cfg.model == shipped.model and cfg.eval == shipped.eval
+    # the hand-tuned network with the planning panel's measured changes (level 0 at 1/2), nothing else
+    assert cfg.model == shipped.model.model_copy(update=BLOBS.panel_model) and cfg.eval == shipped.eval
     assert _same(cfg.data, shipped.data, ["channels", "label_map", "normalize", "split"]) == {}
     assert _same(cfg.augment, shipped.augment, ["crop_size", "brightness_contrast", "affine"]) == {}
     assert (

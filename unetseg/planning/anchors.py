@@ -26,7 +26,19 @@ class Recipe:
     train: dict[str, Any] = field(default_factory=dict)  # further train.* values of the anchor
     augment: dict[str, Any] = field(default_factory=dict)
     extent: float | None = None  # the fingerprint's object extent (px) on the anchor's own training images
+    # what the planner changes in the anchor's network on a CPU, each change measured on the planning
+    # panel (docs/your_data.md, "The rules"), and why
+    panel_model: dict[str, Any] = field(default_factory=dict)
+    panel_why: str = ""
 
+
+# The planning panel's seed-0 screen of the blob network with level 0 at 1/2 resolution (960 CPU s,
+# one thread; benchmarks/results/planning_panel): ~3.3x the crops of the full-resolution network.
+PANEL_STEM2 = (
+    "level 0 at 1/2 resolution (space to depth) with a sub-pixel head, as MONAI's UNet strides its first "
+    "convolution: on the planning panel 3.3-3.6x the crops of the full-resolution network in the same CPU "
+    "time, Dice 0.783 against 0.767 on MoNuSeg, 0.850 against 0.847 on the DSB nuclei x4 (seed 0)"
+)
 
 THIN = Recipe(
     anchor="configs/isbi_cpu.yaml",
@@ -59,6 +71,8 @@ BLOBS = Recipe(
     batch_size=4,
     lr=0.002,
     extent=19.0,  # `unetseg init data/dsb2018_nuclei/train`: "blobs (width 11 px, parts of 19 px)"
+    panel_model={"stem_stride": 2, "head": "shuffle"},
+    panel_why=PANEL_STEM2,
 )
 
 # configs/nuclei.yaml, the GPU config for the same blobs: wider, one level fewer.

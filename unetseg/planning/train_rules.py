@@ -45,9 +45,10 @@ def _crop(fp: Fingerprint, scale: float = 1.0) -> tuple[int, str]:
 
 def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int) -> None:
     blobs_on_gpu = recipe is BLOBS and machine.device == "cuda"
-    model = dict(BLOBS_GPU_MODEL if blobs_on_gpu else recipe.model)
+    model = dict(BLOBS_GPU_MODEL) if blobs_on_gpu else {**recipe.model, **recipe.panel_model}
     source = "configs/nuclei.yaml (the GPU config for blobs)" if blobs_on_gpu else recipe.anchor
-    plan.note("model", f"the network of {source} ({recipe.result}), here for {_kind_words(structure)}")
+    changed = "" if blobs_on_gpu or not recipe.panel_model else " with the planning panel's changes"
+    plan.note("model", f"the network of {source}{changed} ({recipe.result}), here for {_kind_words(structure)}")
     stem = min(model.pop("stem_stride", 1), max(1, crop // MIN_LEVEL0))
     depth = max(2, min(model.pop("depth"), int(math.log2(crop / stem / BOTTLENECK_PX)) + 1))
     supervision = min(model.pop("deep_supervision", 0), depth - 2)
@@ -57,12 +58,14 @@ def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         plan.set(
             "model.stem_stride",
             stem,
-            f"level 0 at 1/{stem} resolution (space to depth, lossless) with a "
+            recipe.panel_why
+            if "stem_stride" in recipe.panel_model and not blobs_on_gpu
+            else f"level 0 at 1/{stem} resolution (space to depth, lossless) with a "
             "sub-pixel head back to full resolution: on a CPU the full-resolution levels cost the most",
         )
         if head:
             plan.set("model.head", head, "3x3 conv + pixel shuffle: ~1.7x faster on a CPU than a transposed conv")
-    elif recipe.model.get("stem_stride", 1) > 1:
+    elif {**recipe.model, **recipe.panel_model}.get("stem_stride", 1) > 1 and not blobs_on_gpu:
         plan.set("model.stem_stride", 1, f"{crop}-pixel crops are too small to enter at lower resolution")
     plan.set(
         "model.depth",
