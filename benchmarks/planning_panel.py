@@ -42,6 +42,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from panel_data import ROOT, PanelSet, panel_sets, score_folder
 
+from unetseg.config import set_dotted
+
 PEERS = ("monai", "smp")
 METHODS = ("planned", *PEERS, "hand_tuned")
 # Named variants of the planned config: each measures one rule of the planner (docs/your_data.md).
@@ -52,6 +54,8 @@ SCREENS: dict[str, list[str]] = {
     "fullres": ["model.stem_stride=1", "model.base_width=8", "model.depth=6", "model.deep_supervision=0"],
     # blobs: level 0 at 1/2 resolution with a sub-pixel head (MONAI's UNet strides its first convolution)
     "stem2": ["model.stem_stride=2", "model.head=shuffle"],
+    # blobs: the anchor's full-resolution network (the planned one before the stem2 rule)
+    "stem1": ["model.stem_stride=1", "model.head=transpose"],
     # the same, twice as wide and one level shallower: MONAI's 16..256 widths at 1/2..1/32
     "stem2w": ["model.stem_stride=2", "model.head=shuffle", "model.base_width=16", "model.depth=5"],
     # every image trains (no validation block), the final weights predict
@@ -116,6 +120,27 @@ def _values(text: str) -> Any:
     return relative(yaml.safe_load(text))
 
 
+def _effective(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """What a run trained: the config's values with its ``--set`` overrides applied, without
+    the run's name and folder (which say which method ran it, not what ran)."""
+    tree = json.loads(json.dumps(values))
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        set_dotted(tree, key, yaml.safe_load(raw))
+    tree.pop("name", None)
+    tree.pop("output_dir", None)
+    return tree
+
+
+def _stored_key(result: dict[str, Any]) -> str | None:
+    """The key of a stored result, recomputed from what it ran (its own ``key`` for a peer)."""
+    if "config" not in result:
+        return result.get("key")
+    made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
+    made.update(config=_effective(_values(result["config"]), result["overrides"]))
+    return _digest(made)
+
+
 class Job:
     """One (dataset, method, seed) run of the panel."""
 
@@ -145,15 +170,23 @@ class Job:
         return self.method != "hand_tuned" or self.set.hand_tuned is not None
 
     def stored(self, key: str) -> dict[str, Any] | None:
-        """The stored result, if it was made from what this job would run now."""
-        if not self.result_path.exists():
+        """The stored result, if it was made from what this job would run now; for a planned or
+        screened config, also another method's run of the very same config (a screen whose rule
+        the planner then adopted is the planned run), marked ``reused_from``."""
+        if self.result_path.exists():
+            result = json.loads(self.result_path.read_text())
+            if _stored_key(result) == key:
+                return result
+        if self.method in PEERS:
             return None
-        result = json.loads(self.result_path.read_text())
-        if self.method not in PEERS and "config" in result:  # keyed by the values it ran, not by how they were worded
-            made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
-            made.update(config=_values(result["config"]), overrides=result["overrides"])
-            return result if _digest(made) == key else None
-        return result if result.get("key") == key else None
+        for path in sorted(self.result_path.parents[1].glob(f"*/seed{self.seed}.json")):
+            other = json.loads(path.read_text())
+            if path != self.result_path and other["method"] not in PEERS and _stored_key(other) == key:
+                reused = {**other, "method": self.method, "reused_from": other["method"]}
+                self.result_path.parent.mkdir(parents=True, exist_ok=True)
+                self.result_path.write_text(json.dumps(reused, indent=2) + "\n")
+                return reused
+        return None
 
     # -- the methods --------------------------------------------------------------------------
     def _plan(self) -> tuple[Path, str]:
@@ -209,7 +242,7 @@ class Job:
             config = ROOT / self.set.hand_tuned
         else:
             config, text = self._plan()
-        base.update(config=_values(text), overrides=self._overrides())
+        base.update(config=_effective(_values(text), self._overrides()))
         return _digest(base), {"config_path": str(config), "config": text, "overrides": self._overrides()}
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:

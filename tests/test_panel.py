@@ -71,3 +71,34 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     assert [job.run() for job in jobs] == results
     stored = json.loads(jobs[0].result_path.read_text())
     assert stored["method"] == "planned" and stored["key"] == results[0]["key"]
+
+
+def test_a_screen_whose_rule_was_adopted_is_the_planned_run(tmp_path):
+    """Keys are what a run trained (config values with the overrides applied, not its name or
+    folder): the planned config that now writes a screen's override reuses that screen's run,
+    marked as such, instead of training the same thing again; a different config does not."""
+    written = "name: x_planned\noutput_dir: /w/x/planned-stem2/seed0/run\nmodel: {depth: 6}\n"
+    base = ["seed=0", "train.threads=1"]
+    screen = {
+        "dataset": "x",
+        "method": "planned:stem2",
+        "seed": 0,
+        "budget_s": 480.0,
+        "config": written,
+        "overrides": [*base, "model.stem_stride=2"],
+        "dice": 0.8,
+    }
+    out = tmp_path / "out"
+    (out / "runs" / "x" / "planned-stem2").mkdir(parents=True)
+    (out / "runs" / "x" / "planned-stem2" / "seed0.json").write_text(json.dumps(screen))
+    job = planning_panel.Job(PanelSet("x", "", tmp_path), "planned", 0, 480.0, tmp_path / "work", out, 1, "cpu")
+    planned = "name: x_planned\noutput_dir: /w/x/planned/seed0/run\nmodel: {depth: 6, stem_stride: 2}\n"
+    same = {"dataset": "x", "seed": 0, "budget": 480.0}
+    same["config"] = planning_panel._effective(planning_panel._values(planned), base)
+    reused = job.stored(planning_panel._digest(same))
+    assert reused is not None and reused["dice"] == 0.8
+    assert reused["method"] == "planned" and reused["reused_from"] == "planned:stem2"
+    assert json.loads((out / "runs" / "x" / "planned" / "seed0.json").read_text()) == reused
+    other = dict(same, config=planning_panel._effective(planning_panel._values(planned), [*base, "train.lr=0.1"]))
+    (out / "runs" / "x" / "planned" / "seed0.json").unlink()
+    assert job.stored(planning_panel._digest(other)) is None
