@@ -131,41 +131,20 @@ def test_a_local_run_ends_when_its_launcher_is_killed(tmp_path):
 
     from conftest import repo_pythonpath
 
-    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
-    code = f"from unetseg.ablation.runner import exit_with; import time; exit_with({launcher.pid}, 0.1); time.sleep(60)"
-    run = subprocess.Popen(
-        [sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONPATH": repo_pythonpath()}
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    code = (
+        f"from unetseg.ablation.runner import exit_with; import time; exit_with({launcher.pid}, 0.1); "
+        "print('watching', flush=True); time.sleep(300)"
     )
-    time.sleep(1.0)
-    assert run.poll() is None  # alive while its launcher is
-    launcher.kill()
-    launcher.wait()
-    assert run.wait(timeout=10) == 1
-
-
-@pytest.mark.parametrize(
-    "place, key, by",
-    [
-        ("set", "train.epochs", "budget.epochs"),
-        ("grid", "seed", "seeds:"),
-        ("variant", "train.max_time_s", "the crop budget"),
-        ("set", "data.split.fold", "folds:"),
-    ],
-)
-def test_a_spec_setting_what_the_ablation_fixes_is_refused(tmp_path, place, key, by):
-    """Probe #13: `set: {train.epochs: 50}` was silently replaced by the crop budget."""
-    from unetseg.ablation.spec import load_spec
-    from unetseg.config import ConfigError
-
-    tree = yaml.safe_load((REPO / "configs" / "ablation_isbi_quick.yaml").read_text())
-    tree["base"] = str(REPO / "configs" / tree["base"])
-    tree["folds"] = 3
-    value = 7
-    if place == "set":
-        tree["set"] = {**tree.get("set", {}), key: value}
-    elif place == "grid":
-        tree["grid"] = {**tree.get("grid", {}), key: [value, value + 1]}
-    else:
-        tree["variants"] = [*tree.get("variants", []), {"name": "odd", "set": {key: value}}]
-    with pytest.raises(ConfigError, match=rf"{key} is fixed for every run by {by}"):
-        load_spec(write_yaml(tmp_path / "spec.yaml", tree))
+    env = {**__import__("os").environ, "PYTHONPATH": repo_pythonpath()}
+    run = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline().strip() == "watching"  # imports done (slow on a busy machine)
+        time.sleep(0.5)
+        assert run.poll() is None  # alive while its launcher is
+        launcher.kill()
+        launcher.wait()
+        assert run.wait(timeout=10) == 1
+    finally:
+        launcher.kill()
+        run.kill()
