@@ -165,9 +165,9 @@ def claims_table(grouped: Grouped, reference: str) -> tuple[Table, list[dict[str
             )
     if not rows:
         return None
-    table = Table(
-        ["source", "claim", "our numbers", "evidence"],
-        [[r["source"], r["claim"], r["verdict"], r["evidence"]] for r in rows],
+    table = Table(  # the verdict first: on a narrow screen it is what must be seen
+        ["verdict", "claim", "source", "evidence"],
+        [[r["verdict"], r["claim"], r["source"], r["evidence"]] for r in rows],
         "Verdicts from the paired (seed, image) differences: agree / disagree when the bootstrap 95% CI excludes 0 on "
         "the claimed / the other side, not resolved when it spans 0 (robustness: the sign on every seed).",
     )

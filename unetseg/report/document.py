@@ -12,6 +12,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,58 @@ def _cell(value: Any) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;vertical-align:top}
 th{background:#f3f3f3}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}
+td.text,th.text{text-align:left;white-space:normal;min-width:7em}td.num{white-space:normal}
 figure{margin:1em 0}.wide{overflow-x:auto;max-width:100%}p.caption{color:#555;font-size:.9em;margin:.3em 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption,caption{color:#555;font-size:.9em;margin:.3em 0}
 p{line-height:1.45}
 """
+
+# A cell that reads as a number: a sign or digit first ("0.815 [0.793, 0.832]", "+0.001 ... p=0.4",
+# "7.95 M"), or the dash that stands for a missing one.
+NUMBER = re.compile(r"^[-+\u2212]?\.?\d|^[\u2013-]$")
+# Where a number cell may wrap: before its CI, its p-value or a parenthesis, never inside them.
+NUMBER_BREAK = re.compile(r" (?=[\[(]|p=)")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) or (isinstance(value, str) and NUMBER.match(value) is not None)
+
+
+def numeric_columns(table: Table) -> list[bool]:
+    """Per column: do all its cells read as numbers? Numbers are right-aligned so their digits
+    line up; text (names, claims, evidence) is left-aligned and wraps, as prose reads."""
+    return [
+        bool(table.rows) and all(_is_number(row[i]) for row in table.rows if i < len(row))
+        for i in range(len(table.columns))
+    ]
+
+
+def _number_html(text: str) -> str:
+    """A number cell that may wrap only before its CI or p-value: on a laptop's width the
+    columns narrow to "mean / [low, high]" instead of pushing the table off the page."""
+    parts = NUMBER_BREAK.split(text)
+    return " ".join(html.escape(part).replace(" ", "&nbsp;") for part in parts)
+
+
+def _table_html(table: Table) -> str:
+    numeric = numeric_columns(table)
+    kinds = ["num" if flag else "text" for flag in numeric]
+    head = "".join(f"<th class='{kind}'>{html.escape(c)}</th>" for c, kind in zip(table.columns, kinds))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='{kind}'>{_number_html(_cell(v)) if kind == 'num' else html.escape(_cell(v))}</td>"
+            for v, kind in zip(row, kinds)
+        )
+        + "</tr>"
+        for row in table.rows
+    )
+    cap = f"<p class='caption'>{html.escape(table.caption)}</p>" if table.caption else ""
+    # A table wider than the page even so scrolls inside its own box instead of widening the page.
+    return f"{cap}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def render_html(report: Report, images: dict[str, bytes]) -> str:
@@ -88,15 +136,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
             if isinstance(block, str):
                 parts.append(f"<p>{html.escape(block)}</p>")
             elif isinstance(block, Table):
-                head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in block.rows
-                )
-                cap = f"<p class='caption'>{html.escape(block.caption)}</p>" if block.caption else ""
-                # Wide tables scroll inside their own box instead of widening the page.
-                parts.append(
-                    f"{cap}<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-                )
+                parts.append(_table_html(block))
             else:
                 data = base64.b64encode(images[block.name]).decode()
                 parts.append(
