@@ -1,5 +1,6 @@
-"""The ablation report, built from the stored results alone: the variant table (mean and 95%
-CI), paired tests against the reference, what the numbers say about published claims, and the
+"""The ablation report, built from the stored results alone: the verdict for the dataset
+(:mod:`unetseg.ablation.verdict`), the variant table (mean and 95% CI), paired tests against
+the reference, what the numbers say about published claims, and the
 figures (:mod:`unetseg.ablation.figures`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from unetseg.ablation import figures
 from unetseg.ablation.claims import claims_table, compare, score_grid
 from unetseg.ablation.depth import degradation
 from unetseg.ablation.spec import AblationSpec, fold_ids, variant_config
+from unetseg.ablation.verdict import dataset_verdict
 from unetseg.metrics.region import mean_metrics
 from unetseg.metrics.stats import bootstrap_ci
 from unetseg.models import build_model
@@ -271,11 +273,12 @@ def build_report(
     summary = summarise(spec, results)
     report = Report(f"Skip ablation: {spec.name}", intro=_intro(spec, len(grouped), hardware(results), missing))
     comparison = paired_comparison(spec, grouped)
+    conclusion = dataset_verdict(spec.reference_name, comparison, summary)
+    opening = report.section("Verdict for this dataset")
+    opening.blocks += conclusion["sentences"] + ([_comparison_table(spec, comparison)] if comparison else [])
     report.section("Results").blocks += _tables(summary)
     if spec.folds:
         report.section("Cross-validation folds").blocks.append(_fold_table(spec, grouped))
-    if comparison:
-        report.section("Paired comparison with the reference").blocks.append(_comparison_table(spec, comparison))
     claims = claims_table(grouped, spec.reference_name)
     if claims is not None:
         report.section("What this says about published claims").blocks.append(claims[0])
@@ -290,6 +293,7 @@ def build_report(
         "reference": spec.reference_name,
         "summary": summary,
         "comparison": comparison,
+        "verdict": conclusion,
         "claims": claims[1] if claims is not None else [],
         "gates": gates[1] if gates is not None else [],
         "runs": [{k: v for k, v in r.items() if k != "config"} for r in results],
