@@ -564,5 +564,5 @@ def test_committed_report_is_rebuilt_from_its_stored_results(name, tmp_path):
     result = CliRunner().invoke(main, ["ablate", "--config", str(spec_file), "--report-only"])
     assert result.exit_code == 0, result.output
     rebuilt, stored = (json.loads((d / "report.json").read_text()) for d in (tmp_path, committed))
-    for key in ("summary", "comparison", "claims", "gates", "missing"):
+    for key in ("summary", "comparison", "verdict", "claims", "gates", "missing"):
         assert rebuilt[key] == stored[key], key

@@ -1,6 +1,6 @@
 """Reports read at a laptop's width: opened in headless Chromium at 1280 px, every table fits
 the window (no table scrolls sideways), text columns are left-aligned and wrap, numbers stay
-right-aligned."""
+right-aligned, and an ablation report opens with its verdict."""
 
 from __future__ import annotations
 
@@ -95,3 +95,17 @@ def test_claims_and_paired_differences_fit_a_laptop_window(tmp_path):
     assert_fits(layout)
     claims = layout["tables"][0]
     assert claims["head"][0] == "verdict" and claims["wraps"]  # the sentences wrap instead of widening the table
+
+
+COMMITTED = REPO / "docs" / "results" / "ablation_isbi" / "report.html"
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (apt-get install chromium)")
+@pytest.mark.skipif(not COMMITTED.is_file(), reason="no committed ISBI ablation report")
+def test_the_committed_isbi_report_reads_at_a_laptops_width_verdict_first(tmp_path):
+    layout = laid_out(COMMITTED, tmp_path)
+    assert_fits(layout)
+    first, top = layout["headings"][0]
+    assert first == "Verdict for this dataset" and top < HEIGHT  # seen without scrolling
+    claims = next(t for t in layout["tables"] if "claim" in t["head"])
+    assert claims["head"][0] == "verdict"
