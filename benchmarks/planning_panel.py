@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from panel_data import ROOT, PanelSet, panel_sets, score_folder
 
 from unetseg.config import set_dotted
+from unetseg.config.loading import normalised_config
 
 PEERS = ("monai", "smp")
 METHODS = ("planned", *PEERS, "hand_tuned")
@@ -121,14 +122,21 @@ def _values(text: str) -> Any:
 
 
 def _effective(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """What a run trained: the config's values with its ``--set`` overrides applied, without
-    the run's name and folder (which say which method ran it, not what ran)."""
+    """What a run trained: the config's values with its ``--set`` overrides applied, read with
+    the schema's defaults (a key written at its default value is the same run as one left out),
+    without the run's name and folder (which say which method ran it, not what ran), and without
+    the validation settings when nothing validates (``data.split.mode: none``): they have no effect."""
     tree = json.loads(json.dumps(values))
     for item in overrides:
         key, _, raw = item.partition("=")
         set_dotted(tree, key, yaml.safe_load(raw))
+    tree = normalised_config(tree) or tree
     tree.pop("name", None)
     tree.pop("output_dir", None)
+    if tree.get("data", {}).get("split", {}).get("mode") == "none":
+        tree["data"]["split"] = {"mode": "none"}
+        for key in ("val_every", "monitor", "postprocess"):
+            tree.get("train", {}).pop(key, None)
     return tree
 
 

@@ -105,7 +105,8 @@ def test_large_objects_are_planned_at_a_working_scale_with_colour_jitter(tmp_pat
     assert "no smaller than one 256 crop" in plan.reasons["data.scale"]
     assert cfg.augment.crop_size == 256  # 341x256 at that scale
     assert cfg.augment.hue_saturation > 0 and cfg.augment.gamma > 0
-    assert cfg.train.postprocess == "choose"
+    # a small set (rule 15): every image trains, so no post-processing can be chosen on validation
+    assert cfg.data.split.mode == "none" and cfg.train.postprocess == "off"
 
 
 def test_small_objects_and_thin_lines_stay_at_full_resolution_and_grey_images_get_no_colour_jitter(tmp_path):
@@ -205,7 +206,6 @@ def test_isbi_plans_near_isbi_cpu(isbi):
                 "loss",
                 "schedule_by",
                 "max_time_s",
-                "val_every",
                 "amp",
                 "threads",
             ],
@@ -213,11 +213,9 @@ def test_isbi_plans_near_isbi_cpu(isbi):
         == {}
     )
     assert cfg.eval == shipped.eval
-    _, planned_val = split_data(cfg.data)
-    _, shipped_val = split_data(
-        shipped.data.model_copy(update={"images": isbi / "train" / "image", "masks": isbi / "train" / "label"})
-    )
-    assert [s.name for s in planned_val] == [s.name for s in shipped_val] == [str(i) for i in range(25, 30)]
+    # 30 slices, a small set (rule 15): every slice trains; the hand-tuned config validates on 25-29
+    planned_train, planned_val = split_data(cfg.data)
+    assert len(planned_train) == 30 and planned_val == [] and cfg.train.postprocess == "off"
 
 
 def test_nuclei_plans_near_nuclei_cpu():
@@ -308,11 +306,19 @@ def test_the_written_config_works_from_any_folder(tmp_path, monkeypatch):
     assert checked.exit_code == 0, checked.output
 
 
+def test_one_image_is_planned_to_train_without_validation(tmp_path):
+    """Probe #10: one image was planned into 2 folds its own data check rejected; a set that
+    small now trains on every image (rule 15), which data check accepts."""
+    write_pairs(tmp_path / "data", n=1)
+    out = tmp_path / "plan.yaml"
+    assert invoke("init", tmp_path / "data", "--out", out).exit_code == 0
+    assert load_config(out).data.split.mode == "none"
+    checked = invoke("data", "check", "--config", out)
+    assert checked.exit_code == 0 and "0 error(s)" in checked.output, checked.output
+
+
 def _bad_dataset(tmp_path: Path, case: str) -> Path:
     """The probe's datasets (#35, #10) that init planned and its own data check rejected."""
-    if case == "one image":
-        write_pairs(tmp_path / "data", n=1)
-        return tmp_path / "data"
     if case == "empty masks":
         _, masks = write_pairs(tmp_path / "data", n=4)
         for mask in masks.iterdir():
@@ -335,7 +341,6 @@ def _bad_dataset(tmp_path: Path, case: str) -> Path:
 @pytest.mark.parametrize(
     "case, words",
     [
-        ("one image", "split"),
         ("empty masks", "none of the 4 masks read has a foreground pixel"),
         ("colour-coded masks", "colour mask with differing channels"),
         ("nnU-Net labels that are not the mask values", "mask values [1] are not in data.label_map"),

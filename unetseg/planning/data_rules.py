@@ -18,8 +18,7 @@ MAX_CLASS_VALUES = 8  # more distinct mask values than this are instance ids, no
 DTYPE_RANGE_USED = 0.25  # integer images using less of their type's range are rescaled per image
 ANISOTROPY = 2.0  # a voxel axis this much coarser than the others is the slice axis
 CACHE_SHARE = 0.25  # cache decoded images while they take at most this share of the memory
-SMALL_SET = 50  # below this many images, validation holds about VAL_IMAGES of them
-VAL_IMAGES = 5
+SMALL_SET = 50  # below this many 2D images (not cases of a volume), every image trains (rule 15, the panel)
 LARGE_OBJECTS = 2.0  # blobs this many times the blob recipe's extent are shrunk back to it
 CROP = 256  # the crop both recipes train on; an image is never shrunk below one crop
 
@@ -207,15 +206,21 @@ def _split(plan: Plan, fp: Fingerprint) -> None:
             f"{fp.cases} cases of {fp.planes / fp.cases:.0f} slices or pages each: the last 1/{folds} of the cases "
             "validates, each case whole, so no scan has slices on both sides",
         )
+    elif fp.planes < SMALL_SET:
+        plan.set(
+            "data.split",
+            {"mode": "none"},
+            f"{fp.planes} images, a small set: every one trains and none validates (a validation block would take "
+            "a sixth of them away); the final weights predict. Planning panel, seed 0: MoNuSeg (30 images) "
+            "0.800 against 0.783 with a validation block; CHASE (20) 0.786 against 0.790",
+        )
     else:
-        folds = 5 if fp.planes >= SMALL_SET else max(2, fp.planes // VAL_IMAGES)
         unit = "slices of the one volume" if fp.cases == 1 and fp.planes > 1 else "images"
         plan.set(
             "data.split",
-            {"mode": "block", "folds": folds, "fold": -1},
-            f"{fp.planes} {unit}: the last {fp.planes // folds} (1/{folds}) validate, a contiguous block of the "
-            "naturally sorted names, so neighbouring slices or tiles of one acquisition stay on one side"
-            + ("; a small set keeps about 5 for validation" if fp.planes < SMALL_SET else ""),
+            {"mode": "block", "folds": 5, "fold": -1},
+            f"{fp.planes} {unit}: the last {fp.planes // 5} (1/5) validate, a contiguous block of the "
+            "naturally sorted names, so neighbouring slices or tiles of one acquisition stay on one side",
         )
 
 

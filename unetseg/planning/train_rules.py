@@ -191,15 +191,18 @@ def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
     else:
         plan.set("train.loss.border_weight", None, f"none: {structure.kind} do not separate regions by thin walls")
     _device(plan, recipe, machine)
-    plan.set("train.val_every", VAL_EVERY, "validate every 10 epochs, as both anchors")
-    plan.set("train.monitor", "dice", "keep the checkpoint with the best validation Dice")
-    plan.set(
-        "train.postprocess",
-        "choose",
-        "after training, fill holes / keep the largest component / drop small components are tried on the "
-        "validation images and kept in best.pt only where they raise Dice (nnU-Net); predict --no-postprocess "
-        "skips them",
-    )
+    if plan.get("data.split", {}).get("mode") == "none":
+        plan.set("train.postprocess", "off", "no validation images to choose post-processing on")
+    else:
+        plan.set("train.val_every", VAL_EVERY, "validate every 10 epochs, as both anchors")
+        plan.set("train.monitor", "dice", "keep the checkpoint with the best validation Dice")
+        plan.set(
+            "train.postprocess",
+            "choose",
+            "after training, fill holes / keep the largest component / drop small components are tried on the "
+            "validation images and kept in best.pt only where they raise Dice (nnU-Net); predict --no-postprocess "
+            "skips them",
+        )
     plan.set(
         "train.max_time_s", budget_s, f"the time budget: {_duration(budget_s)} of training (unetseg init --budget)"
     )
