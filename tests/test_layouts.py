@@ -227,3 +227,26 @@ def _config_file(tmp_path: Path, data: DataConfig) -> Path:
     from conftest import write_yaml
 
     return write_yaml(tmp_path / "data.yaml", {"data": data.model_dump(mode="json")})
+
+
+def test_csv_rows_outside_the_manifests_folder_are_read_and_noted(tmp_path):
+    """Probe #13: a row pointing outside its folder was read silently. It is legitimate (data
+    shared between projects), so it is read, and `data check` names the line in a warning."""
+    from unetseg.data.check import check_dataset
+
+    data = tmp_path / "shared"
+    csv_manifest(data, with_split=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    rows = (
+        (data / "cases.csv").read_text().replace("images/", "../shared/images/").replace("masks/", "../shared/masks/")
+    )
+    (project / "cases.csv").write_text(rows)
+    cfg = detect_data(project / "cases.csv")
+    report = check_dataset(cfg)
+    outside = [p for p in report.problems if p.kind == "outside"]
+    assert not report.fatal and len(outside) == 12  # image and mask of 6 rows
+    assert (
+        outside[0].severity == "warning"
+        and "line 2: image ../shared/images/img_0.png lies outside" in outside[0].detail
+    )

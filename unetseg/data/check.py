@@ -334,6 +334,8 @@ def check_layout(data: DataConfig) -> tuple[CheckReport, list[Sample]]:
         return report, []
     for path, what in listing.problems:
         report.add("error", "dataset", path, what)
+    for path, what in listing.notes:
+        report.add("warning", "outside", path, what)
     if listing.channel_names and len(listing.channel_names) != data.channels:
         report.add(
             "error",

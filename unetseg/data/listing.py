@@ -35,6 +35,7 @@ class Listing:
     root: Path
     cases: list[Case] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)  # (file, what is wrong with it)
+    notes: list[tuple[Path, str]] = field(default_factory=list)  # (file, what is legitimate but worth saying)
     labels: dict[int, str] | None = None  # mask value -> class name, from dataset.json
     channel_names: list[str] | None = None  # from dataset.json
     split_file: Path | None = None  # nnU-Net's splits_final.json beside dataset.json
@@ -50,6 +51,8 @@ class Listing:
         if not path.exists():
             self.problem(source, f"{where} {entry}: no such file")
             return None
+        if not path.resolve().is_relative_to(Path(base).resolve()):  # legitimate (shared data), but say so
+            self.notes.append((Path(source), f"{where} {entry} lies outside {base}: read from {path.resolve()}"))
         return path
 
     def add_case(self, case: Case, source: Path, where: str) -> None:
