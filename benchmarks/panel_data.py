@@ -19,7 +19,7 @@ them is copied into the repository.
 
 from __future__ import annotations
 
-import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +67,13 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _link(source: Path, target: Path) -> None:
+def _copy(source: Path, target: Path) -> None:
+    """A copy of a shipped file in the work folder: a link would point into the checkout the grid
+    ran from, and the frozen clones the panel runs from are deleted after it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not os.path.lexists(target):
-        target.symlink_to(source.resolve())
+    if target.is_symlink() or not target.exists():
+        target.unlink(missing_ok=True)
+        shutil.copyfile(source, target)
 
 
 def _isbi(cache: Path) -> Path:
@@ -78,8 +81,8 @@ def _isbi(cache: Path) -> Path:
     source = ROOT / "data" / "isbi2012" / "train"
     for index in range(30):
         split = "test" if index in ISBI_TEST else "train"
-        _link(source / "image" / f"{index}.png", root / split / "images" / f"{index:02d}.png")
-        _link(source / "label" / f"{index}.png", root / split / "masks" / f"{index:02d}.png")
+        _copy(source / "image" / f"{index}.png", root / split / "images" / f"{index:02d}.png")
+        _copy(source / "label" / f"{index}.png", root / split / "masks" / f"{index:02d}.png")
     return root
 
 
