@@ -28,7 +28,15 @@ from typing import Any
 
 from unetseg.ablation.measure import analyse_run
 from unetseg.ablation.results import read_result
-from unetseg.ablation.spec import AblationSpec, fold_ids, load_spec, result_dir, training_changes, variant_config
+from unetseg.ablation.spec import (
+    AblationSpec,
+    fold_ids,
+    load_spec,
+    narrowed,
+    result_dir,
+    training_changes,
+    variant_config,
+)
 from unetseg.config import ConfigError, dump_config
 from unetseg.meter import QUIET, Meter
 from unetseg.report.document import json_safe
@@ -226,11 +234,15 @@ def run_ablation(
     meter: Meter = QUIET,
     executor: str = "pool",
     slurm: SlurmOptions | None = None,
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> tuple[AblationSpec, list[dict[str, Any]]]:
-    """Every run of the ablation, in variant, seed, fold order; ``meter`` counts the runs done."""
+    """Every run of the ablation (or of the ``variants`` and ``seeds`` asked for, see
+    :func:`~unetseg.ablation.spec.narrowed`), in variant, seed, fold order; ``meter`` counts
+    the runs done."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    spec = load_spec(spec_path, quick)
+    spec = narrowed(load_spec(spec_path, quick), variants, seeds)
     devices = devices or ["auto"]
     parallel = workers > 1 or executor == "local"
     threads = max(1, (os.cpu_count() or 1) // workers) if parallel and executor != "slurm" else None

@@ -33,6 +33,7 @@ from unetseg.config import (
     read_yaml,
     set_dotted,
 )
+from unetseg.config.base import did_you_mean
 from unetseg.inference.evaluation import DISTANCE_BINS, TOLERANCES
 
 # Where and how a run trains, not what it is: they may differ between the machines and
@@ -178,6 +179,34 @@ def load_spec(path: Path, quick: bool = False) -> AblationSpec:
     if not spec.base.is_absolute() and not spec.base.exists():
         spec.base = path.parent / spec.base
     return spec
+
+
+def narrowed(spec: AblationSpec, variants: list[str] | None = None, seeds: list[int] | None = None) -> AblationSpec:
+    """The spec with only these variants and seeds (``--variants``, ``--seeds``), in the spec's
+    order. The reference stays whatever is asked: every comparison is with it, and once trained
+    it is reused. Each run's config is the same as in the whole grid, so a narrowed invocation
+    reuses the whole grid's finished runs and the other way round."""
+    if variants is None and seeds is None:
+        return spec
+    names = [v.name for v in spec.expand()]
+    unknown = [name for name in variants or [] if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"--variants: {', '.join(unknown)} not in the ablation (its variants: {', '.join(names)})"
+            + did_you_mean(unknown[0], names)
+        )
+    foreign = [seed for seed in seeds or [] if seed not in spec.seeds]
+    if foreign:
+        raise ConfigError(f"--seeds: {foreign} not among the ablation's seeds {spec.seeds}")
+    keep = set(variants or names) | {spec.reference_name}
+    return spec.model_copy(
+        update={
+            "grid": {},
+            "variants": [v for v in spec.expand() if v.name in keep],
+            "seeds": [s for s in spec.seeds if seeds is None or s in seeds],
+            "reference": spec.reference_name,
+        }
+    )
 
 
 def _run_name(seed: int, fold: int | None) -> str:
