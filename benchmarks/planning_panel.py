@@ -193,6 +193,11 @@ class Job:
                 reused = {**other, "method": self.method, "reused_from": other["method"]}
                 self.result_path.parent.mkdir(parents=True, exist_ok=True)
                 self.result_path.write_text(json.dumps(reused, indent=2) + "\n")
+                run = self.dir.parent.parent / other["method"].replace(":", "-") / self.dir.name / "run"
+                checkpoint = run / "checkpoints" / other.get("checkpoint", "best.pt")
+                if self.method == "planned" and self.seed == 0 and checkpoint.exists():
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                    self._failure_report(checkpoint)
                 return reused
         return None
 
