@@ -374,3 +374,16 @@ def test_init_never_writes_through_a_link_at_out(tmp_path, dangling):
     assert replaced.exit_code == 0, replaced.output
     assert not link.is_symlink() and "data:" in link.read_text()
     assert (target.read_text() == "keep: me\n") if not dangling else not target.exists()
+
+
+def test_a_minority_of_colour_images_gets_no_colour_jitter(tmp_path):
+    """Rule 7: in a mostly grey set (DSB: 15 % stained tissue) the colour of the few colour
+    images tells what they are; hue jitter is for sets that are colour by nature."""
+    images, masks = write_pairs(tmp_path / "d", n=4)
+    grey = cv2.imread(str(images / "img_0.png"), cv2.IMREAD_GRAYSCALE)
+    tinted = np.dstack([grey, (grey * 0.6).astype(np.uint8), grey])  # one stained-looking image
+    cv2.imwrite(str(images / "img_0.png"), tinted)
+    cfg, plan, fp = plan_of(DataConfig(images=images, masks=masks))
+    assert fp.colour == 1 and cfg.data.channels == 3
+    assert cfg.augment.hue_saturation == 0 and cfg.augment.gamma == 0
+    assert "no colour jitter: 1 of 4" in plan.reasons["augment"]

@@ -21,6 +21,7 @@ MAX_BATCH = 32
 ROI = 512  # images up to 512 x 512 are predicted in one pass, larger ones in windows of this size
 MIN_WORKERS_CORES = 4
 COLOUR_JITTER = 0.5
+COLOUR_MAJORITY = 0.5  # colour jitter where at least this share of the measured images is in colour (rule 7)
 GAMMA = 0.3
 
 
@@ -139,11 +140,20 @@ def _colour(plan: Plan, fp: Fingerprint) -> None:
     colour = fp.colour > 0 and fp.channels == 3 and not fp.multichannel
     if not colour:
         return
+    if fp.colour < COLOUR_MAJORITY * fp.measured:
+        plan.note(
+            "augment",
+            f"no colour jitter: {fp.colour} of {fp.measured} measured images are in colour, a minority whose colour "
+            "tells what kind of image it is (planning panel, seed 0: the DSB nuclei x4 at 15 % colour 0.869 "
+            "without it, 0.850 with it)",
+        )
+        return
     plan.set(
         "augment.hue_saturation",
         COLOUR_JITTER,
         f"{fp.colour} of {fp.measured} measured images are in colour: random hue, saturation and value shifts "
-        "on half the crops (camera, illumination and stain vary between acquisitions)",
+        "on half the crops (camera, illumination and stain vary between acquisitions; planning panel, seed 0: "
+        "MoNuSeg 0.783 with them, 0.746 without)",
     )
     if plan.get("data.normalize") == "dtype":
         plan.set("augment.gamma", GAMMA, "random gamma 0.8-1.2 on a third of the crops (intensities are in [0, 1])")
