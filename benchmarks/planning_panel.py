@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -260,6 +261,9 @@ class Job:
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
         run_dir = self.dir / "run"
+        # no stored result: a folder here is a run killed before it finished (a stop, a crash); it
+        # restarts from nothing, since resuming would mix two processes' clocks into one budget
+        shutil.rmtree(run_dir, ignore_errors=True)
         sets = [arg for item in self._overrides() for arg in ("--set", item)]
         start, cpu = time.perf_counter(), _children_cpu()
         _cli(["train", "--config", str(config), "--out", str(run_dir), "--yes", *sets], self.log, self.env)
