@@ -206,3 +206,21 @@ def test_ablate_base_on_the_nuclei_config_runs_end_to_end_and_report_only_rebuil
     rebuilt = _ablate(*args, "--variants", "concat,none", "--seeds", "0", "--report-only")
     assert rebuilt.exit_code == 0, rebuilt.output
     assert json.loads((tmp_path / "report.json").read_text()) == data
+
+
+def test_a_base_that_trains_on_every_image_is_ablated_on_a_held_out_block(tiny_cfg_dict, tmp_path):
+    """init plans small sets with no validation (rule 15); an ablation is measured on held-out
+    images, so its runs keep the last 1/5 block, and the spec says so."""
+    from unetseg.ablation.spec import load_spec, variant_config
+    from unetseg.ablation.standard import standard_spec
+
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree["data"]["split"] = {"mode": "none"}
+    tree["train"].update(epochs=2, max_time_s=None)
+    base = write_yaml(tmp_path / "base.yaml", tree)
+    spec, _, lines = standard_spec(base, tmp_path / "abl")
+    assert spec["set"] == {"data.split.mode": "block", "data.split.folds": 5, "data.split.fold": -1}
+    assert any("trains on every image" in line for line in lines)
+    loaded = load_spec(write_yaml(tmp_path / "abl.yaml", spec))
+    cfg = variant_config(loaded, loaded.expand()[0], 0)
+    assert cfg.data.split.mode == "block" and cfg.data.split.folds == 5

@@ -104,6 +104,12 @@ def standard_spec(
         "variants": variants,
         "report": {"crop_size": min(REPORT_CROP, cfg.augment.crop_size or REPORT_CROP)},
     }
+    if cfg.data.split.mode == "none":  # init's plan for a small set trains on every image
+        spec["set"] = {"data.split.mode": "block", "data.split.folds": 5, "data.split.fold": -1}
+        left_out.append(
+            f"{base} trains on every image (data.split.mode: none); the ablation is measured on held-out "
+            "images, so its runs keep the last 1/5 block of the images for that"
+        )
     return spec, budget, left_out
 
 
