@@ -148,19 +148,8 @@ def ablate(
         try:
             slurm = SlurmOptions(slurm_partition, slurm_time, slurm_gpus, slurm_cpus)
             with progress_bar("ablate", "run") as meter:
-                spec, results = run_command(
-                    run_ablation,
-                    spec_path,
-                    quick,
-                    workers,
-                    device_list,
-                    meter.write,
-                    meter,
-                    executor,
-                    slurm,
-                    variants,
-                    seeds,
-                )
+                args = (spec_path, quick, workers, device_list, meter.write, meter, executor, slurm, variants, seeds)
+                spec, results = run_command(run_ablation, *args)
         except RuntimeError as err:
             raise click.ClickException(str(err)) from None
     make_output_dir(spec.report_dir)
