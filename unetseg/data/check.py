@@ -371,14 +371,19 @@ def check_dataset(data: DataConfig) -> CheckReport:
         report.problems += val_report.problems
         report.stats += val_report.stats
     elif samples and not report.fatal:
-        try:
-            train, _ = split_samples(samples, split, data)
-        except DataError as err:
-            report.add("error", "split", data.source, str(err).removeprefix(f"{data.source}: "))
-        else:
-            if not train:
-                report.add("error", "split", data.source, "the split leaves no training pairs")
+        _check_split(report, samples, data)
     return report
+
+
+def _check_split(report: CheckReport, samples: list[Sample], data: DataConfig) -> None:
+    """Whether the configured split can be made from ``samples`` and leaves pairs to train on."""
+    try:
+        train, _ = split_samples(samples, data.split, data)
+    except DataError as err:
+        report.add("error", "split", data.source, str(err).removeprefix(f"{data.source}: "))
+        return
+    if not train:
+        report.add("error", "split", data.source, "the split leaves no training pairs")
 
 
 def check_plan(data: DataConfig, measured: list[Sample], samples: list[Sample]) -> CheckReport:
@@ -393,11 +398,5 @@ def check_plan(data: DataConfig, measured: list[Sample], samples: list[Sample]) 
     if data.layout in ("nnunet", "msd"):
         _compare_labels(report, list_cases(data).labels, data, Path(str(data.root)))
     if data.split.mode != "folders" and not report.fatal:
-        try:
-            train, _ = split_samples(samples, data.split, data)
-        except DataError as err:
-            report.add("error", "split", data.source, str(err).removeprefix(f"{data.source}: "))
-        else:
-            if not train:
-                report.add("error", "split", data.source, "the split leaves no training pairs")
+        _check_split(report, samples, data)
     return report
