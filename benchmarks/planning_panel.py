@@ -64,6 +64,10 @@ SCREENS: dict[str, list[str]] = {
     "all": ["data.split.mode=none"],
     # stem2, every image trains (no validation block), the final weights predict
     "stem2all": ["model.stem_stride=2", "model.head=shuffle", "data.split.mode=none"],
+    # instance norm (nnU-Net's and MONAI UNet's default): statistics of each image, not of the batch
+    "inorm": ["model.norm=instance"],
+    # batch norm: the planned network before the instance-norm rule
+    "bnorm": ["model.norm=batch"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
