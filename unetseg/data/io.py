@@ -307,9 +307,9 @@ def mask_classes(raw: np.ndarray, label_map: dict[int, int] | None, path: Path |
         raw = raw[..., 0]
     if np.issubdtype(raw.dtype, np.floating) and (not np.isfinite(raw).all() or not (raw == np.round(raw)).all()):
         raise DataError(f"{path}: mask must hold integer labels, found fractional or non-finite values")
-    raw = raw.astype(np.int64)
-    if label_map is None:
+    if label_map is None:  # no int64 copy first: this runs on every mask before training starts
         return (raw != 0).astype(np.int64)
+    raw = raw.astype(np.int64)
     lut_keys = np.array(sorted(label_map), dtype=np.int64)
     found = np.unique(raw)
     unknown = np.setdiff1d(found, lut_keys)
