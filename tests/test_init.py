@@ -59,6 +59,8 @@ def test_blobs_get_the_nuclei_recipe(tmp_path):
     # level 0 at 1/2 (the panel's change), depth 6 cut for 64-pixel crops: 4 levels leave the bottleneck 4 x 4
     assert (cfg.model.depth, cfg.model.base_width, cfg.model.stem_stride, cfg.model.head) == (4, 8, 2, "shuffle")
     assert "planning panel" in plan.reasons["model.stem_stride"]
+    # instance norm (the panel's change; nuclei_cpu.yaml has batch norm), with its measurement
+    assert cfg.model.norm == "instance" and "0.908 against 0.842" in plan.reasons["model.norm"]
     assert cfg.train.loss.border_weight is None and cfg.eval.regions == "foreground"
     assert cfg.train.batch_size == 32 and cfg.train.samples_per_epoch == 32 * BLOBS.steps_per_epoch
     assert cfg.train.schedule_by == "time" and cfg.train.max_time_s == 300.0

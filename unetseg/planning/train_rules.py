@@ -59,7 +59,7 @@ def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         plan.set(
             "model.stem_stride",
             stem,
-            recipe.panel_why
+            recipe.panel_why["stem_stride"]
             if "stem_stride" in recipe.panel_model and not blobs_on_gpu
             else f"level 0 at 1/{stem} resolution (space to depth, lossless) with a "
             "sub-pixel head back to full resolution: on a CPU the full-resolution levels cost the most",
@@ -75,7 +75,8 @@ def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         f"{crop // stem // 2 ** (depth - 1)} pixels of a {crop} crop",
     )
     for key, value in model.items():
-        plan.set(f"model.{key}", value, _MODEL_REASONS.get(key, ""))
+        why = recipe.panel_why.get(key) if key in recipe.panel_model and not blobs_on_gpu else None
+        plan.set(f"model.{key}", value, why or _MODEL_REASONS.get(key, ""))
     if supervision:
         plan.set(
             "model.deep_supervision",
