@@ -68,6 +68,10 @@ SCREENS: dict[str, list[str]] = {
     "inorm": ["model.norm=instance"],
     # batch norm: the planned network before the instance-norm rule
     "bnorm": ["model.norm=batch"],
+    # lines: no weight average (isbi_cpu's EMA 0.998 spans ~500 steps; a short run has ~900)
+    "noema": ["train.ema=null"],
+    # lines: no affine augmentation (rotation and scaling resample 1-2 px vessels), flips and rot90 only
+    "noaffine": ["augment.affine.p=0"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
