@@ -30,6 +30,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -115,6 +116,9 @@ def _training_numbers(run_dir: Path) -> dict[str, Any]:
     }
 
 
+SHIPPED_DATA = re.compile(r"^/.+?/(data/(?:isbi2012|dsb2018_nuclei)(?:/.*)?)$")  # the data/ this repository ships
+
+
 def _values(text: str) -> Any:
     """A written config's values, without its comments: re-planning the same data with reworded
     reasons (or on another day) keys alike; a changed value does not. Paths inside this checkout
@@ -125,6 +129,9 @@ def _values(text: str) -> Any:
             return {k: relative(v) for k, v in value.items()}
         if isinstance(value, str) and value.startswith(str(ROOT) + os.sep):
             return "<repo>" + value[len(str(ROOT)) :]
+        if isinstance(value, str) and SHIPPED_DATA.search(value):  # another clone's copy of the shipped data
+            inside = SHIPPED_DATA.search(value).group(1)
+            return "<repo>/" + inside if (ROOT / inside).exists() else value
         return value
 
     return relative(yaml.safe_load(text))

@@ -4,6 +4,8 @@ is not, and what each variant changes in words."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from unetseg.ablation.verdict import change, dataset_verdict, outcome
@@ -88,3 +90,35 @@ def test_change_names_mixed_skip_changes_and_the_same_model():
         "without the skips at level 0, keeping level 2"
     )
     assert change(reference, dict(reference)) == "the same model"
+
+
+def test_the_verdict_says_where_the_errors_change_by_distance_to_the_boundary():
+    bins = [0, 1, 4, None]
+    summary = {
+        "concat": {**SUMMARY["concat"], "distance": {"bins": bins, "error": [0.4, 0.05, 0.01], "counts": [9, 9, 9]}},
+        "none": {**SUMMARY["none"], "distance": {"bins": bins, "error": [0.5, 0.2, 0.012], "counts": [9, 9, 9]}},
+        "add": {**SUMMARY["add"], "distance": {"bins": bins, "error": [0.4, 0.04, 0.02], "counts": [9, 9, 9]}},
+    }
+    comparison = {"none": {"dice": _diff(-0.05, -0.01)}, "add": {"dice": _diff(-0.01, 0.01)}}
+    found = dataset_verdict("concat", comparison, summary)
+    # none: ratios 1.25, 4.0, 1.2 -> largest 4.0 at 1-4 px; add: 1.0, 0.8, 2.0 -> 2.0 beyond 4 px
+    assert found["sentences"][-1] == (
+        "By distance to the true boundary (pixel error rate, pooled over seeds and images): the reference errs "
+        "on 40.0 % of the pixels at 0-1 px and 1.00 % at 4 px and beyond; none 50.0 % and 1.20 % (its largest "
+        "change: x4.00 at 1-4 px); add 40.0 % and 2.00 % (its largest change: x2.00 at 4 px and beyond)."
+    )
+    assert not any("distance" in s for s in dataset_verdict("concat", comparison, SUMMARY)["sentences"])
+
+
+def test_distance_curves_pool_by_pixel_count():
+    from unetseg.ablation.report import pooled_distance
+
+    pooled = pooled_distance(
+        [
+            {"bins": [0, 1, 2, None], "error": [0.2, 0.4, None], "counts": [1, 3, 0]},
+            {"bins": [0, 1, 2, None], "error": [0.6, 0.0, None], "counts": [3, 1, 0]},
+        ]
+    )
+    assert pooled["counts"] == [4, 4, 0] and pooled["bins"] == [0, 1, 2, None]
+    assert pooled["error"][:2] == pytest.approx([(0.2 + 3 * 0.6) / 4, (3 * 0.4) / 4]) and math.isnan(pooled["error"][2])
+    assert pooled_distance([]) is None

@@ -102,3 +102,15 @@ def test_a_screen_whose_rule_was_adopted_is_the_planned_run(tmp_path):
     other = dict(same, config=planning_panel._effective(planning_panel._values(planned), [*base, "train.lr=0.1"]))
     (out / "runs" / "x" / "planned" / "seed0.json").unlink()
     assert job.stored(planning_panel._digest(other)) is None
+
+
+def test_shipped_data_keys_alike_from_any_clone():
+    """A run planned in one frozen clone is the same run for the next clone: the shipped data's
+    paths key from the repository root wherever the clone was; other paths stay as written."""
+    root = planning_panel.ROOT
+    ours = f"data: {{images: {root}/data/dsb2018_nuclei/train/images}}\n"
+    theirs = "data: {images: /tmp/panel_clone22/data/dsb2018_nuclei/train/images}\n"
+    elsewhere = "data: {images: /tmp/panel_clone22/data/my_cells/train/images}\n"
+    assert planning_panel._values(ours) == planning_panel._values(theirs)
+    assert planning_panel._values(theirs)["data"]["images"] == "<repo>/data/dsb2018_nuclei/train/images"
+    assert planning_panel._values(elsewhere)["data"]["images"] == "/tmp/panel_clone22/data/my_cells/train/images"

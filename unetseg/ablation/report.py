@@ -72,6 +72,7 @@ def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, di
         }
         summary[name] = {
             "seeds": [r["seed"] for r in runs],
+            "distance": pooled_distance([r["distance"] for r in runs if r.get("distance")]),
             "parameters": runs[0]["parameters"],
             "flops": flops[name],
             "skips": runs[0]["skips"],
@@ -211,6 +212,21 @@ def hardware(results: list[dict[str, Any]]) -> str:
     return "; ".join(sorted({r.get("hardware", "not recorded") for r in results}))
 
 
+def pooled_distance(curves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Error-by-distance curves of several runs as one, each bin weighted by its pixel count
+    (so a seed or fold with more boundary pixels counts for more); None without curves."""
+    if not curves:
+        return None
+    counts = np.array([c["counts"] for c in curves], dtype=float)
+    errors = np.nan_to_num(np.array([c["error"] for c in curves], dtype=float)) * counts
+    total = counts.sum(0)
+    return {
+        **curves[0],
+        "counts": total.tolist(),
+        "error": np.where(total > 0, errors.sum(0) / np.maximum(total, 1), np.nan).tolist(),
+    }
+
+
 def pool_folds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per (variant, seed) from its cross-validation folds: the folds' validation
     images together (every labelled image once), distance curves weighted by pixel counts."""
@@ -220,19 +236,12 @@ def pool_folds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for runs in pooled.values():
         images = [row for r in runs for row in r["images"]]
-        counts = np.array([r["distance"]["counts"] for r in runs], dtype=float)
-        errors = np.nan_to_num(np.array([r["distance"]["error"] for r in runs], dtype=float)) * counts
-        total = counts.sum(0)
         merged = {
             **runs[0],
             "fold": None,
             "images": images,
             "mean": mean_metrics([{k: v for k, v in row.items() if k != "name"} for row in images]),
-            "distance": {
-                **runs[0]["distance"],
-                "counts": total.tolist(),
-                "error": np.where(total > 0, errors.sum(0) / np.maximum(total, 1), np.nan).tolist(),
-            },
+            "distance": pooled_distance([r["distance"] for r in runs]),
             "per_fold": {r["fold"]: r["mean"] for r in runs},
         }
         if runs[0].get("corruption"):

@@ -1,6 +1,7 @@
 """The report's opening verdict: on this dataset, which variants of the reference cost nothing
 measurable in Dice and which cannot be dropped, in words (what each changes) with the numbers
-that decide it (what is lost in Dice and boundary F1); the paired-comparison table follows it.
+that decide it (what is lost in Dice and boundary F1, and where: near the boundary or far from
+it); the paired-comparison table follows it.
 
 Every sentence is derived from the stored paired comparison (:func:`unetseg.ablation.report.
 paired_comparison`: the mean of the (seed, image) differences to the reference and its
@@ -79,6 +80,44 @@ def _evidence(name: str, what: str, diffs: dict[str, Any]) -> str:
     return text
 
 
+def _bin(bins: list[float | None], i: int) -> str:
+    lo, hi = bins[i], bins[i + 1]
+    return f"{lo:g} px and beyond" if hi is None or hi == float("inf") else f"{lo:g}-{hi:g} px"  # JSON: null
+
+
+def distance_sentence(reference: str, summary: dict[str, dict[str, Any]]) -> str | None:
+    """Where in the image each variant's errors change: the pixel error rate nearest the true
+    boundary and farthest from it, and the bin where the variant's rate differs most from the
+    reference's (as a ratio), from the pooled error-by-distance curves in ``summary``. A Dice
+    difference does not say whether a skip's loss is at the edge (fine detail) or inside objects
+    (context); this does. None without curves."""
+    ref = summary.get(reference, {}).get("distance")
+    if not ref:
+        return None
+    bins, base = ref["bins"], np.asarray(ref["error"], dtype=float)
+    last = len(base) - 1
+    parts = [
+        f"the reference errs on {100 * base[0]:.1f} % of the pixels at {_bin(bins, 0)} and "
+        f"{100 * base[last]:.2f} % at {_bin(bins, last)}"
+    ]
+    for name, entry in summary.items():
+        curve = entry.get("distance")
+        if name == reference or not curve or len(curve["error"]) != len(base):
+            continue
+        error = np.asarray(curve["error"], dtype=float)
+        ratio = np.where((base > 0) & np.isfinite(error), error / np.where(base > 0, base, 1.0), np.nan)
+        if not np.isfinite(ratio).any() or not np.all(ratio[np.isfinite(ratio)] > 0):
+            continue
+        worst = int(np.nanargmax(np.abs(np.log(ratio))))
+        parts.append(
+            f"{name} {100 * error[0]:.1f} % and {100 * error[last]:.2f} % (its largest change: "
+            f"x{ratio[worst]:.2f} at {_bin(bins, worst)})"
+        )
+    return (
+        "By distance to the true boundary (pixel error rate, pooled over seeds and images): " + "; ".join(parts) + "."
+    )
+
+
 LEADS = {
     "no measurable cost": "No measurable cost in Dice here (the CI includes 0): ",
     "better": "Better than the reference in Dice (the CI lies above 0): ",
@@ -113,4 +152,7 @@ def dataset_verdict(
         ]
         if items:
             sentences.append(lead + "; ".join(items) + ".")
+    where = distance_sentence(reference, summary)
+    if where:
+        sentences.append(where)
     return {"reference": reference, "variants": variants, "sentences": sentences}
