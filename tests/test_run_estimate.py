@@ -4,13 +4,16 @@ stopped at."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, repo_pythonpath
 from torch.utils.flop_counter import FlopCounterMode
 
 import unetseg.cli.train as cli_train
@@ -107,6 +110,28 @@ def test_train_announces_the_duration_and_counts_epochs_of_the_real_total(tiny_c
     assert lines[2].startswith("expected duration: about ") and "for epochs 1..2 (4 steps an epoch at" in lines[2]
     assert lines[3].startswith("epoch 1 of 2 | loss ") and " | ETA " in lines[3]
     assert lines[4].startswith("epoch 2 of 2 | ") and lines[4].endswith(" | ETA 0 s")
+
+
+def test_the_first_guess_comes_before_the_slow_imports(tiny_cfg_file: Path, tmp_path: Path) -> None:
+    """A newcomer should read the expected duration within seconds of the command: the first line
+    and the first guess need the split and the model only, so albumentations (about a second to
+    import) and MONAI (seconds) are imported after them, in a fresh interpreter as on the command
+    line. The run still trains: decoding comes right after the guess."""
+    script = f"""
+import sys
+from unetseg.config import load_config
+from unetseg.training import Trainer
+seen = []
+def log(line):
+    if line.startswith("expected duration: about ") and "a first guess" in line:
+        seen.append(sorted(m for m in ("albumentations", "monai") if m in sys.modules))
+summary = Trainer(load_config({str(tiny_cfg_file)!r}, ["output_dir={tmp_path / "run"}"]), log=log).fit()
+print(seen, sorted(m for m in ("albumentations", "monai") if m in sys.modules), len(summary["history"]))
+"""
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[[]] ['albumentations', 'monai'] 2"  # both epochs of the tiny config
 
 
 def test_a_gpu_sized_run_on_the_cpu_stops_at_the_question(tiny_cfg_file: Path, tmp_path: Path, monkeypatch) -> None:

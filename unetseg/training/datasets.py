@@ -1,6 +1,6 @@
-"""The training and validation datasets of a config, decoded up front: a broken file fails
-before the first step, named, not mid-epoch, and DataLoader workers fork with the caches (and
-border-weight maps) already filled."""
+"""The training and validation datasets of a config, decoded before the first step: a broken
+file fails before any step, named, not mid-epoch, and DataLoader workers fork with the caches
+(and border-weight maps) already filled."""
 
 from __future__ import annotations
 
@@ -8,35 +8,50 @@ from functools import partial
 from pathlib import Path
 
 from unetseg.config import Config, ConfigError
-from unetseg.data import SegmentationDataset, build_train_transform
+from unetseg.data import SegmentationDataset
 from unetseg.data.layouts import split_data
 from unetseg.data.weights import border_weights
 from unetseg.training.errors import TrainingError
 
 
 def build_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDataset | None]:
-    """(augmented training set of ``train.samples_per_epoch`` crops, un-augmented validation set)."""
+    """(augmented training set of ``train.samples_per_epoch`` crops, un-augmented validation set),
+    decoded."""
+    train_ds, val_ds = open_datasets(cfg)
+    decode_datasets(cfg, train_ds, val_ds)
+    return train_ds, val_ds
+
+
+def open_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """The datasets of the split, nothing decoded and no augmentation yet: enough for the
+    trainer's first line and first guess of the duration, which a newcomer should see within
+    seconds; albumentations' import and the decoding come after (:func:`decode_datasets`)."""
     data, train = cfg.data, cfg.train
     train_pairs, val_pairs = split_data(data)
     if not train_pairs:
         raise TrainingError("the split leaves no training pairs")
     border = train.loss.border_weight
     weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
-    train_ds = SegmentationDataset(
-        train_pairs, data, build_train_transform(cfg.augment, cfg.seed), train.samples_per_epoch, weights, data.scale
-    )
-    val_ds = SegmentationDataset(val_pairs, data) if val_pairs else None
+    train_ds = SegmentationDataset(train_pairs, data, None, train.samples_per_epoch, weights, data.scale)
+    return train_ds, SegmentationDataset(val_pairs, data) if val_pairs else None
+
+
+def decode_datasets(cfg: Config, train_ds: SegmentationDataset, val_ds: SegmentationDataset | None) -> None:
+    """Give the training set its augmentation, decode every pair and its border weights, and
+    check the crop against the image sizes: all before the run writes anything."""
+    from unetseg.data.transforms import build_train_transform  # albumentations: about a second to import
+
+    train_ds.transform = build_train_transform(cfg.augment, cfg.seed)
     sizes: dict[tuple[int, ...], Path] = {}  # each image size, with the first image of that size
-    for i, sample in enumerate(train_pairs):
+    for i, sample in enumerate(train_ds.samples):
         sizes.setdefault(train_ds.load(i)[0].shape[:2], sample.image)
-    for i in range(len(val_pairs)):
+    for i in range(len(val_ds.samples) if val_ds else 0):
         val_ds.load(i)
     check_sizes(cfg, sizes)
-    for i in range(len(train_pairs)):
+    for i in range(len(train_ds.samples)):
         _, mask = train_ds.load(i)
-        if weights is not None and mask is not None:
+        if train_ds.weights is not None and mask is not None:
             train_ds.weight_map(i, mask)
-    return train_ds, val_ds
 
 
 def check_sizes(cfg: Config, sizes: dict[tuple[int, ...], Path]) -> None:

@@ -7,9 +7,8 @@ A run lives in ``cfg.output_dir``::
     checkpoints/last.pt    written every epoch: weights, optimiser, schedule, RNG states
     checkpoints/best.pt    the epoch with the best validation ``train.monitor``
 
-Resuming restores every RNG and draws each epoch's data order and augmentation from
-``(seed, epoch)``, so a run stopped after any epoch and resumed ends with the same weights as
-one that was never stopped.
+Resuming restores every RNG and draws each epoch's data order and augmentation from ``(seed,
+epoch)``: a run stopped after any epoch and resumed ends with the weights of one never stopped.
 
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`unetseg.training.distributed`):
 each process trains on its shard of every epoch with its own augmentation stream, gradients
@@ -38,7 +37,7 @@ from unetseg.models.checkpoint import load_checkpoint, save_checkpoint, training
 from unetseg.runtime import amp_dtype, autocast, precision_name, rng_state, seed_everything, set_rng_state, set_threads
 from unetseg.training.averaging import WeightAverage
 from unetseg.training.compile_check import COMPILE_OPTIONS, compile_failure, has_strided_pointwise_conv, trial_payload
-from unetseg.training.datasets import build_datasets
+from unetseg.training.datasets import decode_datasets, open_datasets
 from unetseg.training.distributed import Distributed, rank_seed
 from unetseg.training.errors import TrainingError
 from unetseg.training.forecast import crop_shape, first_guess, loader_workers
@@ -318,18 +317,17 @@ class Trainer:
 
     def _start(self) -> tuple[int, float]:
         """Everything before the first step, announced in one line and a first guess of its time
-        (the loss last: MONAI takes seconds to import): (first epoch, seconds already spent)."""
+        before the slow imports of decoding and loss (albumentations, MONAI): (first epoch, spent s)."""
         cfg = self.cfg
         self.folder.prepare(self.dist)
         set_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
-        self.train_ds, self.val_ds = build_datasets(cfg)
+        self.train_ds, self.val_ds = open_datasets(cfg)  # decoded after the first guess
         self._build_model()
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_epoch = 0
         start_epoch = self._restore() if self.resume else 0  # a resumed run's first line needs its epoch
-        self.folder.write_config(cfg, self.dist)
         spent = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         self.log(
             f"training {count_parameters(self.model):,} parameters on {self.device}{self._precision_note()} "
@@ -343,6 +341,8 @@ class Trainer:
         guess = first_guess(self.model, cfg, self.train_ds, self.steps_per_epoch, start_epoch, spent, self.amp)
         if guess is not None:
             self._announce(guess.line(), guess.seconds)
+        decode_datasets(cfg, self.train_ds, self.val_ds)
+        self.folder.write_config(cfg, self.dist)
         if not self.resume:
             self._build_optimisation()
         self.loss_fn, self.forward_kwargs = build_loss(cfg.train.loss, cfg.data.out_channels), {}  # imports MONAI
