@@ -114,3 +114,34 @@ def test_shipped_data_keys_alike_from_any_clone():
     assert planning_panel._values(ours) == planning_panel._values(theirs)
     assert planning_panel._values(theirs)["data"]["images"] == "<repo>/data/dsb2018_nuclei/train/images"
     assert planning_panel._values(elsewhere)["data"]["images"] == "/tmp/panel_clone22/data/my_cells/train/images"
+
+
+def test_a_seed_starved_by_load_is_flagged_set_aside_and_kept_as_a_record(tmp_path):
+    """Four runs on two cores slowed a MONAI loop's CPU seconds by about a quarter: such a seed
+    measures the load. Under 0.8 of the best-fed seed's crops it is flagged, set aside under
+    another name (so the runner reruns it) and listed apart; a seed at 0.85 stays."""
+    out = tmp_path / "out"
+
+    def result(method: str, seed: int, crops: int, dice: float) -> None:
+        path = out / "runs" / "x" / method / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        numbers = {"dataset": "x", "method": method, "seed": seed, "dice": dice, "worst": dice - 0.1}
+        numbers |= {"train_s": 960.0, "crops": crops, "crops_per_s": crops / 960, "cpu_share": 0.9, "clock": "cpu"}
+        path.write_text(json.dumps(numbers))
+
+    result("monai", 0, 9000, 0.80)
+    result("monai", 1, 7100, 0.76)  # 0.79 of 9,000: starved
+    result("monai", 2, 7650, 0.79)  # 0.85: kept
+    result("planned", 0, 7000, 0.78)
+    runs = planning_panel.collect(out)["x"]
+    assert [r["seed"] for r in planning_panel.starved(runs["monai"])] == [1]
+    assert planning_panel.starved(runs["planned"]) == []
+    planning_panel.report(out)
+    assert "| 0.7833 | 0.8000 / 0.7600 (starved) / 0.7900 |" in (out / "panel.md").read_text()
+
+    moved = planning_panel.set_aside_starved(out)
+    assert moved == [out / "runs" / "x" / "monai" / "seed1.json"]
+    assert (out / "runs" / "x" / "monai" / "starved-seed1.json").exists() and not moved[0].exists()
+    assert planning_panel.report(out)["x"]["monai"] == [0.80, 0.79]
+    text = (out / "panel.md").read_text()
+    assert "| 0.7950 | 0.8000 / 0.7900 |" in text and "| x | monai | 1 | 0.7600 | 7100 |" in text
