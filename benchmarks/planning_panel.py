@@ -73,6 +73,12 @@ SCREENS: dict[str, list[str]] = {
     "noema": ["train.ema=null"],
     # lines: no affine augmentation (rotation and scaling resample 1-2 px vessels), flips and rot90 only
     "noaffine": ["augment.affine.p=0"],
+    # lines: no auxiliary deep-supervision heads (the MONAI loop has none)
+    "nods": ["model.deep_supervision=0"],
+    # lines: the MONAI loop's optimiser (AdamW 1e-3, torch's default decay 0.01) instead of isbi_cpu's 3e-3, 0.05
+    "lr1e3": ["train.lr=0.001", "train.weight_decay=0.01"],
+    # lines: MONAI's soft clDice term beside Dice + CE (topology: penalises breaks in thin vessels)
+    "cldice": ["train.loss.lambda_cldice=0.5"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
