@@ -79,11 +79,24 @@ SCREENS: dict[str, list[str]] = {
     "lr1e3": ["train.lr=0.001", "train.weight_decay=0.01"],
     # lines: MONAI's soft clDice term beside Dice + CE (topology: penalises breaks in thin vessels)
     "cldice": ["train.loss.lambda_cldice=0.5"],
+    # test-time augmentation: the image and its three flips, averaged (prediction only: no training)
+    "tta": ["inference.tta=flips"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
 STARVED = 0.8  # fewer crops than this share of the best-fed seed of the same method and data: starved by load
-PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
+PEER_VERSION = 1
+PREDICT_FLAGS = ("mode", "tta", "roi_size", "overlap", "threshold")  # inference.* that predict's options set
+TRAINING = (
+    "process_s",
+    "cpu_share",
+    "epochs",
+    "crops",
+    "train_s",
+    "crops_per_s",
+    "best_val_dice",
+    "checkpoint",
+)  # bump when panel_peers.py changes what it trains
 
 
 def _digest(payload: Any) -> str:
@@ -169,6 +182,21 @@ def _stored_key(result: dict[str, Any]) -> str | None:
         return result.get("key")
     made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
     made.update(config=_effective(_values(result["config"]), result["overrides"]))
+    return _digest(made)
+
+
+def _training_part(tree: dict[str, Any]) -> dict[str, Any]:
+    """What decides the trained weights: the effective config without the inference settings
+    ``predict`` can set (two runs alike here differ only in how their test images are predicted)."""
+    inference = {k: v for k, v in tree.get("inference", {}).items() if k not in PREDICT_FLAGS}
+    return {**tree, "inference": inference}
+
+
+def _stored_training_key(result: dict[str, Any]) -> str | None:
+    if "config" not in result:
+        return None
+    made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
+    made.update(config=_training_part(_effective(_values(result["config"]), result["overrides"])))
     return _digest(made)
 
 
@@ -278,8 +306,11 @@ class Job:
             config = ROOT / self.set.hand_tuned
         else:
             config, text = self._plan()
-        base.update(config=_effective(_values(text), self._overrides()))
-        return _digest(base), {"config_path": str(config), "config": text, "overrides": self._overrides()}
+        effective = _effective(_values(text), self._overrides())
+        made = {"config_path": str(config), "config": text, "overrides": self._overrides()}
+        made["_training_key"] = _digest({**base, "config": _training_part(effective)})
+        made["_predict"] = {k: v for k, v in effective.get("inference", {}).items() if k in PREDICT_FLAGS}
+        return _digest({**base, "config": effective}), made
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
         run_dir = self.dir / "run"
@@ -309,6 +340,35 @@ class Job:
             self._predict(checkpoint, raw, "--no-postprocess")
             numbers["postprocess"] = json.loads(chosen.read_text())
             numbers["dice_without_postprocess"] = score_folder(self.set, raw)["dice"]
+        return numbers
+
+    def trained(self, training_key: str) -> tuple[dict[str, Any], Path] | None:
+        """A stored unetseg run of this dataset and seed that trained exactly these weights, and
+        its checkpoint, while that is still under ``--work``: a change of prediction settings
+        (a test-time-augmentation screen, a rule that sets them) re-predicts instead of retraining."""
+        for path in [self.result_path, *sorted(self.result_path.parents[1].glob(f"*/seed{self.seed}.json"))]:
+            other = json.loads(path.read_text()) if path.exists() else {}
+            if other.get("method", "peer") in PEERS or _stored_training_key(other) != training_key:
+                continue
+            trained_by = other.get("trained_by", other.get("reused_from", other["method"])).replace(":", "-")
+            checkpoint = self.dir.parent.parent / trained_by / self.dir.name / "run" / "checkpoints"
+            if (checkpoint / other["checkpoint"]).exists():
+                return other, checkpoint / other["checkpoint"]
+        return None
+
+    def _repredict(self, donor: dict[str, Any], checkpoint: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        """The donor's training numbers, and its checkpoint's predictions under ``settings``."""
+        flags = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        numbers = {k: donor[k] for k in (*TRAINING, "started", "load_average_start", "load_average_end") if k in donor}
+        numbers["trained_by"] = donor.get("trained_by", donor.get("reused_from", donor["method"]))
+        start = time.perf_counter()
+        self._predict(checkpoint, self.dir / "pred", *flags)
+        numbers["predict_s"] = round(time.perf_counter() - start, 1)
+        if "postprocess" in donor:
+            self._predict(checkpoint, self.dir / "pred_raw", *flags, "--no-postprocess")
+            numbers["postprocess"] = donor["postprocess"]
+            numbers["dice_without_postprocess"] = score_folder(self.set, self.dir / "pred_raw")["dice"]
         return numbers
 
     def _predict(self, checkpoint: Path, out: Path, *flags: str) -> None:
@@ -362,7 +422,13 @@ class Job:
             return stored
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         load = [round(v, 2) for v in os.getloadavg()]
-        numbers = self._train_peer() if self.method in PEERS else self._train_unetseg(Path(made_from["config_path"]))
+        donor = self.trained(made_from["_training_key"]) if reuse and self.method not in PEERS else None
+        if donor is not None:
+            numbers = self._repredict(*donor, made_from["_predict"])
+        elif self.method in PEERS:
+            numbers = self._train_peer()
+        else:
+            numbers = self._train_unetseg(Path(made_from["config_path"]))
         result = {
             "key": key,
             "dataset": self.set.name,
@@ -377,7 +443,7 @@ class Job:
             "load_average_end": [round(v, 2) for v in os.getloadavg()],
             **numbers,
             **score_folder(self.set, self.dir / "pred"),
-            **{k: v for k, v in made_from.items() if k != "config_path"},
+            **{k: v for k, v in made_from.items() if k != "config_path" and not k.startswith("_")},
         }
         self.result_path.parent.mkdir(parents=True, exist_ok=True)
         self.result_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from conftest import write_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -71,6 +72,18 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     assert [job.run() for job in jobs] == results
     stored = json.loads(jobs[0].result_path.read_text())
     assert stored["method"] == "planned" and stored["key"] == results[0]["key"]
+    # a screen that changes only how the test images are predicted re-predicts the planned
+    # run's checkpoint under its settings: the training numbers are the planned run's
+    tta = planning_panel.Job(stand_in, "planned:tta", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu")
+    screened = tta.run()
+    assert screened["trained_by"] == "planned" and screened["key"] != results[0]["key"]
+    assert {k: screened[k] for k in ("crops", "epochs", "train_s")} == {
+        k: results[0][k] for k in ("crops", "epochs", "train_s")
+    }
+    assert "--tta flips" in tta.log.read_text() and set(screened["per_image"]) == {"img_0", "img_1"}
+    # a screen that changes the training is trained (and here fails, as training is switched off)
+    with pytest.raises(AssertionError):
+        planning_panel.Job(stand_in, "planned:lr1e3", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu").run()
 
 
 def test_a_screen_whose_rule_was_adopted_is_the_planned_run(tmp_path):
