@@ -86,7 +86,7 @@ DISTURBED = 0.9  # a run whose training got less than this share of its threads'
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
 STARVED = 0.8  # fewer crops than this share of the best-fed seed of the same method and data: starved by load
 PEER_VERSION = 1
-PREDICT_FLAGS = ("mode", "tta", "roi_size", "overlap", "threshold")  # inference.* that predict's options set
+PREDICT_FLAGS = ("tta",)  # inference.* that only predict uses (validation in training predicts without TTA)
 TRAINING = (
     "process_s",
     "cpu_share",
@@ -186,8 +186,9 @@ def _stored_key(result: dict[str, Any]) -> str | None:
 
 
 def _training_part(tree: dict[str, Any]) -> dict[str, Any]:
-    """What decides the trained weights: the effective config without the inference settings
-    ``predict`` can set (two runs alike here differ only in how their test images are predicted)."""
+    """What decides the trained weights and the checkpoint kept: the effective config without the
+    inference settings only ``predict`` uses (two runs alike here differ only in how their test
+    images are predicted; mode, windows and threshold also score validation, so they count)."""
     inference = {k: v for k, v in tree.get("inference", {}).items() if k not in PREDICT_FLAGS}
     return {**tree, "inference": inference}
 

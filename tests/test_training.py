@@ -799,6 +799,25 @@ def test_trainer_with_ema_validates_and_saves_the_average(tiny_cfg_dict):
     assert float(_rows(out / "metrics.csv")[-1]["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
 
 
+def test_validation_runs_without_test_time_augmentation(tiny_cfg_dict):
+    """Validation picks the best epoch and the post-processing, every few epochs inside the
+    budget: it predicts each image once (nnU-Net validates online without mirroring), while
+    ``predict`` and ``evaluate`` use the run's ``inference.tta`` from the checkpoint."""
+    tree = copy.deepcopy(tiny_cfg_dict)
+    tree.setdefault("inference", {})["tta"] = "d4"
+    trainer = Trainer(config_from_dict(tree), log=quiet)
+    trainer.fit()
+    assert trainer.predictor.cfg.tta == "none"
+    model, cfg, _ = load_model(Path(tree["output_dir"]) / "checkpoints" / "last.pt")
+    assert cfg.inference.tta == "d4"
+    _, val = split_samples(find_pairs(cfg.data.images, cfg.data.masks, cfg.data.slice_axis), cfg.data.split, cfg.data)
+    once = Predictor(model, cfg.inference.model_copy(update={"tta": "none"}), cfg.data.num_classes)
+    metrics, _ = evaluate(once, SegmentationDataset(val, cfg.data), cfg.eval.regions)
+    assert float(_rows(Path(tree["output_dir"]) / "metrics.csv")[-1]["val_dice"]) == pytest.approx(
+        metrics["dice"], abs=1e-5
+    )
+
+
 def test_deep_supervision_weights_halve_and_sum_to_one():
     assert deep_supervision_weights(1) == [1.0]
     assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])

@@ -388,7 +388,10 @@ class InferenceConfig(Strict):
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
     sw_batch_size: int = Field(4, ge=1, description="windows per forward pass")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="how overlapping windows are blended")
-    tta: Literal["none", "flips", "d4"] = Field("none", description="test-time augmentation (predict --tta)")
+    tta: Literal["none", "flips", "d4"] = Field(
+        "none",
+        description="test-time augmentation of predict and evaluate (--tta); validation in training predicts once",
+    )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary tasks only")
     postprocess: PostprocessConfig = PostprocessConfig()
 

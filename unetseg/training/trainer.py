@@ -95,7 +95,7 @@ class Trainer:
         predicting = self.average.module if self.average else self.model
         self.predictor = Predictor(
             predicting,
-            cfg.inference,
+            cfg.inference.model_copy(update={"tta": "none"}),  # validation picks epochs: no TTA (as nnU-Net)
             cfg.data.num_classes,
             self.device,
             self.amp,
