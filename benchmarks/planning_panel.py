@@ -81,6 +81,8 @@ SCREENS: dict[str, list[str]] = {
     "cldice": ["train.loss.lambda_cldice=0.5"],
     # test-time augmentation: the image and its three flips, averaged (prediction only: no training)
     "tta": ["inference.tta=flips"],
+    # the planned config before rule 17: one prediction per image (its results are the earlier planned runs)
+    "notta": ["inference.tta=none"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here

@@ -76,6 +76,8 @@ def test_every_planned_value_has_a_reason_and_the_yaml_reads_back(tmp_path):
     assert load_config(path) == plan.config()
     text = path.read_text()
     assert text.startswith("# Planned by `unetseg init`") and "# the U-Net paper's border weights" in text
+    # rule 17: flips at prediction on every kind, with the panel's numbers as the reason
+    assert plan.values["inference.tta"] == "flips" and "higher on all 9 runs" in plan.reasons["inference.tta"]
 
 
 # --------------------------------------------------------------------------- data choices
@@ -236,7 +238,7 @@ def test_nuclei_plans_near_nuclei_cpu():
         _same(cfg.train, shipped.train, ["batch_size", "samples_per_epoch", "lr", "loss", "val_every", "max_time_s"])
         == {}
     )
-    assert (cfg.inference.mode, cfg.inference.roi_size) == ("auto", 512)
+    assert (cfg.inference.mode, cfg.inference.roi_size, cfg.inference.tta) == ("auto", 512, "flips")
 
 
 # --------------------------------------------------------------------------- the command, end to end

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from unetseg.planning.anchors import BLOBS, BLOBS_GPU_MODEL, THIN, VAL_EVERY, WARMUP_EPOCHS, Recipe
+from unetseg.planning.anchors import BLOBS, BLOBS_GPU_MODEL, PANEL_TTA, THIN, VAL_EVERY, WARMUP_EPOCHS, Recipe
 from unetseg.planning.data_rules import Structure
 from unetseg.planning.fingerprint import Fingerprint
 from unetseg.planning.hardware import Machine
@@ -260,6 +260,7 @@ def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> No
         f"a whole image in one pass when it fits in {ROI} x {ROI}, else sliding windows ({fits})",
     )
     plan.set("inference.roi_size", ROI, f"{ROI} x {ROI} windows, as both anchors predict whole 512 x 512 images")
+    plan.set("inference.tta", "flips", PANEL_TTA)
     regions = {"walls": "background", "blobs": "foreground", "lines": "none"}[structure.kind]
     why = {
         "background": "Rand error and VI over the regions the walls separate (class 0's connected parts, as ISBI 2012)",
