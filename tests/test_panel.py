@@ -74,13 +74,19 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     assert stored["method"] == "planned" and stored["key"] == results[0]["key"]
     # a screen that changes only how the test images are predicted re-predicts the planned
     # run's checkpoint under its settings: the training numbers are the planned run's
-    tta = planning_panel.Job(stand_in, "planned:tta", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu")
+    # (the planned config averages flips, rule 17; the screen notta predicts each image once)
+    tta = planning_panel.Job(stand_in, "planned:notta", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu")
     screened = tta.run()
     assert screened["trained_by"] == "planned" and screened["key"] != results[0]["key"]
     assert {k: screened[k] for k in ("crops", "epochs", "train_s")} == {
         k: results[0][k] for k in ("crops", "epochs", "train_s")
     }
-    assert "--tta flips" in tta.log.read_text() and set(screened["per_image"]) == {"img_0", "img_1"}
+    assert "--tta none" in tta.log.read_text() and set(screened["per_image"]) == {"img_0", "img_1"}
+    # the screen of the adopted rule is the planned run itself, reused as stored
+    assert (
+        planning_panel.Job(stand_in, "planned:tta", 0, 1.0, tmp_path / "work", out, 1, "cpu").run()["reused_from"]
+        == "planned"
+    )
     # a screen that changes the training is trained (and here fails, as training is switched off)
     with pytest.raises(AssertionError):
         planning_panel.Job(stand_in, "planned:lr1e3", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu").run()
