@@ -87,7 +87,7 @@ SCREENS: dict[str, list[str]] = {
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
 STARVED = 0.8  # fewer crops than this share of the best-fed seed of the same method and data: starved by load
-PEER_VERSION = 1
+PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
 PREDICT_FLAGS = ("tta",)  # inference.* that only predict uses (validation in training predicts without TTA)
 TRAINING = (
     "process_s",
@@ -98,7 +98,7 @@ TRAINING = (
     "crops_per_s",
     "best_val_dice",
     "checkpoint",
-)  # bump when panel_peers.py changes what it trains
+)  # a run's training numbers, copied into a result that re-predicts its checkpoint
 
 
 def _digest(payload: Any) -> str:
@@ -245,6 +245,7 @@ class Job:
             other = json.loads(path.read_text())
             if path != self.result_path and other["method"] not in PEERS and _stored_key(other) == key:
                 reused = {**other, "method": self.method, "reused_from": other["method"]}
+                reused["trained_by"] = other.get("trained_by") or other.get("reused_from") or other["method"]
                 self.result_path.parent.mkdir(parents=True, exist_ok=True)
                 self.result_path.write_text(json.dumps(reused, indent=2) + "\n")
                 run = self.dir.parent.parent / other["method"].replace(":", "-") / self.dir.name / "run"
@@ -346,18 +347,32 @@ class Job:
         return numbers
 
     def trained(self, training_key: str) -> tuple[dict[str, Any], Path] | None:
-        """A stored unetseg run of this dataset and seed that trained exactly these weights, and
-        its checkpoint, while that is still under ``--work``: a change of prediction settings
-        (a test-time-augmentation screen, a rule that sets them) re-predicts instead of retraining."""
+        """A stored unetseg run of this dataset and seed that trained exactly these weights, and a
+        checkpoint under ``--work`` whose embedded config is that training (checked, not taken from
+        the folder's name: a folder may hold an older run of another config): a change of
+        prediction settings (a test-time-augmentation screen, a rule that sets them) re-predicts
+        instead of retraining."""
         for path in [self.result_path, *sorted(self.result_path.parents[1].glob(f"*/seed{self.seed}.json"))]:
             other = json.loads(path.read_text()) if path.exists() else {}
             if other.get("method", "peer") in PEERS or _stored_training_key(other) != training_key:
                 continue
-            trained_by = other.get("trained_by", other.get("reused_from", other["method"])).replace(":", "-")
-            checkpoint = self.dir.parent.parent / trained_by / self.dir.name / "run" / "checkpoints"
-            if (checkpoint / other["checkpoint"]).exists():
-                return other, checkpoint / other["checkpoint"]
+            named = (other.get("trained_by") or other.get("reused_from") or other["method"]).replace(":", "-")
+            folders = [named, *sorted(p.name for p in self.dir.parent.parent.iterdir() if p.name != named)]
+            for folder in folders:
+                checkpoint = (
+                    self.dir.parent.parent / folder / self.dir.name / "run" / "checkpoints" / other["checkpoint"]
+                )
+                if checkpoint.exists() and self._checkpoint_training_key(checkpoint) == training_key:
+                    return other, checkpoint
         return None
+
+    def _checkpoint_training_key(self, checkpoint: Path) -> str:
+        """The training key of the config a checkpoint embeds (as run, overrides applied)."""
+        import torch
+
+        config = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+        made = {"dataset": self.set.name, "seed": self.seed, "budget": self.budget}
+        return _digest({**made, "config": _training_part(_effective(_values(yaml.safe_dump(config)), []))})
 
     def _repredict(self, donor: dict[str, Any], checkpoint: Path, settings: dict[str, Any]) -> dict[str, Any]:
         """The donor's training numbers, and its checkpoint's predictions under ``settings``."""
@@ -471,8 +486,8 @@ def starved(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     not from slowing them: with four one-thread runs on this 2-core machine a MONAI loop made
     about 27 % fewer crops in its 960 CPU seconds than with two (CHASE 6,496 against 9,064), the
     planned networks 7-13 % fewer. Such a seed measures the load, and is set aside and rerun."""
-    most = max((r["crops"] or 0 for r in results), default=0)
-    return [r for r in results if (r["crops"] or 0) < STARVED * most]
+    most = max((r["crops"] for r in results if r.get("crops")), default=0)
+    return [r for r in results if r.get("crops") and r["crops"] < STARVED * most]  # crops unknown: not judged
 
 
 def set_aside_starved(out: Path) -> list[Path]:
@@ -482,11 +497,16 @@ def set_aside_starved(out: Path) -> list[Path]:
     for methods in collect(out).values():
         for results in methods.values():
             for result in starved(results):
-                path = (
-                    out / "runs" / result["dataset"] / result["method"].replace(":", "-") / f"seed{result['seed']}.json"
-                )
-                path.rename(path.with_name(f"starved-{path.name}"))
-                moved.append(path)
+                training = _stored_training_key(result)
+                for path in sorted((out / "runs" / result["dataset"]).glob(f"*/seed{result['seed']}.json")):
+                    other = json.loads(path.read_text())
+                    same = other["method"] == result["method"] or (training and _stored_training_key(other) == training)
+                    if same:  # the run itself, and every re-predicted or reused copy of its weights
+                        record, n = path.with_name(f"starved-{path.name}"), 1
+                        while record.exists():
+                            record, n = path.with_name(f"starved-{path.stem}-{n}.json"), n + 1
+                        path.rename(record)
+                        moved.append(path)
     return moved
 
 

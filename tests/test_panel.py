@@ -66,8 +66,12 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     panel = planning_panel.report(out)
     assert panel == {"standin": {"monai": [results[1]["dice"]], "planned": [results[0]["dice"]]}}
     assert "| standin | planned | 0 |" in (out / "panel.md").read_text()
+
     # rerun: both results are reused (nothing trains: a training run would fail here)
-    monkeypatch.setattr(planning_panel.Job, "_train_unetseg", lambda *_: (_ for _ in ()).throw(AssertionError))
+    class Trained(Exception):
+        """Raised where a run would train: reuse must not get there."""
+
+    monkeypatch.setattr(planning_panel.Job, "_train_unetseg", lambda *_: (_ for _ in ()).throw(Trained))
     monkeypatch.setattr(planning_panel.Job, "_train_peer", lambda *_: (_ for _ in ()).throw(AssertionError))
     assert [job.run() for job in jobs] == results
     stored = json.loads(jobs[0].result_path.read_text())
@@ -88,7 +92,7 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
         == "planned"
     )
     # a screen that changes the training is trained (and here fails, as training is switched off)
-    with pytest.raises(AssertionError):
+    with pytest.raises(Trained):
         planning_panel.Job(stand_in, "planned:lr1e3", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu").run()
 
 
