@@ -54,7 +54,7 @@ PANEL_TTA = (
     "the image and its three flips predicted and averaged (nnU-Net mirrors at inference too): on the planning "
     "panel higher on all 9 runs, CHASE vessels 0.7876 against 0.7835 (3 seeds), DSB nuclei 0.908 against 0.906, "
     "DSB x4 0.904 against 0.901, MoNuSeg 0.805 against 0.803, ISBI 0.816 against 0.814; d4 (8 views) was no "
-    "better on CHASE. Prediction takes about 3x as long; predict --tta none skips it"
+    "better on CHASE. Prediction takes up to 3x as long; predict --tta none skips it"
 )
 
 THIN = Recipe(
