@@ -318,8 +318,13 @@ class Job:
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
         run_dir = self.dir / "run"
-        # no stored result: a folder here is a run killed before it finished (a stop, a crash); it
-        # restarts from nothing, since resuming would mix two processes' clocks into one budget
+        # a folder here is a run killed before it finished (a stop, a crash): it restarts from
+        # nothing, since resuming would mix two processes' clocks into one budget; a finished run
+        # of an earlier config (its result stored) is kept beside, as another config may re-predict it
+        if self.result_path.exists() and run_dir.exists():
+            earlier = self.dir / f"run-{json.loads(self.result_path.read_text()).get('key', 'earlier')}"
+            shutil.rmtree(earlier, ignore_errors=True)
+            run_dir.rename(earlier)
         shutil.rmtree(run_dir, ignore_errors=True)
         sets = [arg for item in self._overrides() for arg in ("--set", item)]
         start, cpu = time.perf_counter(), _children_cpu()
@@ -359,11 +364,11 @@ class Job:
             named = (other.get("trained_by") or other.get("reused_from") or other["method"]).replace(":", "-")
             folders = [named, *sorted(p.name for p in self.dir.parent.parent.iterdir() if p.name != named)]
             for folder in folders:
-                checkpoint = (
-                    self.dir.parent.parent / folder / self.dir.name / "run" / "checkpoints" / other["checkpoint"]
-                )
-                if checkpoint.exists() and self._checkpoint_training_key(checkpoint) == training_key:
-                    return other, checkpoint
+                seed_dir = self.dir.parent.parent / folder / self.dir.name
+                for run in [seed_dir / "run", *sorted(seed_dir.glob("run-*"))]:  # run-*: earlier configs' runs
+                    checkpoint = run / "checkpoints" / other["checkpoint"]
+                    if checkpoint.exists() and self._checkpoint_training_key(checkpoint) == training_key:
+                        return other, checkpoint
         return None
 
     def _checkpoint_training_key(self, checkpoint: Path) -> str:
@@ -371,6 +376,7 @@ class Job:
         import torch
 
         config = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+        config.get("inference", {}).pop("postprocess", None)  # chosen after training, written into best.pt
         made = {"dataset": self.set.name, "seed": self.seed, "budget": self.budget}
         return _digest({**made, "config": _training_part(_effective(_values(yaml.safe_dump(config)), []))})
 
