@@ -12,6 +12,8 @@ field-of-view mask limits the scoring), so that ``unetseg init <root>/train`` an
   with objects 4x larger and 16x the pixels. Its predictions are scaled back (area, then a
   majority vote) and scored on the original test masks, so x1 and x4 are scored on the same
   pixels.
+- ``lesions``: synthetic colour photographs with one large lesion each, drawn after
+  dermoscopy (``panel_lesions.py``): the kind the shipped and licensed sets lack.
 
 The licensed panel sets (CHASE_DB1, MoNuSeg) are read in place from ``--panel``; nothing of
 them is copied into the repository.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from panel_lesions import make as make_lesions
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -106,35 +109,46 @@ def _upscaled(source: Path, cache: Path) -> Path:
     return root
 
 
-def panel_sets(panel: Path, cache: Path) -> dict[str, PanelSet]:
-    """Every dataset of the panel by name; the made ones are built in ``cache`` on first use."""
+def panel_sets(panel: Path, cache: Path, names: list[str] | None = None) -> dict[str, PanelSet]:
+    """The panel's datasets by name (all, or ``names``); the made ones are built in ``cache`` the
+    first time they are asked for."""
     dsb = ROOT / "data" / "dsb2018_nuclei"
-    return {
-        "isbi": PanelSet(
+    makers = {
+        "isbi": lambda: PanelSet(
             "isbi",
             "EM membranes (walls), grey, 512x512, slices 25-29 as test",
             _isbi(cache),
             foreground_zero=True,
             hand_tuned="configs/isbi_cpu.yaml",
         ),
-        "dsb": PanelSet(
+        "dsb": lambda: PanelSet(
             "dsb",
             "light-microscopy nuclei (blobs), grey and colour, 256-1388 px",
             dsb,
             hand_tuned="configs/nuclei_cpu.yaml",
         ),
-        "dsb_x4": PanelSet(
+        "dsb_x4": lambda: PanelSet(
             "dsb_x4",
             "the DSB nuclei upscaled 4x (objects 4x larger, 16x the pixels)",
             _upscaled(dsb, cache),
             score_scale=UPSCALE,
             truth=dsb / "test" / "masks",
         ),
-        "chase": PanelSet(
+        "chase": lambda: PanelSet(
             "chase", "retinal vessels (thin lines) in colour fundus photographs, 999x960", panel / "chase_db1"
         ),
-        "monuseg": PanelSet("monuseg", "H&E nuclei (dense blobs), colour, 1000x1000", panel / "monuseg"),
+        "monuseg": lambda: PanelSet("monuseg", "H&E nuclei (dense blobs), colour, 1000x1000", panel / "monuseg"),
+        "lesions": lambda: PanelSet(
+            "lesions",
+            "synthetic photographs, one large lesion each (after dermoscopy), colour, 640-1024 px",
+            make_lesions(cache),
+            photographs=True,
+        ),
     }
+    unknown = sorted(set(names or []) - set(makers))
+    if unknown:
+        raise SystemExit(f"unknown panel dataset(s) {', '.join(unknown)}: choose from {', '.join(makers)}")
+    return {name: make() for name, make in makers.items() if names is None or name in names}
 
 
 def foreground(mask: np.ndarray, zero: bool) -> np.ndarray:

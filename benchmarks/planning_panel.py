@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--panel", type=Path, default=ROOT.parent / "shared" / "panel", help="CHASE_DB1 and MoNuSeg")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "unetseg-panel", help="runs, made data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning_panel")
-    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg")
+    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg,lesions")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS} and planned:<screen>")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds of training on a 2-core machine")
@@ -621,8 +621,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only or args.set_aside_starved:
         report(args.out)
         return
-    sets = panel_sets(args.panel, args.work / "data")
     names = [n for n in args.datasets.split(",") if n]
+    sets = panel_sets(args.panel, args.work / "data", names)
     methods = [m for m in args.methods.split(",") if m]
     for method in methods:
         if method not in METHODS and not (method.startswith("planned:") and method.split(":", 1)[1] in SCREENS):

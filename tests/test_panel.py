@@ -168,3 +168,19 @@ def test_a_seed_starved_by_load_is_flagged_set_aside_and_kept_as_a_record(tmp_pa
     assert planning_panel.report(out)["x"]["monai"] == [0.80, 0.79]
     text = (out / "panel.md").read_text()
     assert "| 0.7950 | 0.8000 / 0.7900 |" in text and "| x | monai | 1 | 0.7600 | 7100 |" in text
+
+
+def test_the_made_lesion_photographs_hold_one_large_lesion_each_and_are_drawn_alike_every_time():
+    import panel_lesions
+
+    for seed in (0, 1, 10_003):
+        image, mask = panel_lesions.draw(seed)
+        assert image.dtype == np.uint8 and image.shape == (*mask.shape, 3)
+        assert max(mask.shape) in range(640, 1025) and set(np.unique(mask)) == {0, 255}
+        count, _ = cv2.connectedComponents((mask > 0).astype(np.uint8))
+        assert count == 2  # one lesion
+        assert 0.04 < (mask > 0).mean() < 0.5
+        lesion, skin = image[mask > 0].mean(), image[cv2.erode(255 - mask, np.ones((41, 41))) > 0].mean()
+        assert lesion < skin  # pigment is darker than the skin (vignette included)
+    again, _ = panel_lesions.draw(1)
+    assert np.array_equal(again, panel_lesions.draw(1)[0])
