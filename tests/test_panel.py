@@ -4,12 +4,14 @@ datasets: the scoring by hand, and one planned and one peer run end to end, reus
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import write_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -94,6 +96,23 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     # a screen that changes the training is trained (and here fails, as training is switched off)
     with pytest.raises(Trained):
         planning_panel.Job(stand_in, "planned:lr1e3", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu").run()
+    # the checkpoint is found by the training its embedded config describes, not by its folder:
+    # planned/seed0/run holding another config's weights is passed over for the run-<key> folder
+    # (an earlier config's finished run, kept) that holds these
+    run, kept = jobs[0].dir / "run", jobs[0].dir / "run-earlier"
+    shutil.copytree(run, kept)
+    best = run / "checkpoints" / results[0]["checkpoint"]
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    state["config"]["train"]["lr"] *= 2
+    torch.save(state, best)
+    tta.result_path.unlink()
+    assert tta.run()["trained_by"] == "planned"
+    predicted = [line for line in tta.log.read_text().splitlines() if line.startswith("$ ") and " predict " in line]
+    assert f"{kept.name}/checkpoints/{best.name}" in predicted[-1]
+    shutil.rmtree(kept)
+    tta.result_path.unlink()
+    with pytest.raises(Trained):  # no checkpoint of this training left: it would train
+        tta.run()
 
 
 def test_a_screen_whose_rule_was_adopted_is_the_planned_run(tmp_path):
