@@ -140,7 +140,7 @@ def panel_sets(panel: Path, cache: Path, names: list[str] | None = None) -> dict
         "monuseg": lambda: PanelSet("monuseg", "H&E nuclei (dense blobs), colour, 1000x1000", panel / "monuseg"),
         "lesions": lambda: PanelSet(
             "lesions",
-            "synthetic photographs, one large lesion each (after dermoscopy), colour, 640-1024 px",
+            "synthetic photographs, one large lesion each (after dermoscopy), colour, 560-1600 px",
             make_lesions(cache),
             photographs=True,
         ),

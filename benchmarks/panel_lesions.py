@@ -7,14 +7,16 @@ Synthetic, so nothing of a licensed archive enters the repository, and determini
 purpose, with the variety a real archive has:
 
 - one lesion per image covering 5-45 % of it, its outline irregular (a radius modulated by a few
-  random harmonics), its boundary sharp on some images and fading over up to 20 px on others;
+  random harmonics), its boundary sharp on some images and fading over up to 20 px on others
+  (at 800 px; every drawn feature grows with the image's size);
 - inside it mottled shades of brown, darker globules, on some a blue-grey veil; some lesions are
   faint (little darker than the skin);
 - skin of varying tone under uneven light, with pore-scale texture;
 - on most images the dark vignette of the dermoscope's round field of view, whose corners are
   as dark as a lesion or darker, so that a network must see the whole circle to tell them apart;
 - hairs crossing lesion and skin, air bubbles and glare;
-- sizes from 640 to 1024 px on the long side, landscape and portrait, saved as JPEG.
+- sizes from 560 to 1600 px on the long side (archives mix cameras: the same framing at 2-3x
+  the pixels), landscape and portrait, saved as JPEG.
 
 It is a stand-in that tests the planning rules' mechanism (working scale, whole-object context)
 on a kind of data, not a dermoscopy benchmark: real archives (ISIC) have textures no generator
@@ -57,16 +59,16 @@ def _outline(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _skin(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+def _skin(rng: np.random.Generator, shape: tuple[int, int], zoom: float) -> np.ndarray:
     """Skin of one tone (BGR, float 0-255) under uneven light, with pores."""
     tone = np.array([rng.uniform(120, 200), rng.uniform(140, 190), rng.uniform(190, 240)])
     tone *= rng.uniform(0.55, 1.0)  # darker skin and dimmer exposures
     light = 1 + 0.18 * _smooth_noise(rng, shape, max(shape) // 3)
-    pores = 1 + 0.05 * _smooth_noise(rng, shape, 6) + rng.normal(0, 0.02, shape)
+    pores = 1 + 0.05 * _smooth_noise(rng, shape, round(6 * zoom)) + rng.normal(0, 0.02, shape)
     return tone * (light * pores)[..., None]
 
 
-def _pigment(rng: np.random.Generator, shape: tuple[int, int], skin: np.ndarray) -> np.ndarray:
+def _pigment(rng: np.random.Generator, shape: tuple[int, int], skin: np.ndarray, zoom: float) -> np.ndarray:
     """The lesion's colour at every pixel: mottled brown, globules, maybe a blue-grey veil."""
     brown = np.array([rng.uniform(20, 70), rng.uniform(40, 90), rng.uniform(80, 150)])
     faint = rng.random() < 0.25
@@ -74,7 +76,7 @@ def _pigment(rng: np.random.Generator, shape: tuple[int, int], skin: np.ndarray)
         brown = 0.35 * brown + 0.65 * skin.mean(axis=(0, 1))
     shade = 1 + 0.35 * _smooth_noise(rng, shape, max(12, min(shape) // 12))
     pigment = brown * shade[..., None]
-    globules = _smooth_noise(rng, shape, 10) > 0.55
+    globules = _smooth_noise(rng, shape, round(10 * zoom)) > 0.55
     pigment[globules] *= 0.55
     if rng.random() < 0.3:
         veil = _smooth_noise(rng, shape, min(shape) // 5) > 0.3
@@ -82,39 +84,47 @@ def _pigment(rng: np.random.Generator, shape: tuple[int, int], skin: np.ndarray)
     return pigment
 
 
-def _hairs_and_glare(rng: np.random.Generator, image: np.ndarray) -> None:
+def _hairs_and_glare(rng: np.random.Generator, image: np.ndarray, zoom: float) -> None:
     h, w = image.shape[:2]
     for _ in range(int(rng.choice([0, 0, 3, 8, 15]) * rng.uniform(0.5, 1.5))):
         start, mid, end = rng.uniform(0, 1, (3, 2)) * [w, h]
         t = np.linspace(0, 1, 60)[:, None]
         curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * mid + t**2 * end
         colour = tuple(float(c) for c in rng.uniform(10, 50) * np.array([1.0, 1.0, 1.1]))
-        cv2.polylines(image, [np.round(curve).astype(np.int32)], False, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+        cv2.polylines(
+            image,
+            [np.round(curve).astype(np.int32)],
+            False,
+            colour,
+            max(1, round(rng.integers(1, 4) * zoom)),
+            cv2.LINE_AA,
+        )
     for _ in range(int(rng.integers(0, 6))):
         centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        axes = (int(rng.integers(3, 25)), int(rng.integers(3, 25)))
+        axes = (round(rng.integers(3, 25) * zoom), round(rng.integers(3, 25) * zoom))
         cv2.ellipse(image, centre, axes, 0, 0, 360, (245, 245, 245), 1 + int(rng.integers(0, 2)), cv2.LINE_AA)
 
 
 def draw(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One photograph (BGR uint8) and its lesion mask (0/255)."""
     rng = np.random.default_rng(seed)
-    long_side = int(rng.integers(640, 1025))
+    long_side = int(np.exp(rng.uniform(np.log(560), np.log(1600))))
     short_side = int(long_side * rng.uniform(0.66, 0.8))
     shape = (short_side, long_side) if rng.random() < 0.8 else (long_side, short_side)
     mask = _outline(rng, shape)
-    skin = _skin(rng, shape)
-    blur = float(rng.choice([0.5, 2.0, 6.0, 12.0]))
+    zoom = long_side / 800  # the same framing drawn at more pixels: hairs, pores and blur grow with it
+    skin = _skin(rng, shape, zoom)
+    blur = float(rng.choice([0.5, 2.0, 6.0, 12.0])) * zoom
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), blur)[..., None]
-    image = skin * (1 - alpha) + _pigment(rng, shape, skin) * alpha
+    image = skin * (1 - alpha) + _pigment(rng, shape, skin, zoom) * alpha
     if rng.random() < 0.7:  # the dermoscope's round field of view
         h, w = shape
         yy, xx = np.mgrid[0:h, 0:w]
         radius = np.hypot(h, w) / 2 * rng.uniform(0.62, 0.95)
         distance = np.hypot(yy - h / 2 + rng.uniform(-0.05, 0.05) * h, xx - w / 2)
-        inside = np.clip((radius - distance) / rng.uniform(5, 40), 0, 1)
+        inside = np.clip((radius - distance) / (rng.uniform(5, 40) * zoom), 0, 1)
         image = image * (0.08 + 0.92 * inside[..., None])
-    _hairs_and_glare(rng, image)
+    _hairs_and_glare(rng, image, zoom)
     image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
     return image, (mask * 255).astype(np.uint8)
 

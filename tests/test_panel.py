@@ -195,7 +195,7 @@ def test_the_made_lesion_photographs_hold_one_large_lesion_each_and_are_drawn_al
     for seed in (0, 1, 10_003):
         image, mask = panel_lesions.draw(seed)
         assert image.dtype == np.uint8 and image.shape == (*mask.shape, 3)
-        assert max(mask.shape) in range(640, 1025) and set(np.unique(mask)) == {0, 255}
+        assert max(mask.shape) in range(560, 1601) and set(np.unique(mask)) == {0, 255}
         count, _ = cv2.connectedComponents((mask > 0).astype(np.uint8))
         assert count == 2  # one lesion
         assert 0.04 < (mask > 0).mean() < 0.5
