@@ -83,6 +83,9 @@ SCREENS: dict[str, list[str]] = {
     "tta": ["inference.tta=flips"],
     # the planned config before rule 17: one prediction per image (its results are the earlier planned runs)
     "notta": ["inference.tta=none"],
+    # framed objects (lesions) with the rule off: one factor for every image, the value the planner
+    # wrote on the lesion photographs before the rule (256 / their smallest shorter side, 424 px)
+    "uniform": ["data.short_side=null", "data.scale=0.604"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here

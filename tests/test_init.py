@@ -100,17 +100,37 @@ def _one_lesion_photos(root: Path, n: int = 4, size: tuple[int, int] = (600, 800
     return images, masks
 
 
-def test_large_objects_are_planned_at_a_working_scale_with_colour_jitter(tmp_path):
+def test_one_framed_object_per_photograph_brings_every_image_to_one_shorter_side(tmp_path):
     images, masks = _one_lesion_photos(tmp_path)
     cfg, plan, fp = plan_of(DataConfig(images=images, masks=masks))
     assert fp.nonzero.kind == "blobs" and fp.nonzero.extent > 2 * BLOBS.extent
-    # shrunk towards the recipe's object size, but never below one 256 crop on the smallest side (600 px)
-    assert cfg.data.scale == pytest.approx(256 / 600, abs=1e-3)
-    assert "no smaller than one 256 crop" in plan.reasons["data.scale"]
-    assert cfg.augment.crop_size == 256  # 341x256 at that scale
+    # one lesion spanning half the frame: the framing sets its size, so each image goes to a 256 shorter side
+    assert cfg.data.short_side == 256 and cfg.data.scale == 1.0
+    assert "one object per image" in plan.reasons["data.short_side"]
+    assert cfg.augment.crop_size == 256 and "at a shorter side of 256" in plan.reasons["augment.crop_size"]
     assert cfg.augment.hue_saturation > 0 and cfg.augment.gamma > 0
     # a small set (rule 15): every image trains, so no post-processing can be chosen on validation
     assert cfg.data.split.mode == "none" and cfg.train.postprocess == "off"
+
+
+def test_many_large_objects_per_image_shrink_every_image_by_one_factor(tmp_path):
+    """Nuclei imaged at 4x (DSB x4): object size is the optics', not the framing's, so one factor."""
+    rng = np.random.default_rng(2)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(4):
+        mask = np.zeros((600, 800), np.uint8)
+        for _ in range(8):
+            cv2.circle(mask, (int(rng.integers(60, 740)), int(rng.integers(60, 540))), 40, 255, -1)
+        image = np.where(mask > 0, 200, 40).astype(np.uint8) + rng.integers(0, 20, mask.shape, dtype=np.uint8)
+        assert cv2.imwrite(str(images / f"n{i}.png"), image) and cv2.imwrite(str(masks / f"n{i}.png"), mask)
+    cfg, plan, fp = plan_of(DataConfig(images=images, masks=masks))
+    assert fp.nonzero.parts > 2 and fp.nonzero.extent > 2 * BLOBS.extent
+    assert cfg.data.short_side is None
+    # shrunk towards the recipe's object size, but never below one 256 crop on the smallest side (600 px)
+    assert cfg.data.scale == pytest.approx(256 / 600, abs=1e-3)
+    assert "no smaller than one 256 crop" in plan.reasons["data.scale"]
 
 
 def test_small_objects_and_thin_lines_stay_at_full_resolution_and_grey_images_get_no_colour_jitter(tmp_path):

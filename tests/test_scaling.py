@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from unetseg.config import ConfigError, InferenceConfig, PostprocessConfig, TrainConfig, config_from_dict
 from unetseg.data import build_train_transform
-from unetseg.data.scaling import rescale_image, rescale_mask, restore_size, shrink_input, working_size
+from unetseg.data.scaling import Resolution, rescale_image, rescale_mask, restore_size, shrink_input, working_size
 from unetseg.inference.postprocess import apply_postprocess, choose_postprocess
 from unetseg.inference.predictor import Predictor
 from unetseg.models.checkpoint import load_checkpoint
@@ -62,7 +63,7 @@ def test_predictor_at_a_working_scale_answers_at_the_image_size():
             seen.append(tuple(x.shape[-2:]))
             return super().forward(x)
 
-    predictor = Predictor(Spy(), InferenceConfig(mode="whole"), 2, scale=0.25)
+    predictor = Predictor(Spy(), InferenceConfig(mode="whole"), 2, resolution=Resolution(0.25))
     probs = predictor.probabilities(image)
     assert seen == [(24, 30)]  # the network saw the shrunk image
     assert probs.shape == (2, 96, 120)  # and the answer is at the image's own size
@@ -86,6 +87,46 @@ def test_training_set_is_shrunk_and_scored_sets_are_not(tiny_cfg_dict):
     image, mask = train_ds.load(0)
     assert image.shape[:2] == mask.shape == (32, 32)
     assert val_ds.load(0)[0].shape[:2] == (64, 64)
+
+
+def test_short_side_brings_every_image_to_one_frame_size(tiny_cfg_dict, tmp_path):
+    """Photographs framed on one object: an image twice the pixels is shrunk twice as much, so the
+    object spans the same pixels in both; the network sees each at the short side, the answer
+    comes back at each image's own size."""
+    from unetseg.data import SegmentationDataset
+    from unetseg.data.io import Sample
+
+    assert Resolution(short_side=256).factor(600, 800) == pytest.approx(256 / 600)
+    assert Resolution(short_side=256).factor(1200, 900) == pytest.approx(256 / 900)
+    assert Resolution(scale=0.5).factor(600, 800) == 0.5
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for name, (h, w) in {"small": (60, 80), "large": (150, 200)}.items():
+        yy, xx = np.mgrid[:h, :w]
+        disk = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= (h / 3) ** 2).astype(np.uint8) * 255
+        assert cv2.imwrite(str(images / f"{name}.png"), disk) and cv2.imwrite(str(masks / f"{name}.png"), disk)
+    data = {**tiny_cfg_dict["data"], "images": str(images), "masks": str(masks), "short_side": 30}
+    cfg = config_from_dict({**tiny_cfg_dict, "data": data}, "t")
+    samples = [Sample(n, images / f"{n}.png", masks / f"{n}.png") for n in ("small", "large")]
+    train_ds = SegmentationDataset(samples, cfg.data, resolution=Resolution.of(cfg.data))
+    for index in range(2):
+        image, mask = train_ds.load(index)
+        assert image.shape[:2] == mask.shape == (30, 40)
+        assert 0.23 < mask.mean() < 0.29  # the disk covers the same share (pi / 12) at both sizes
+    seen: list[tuple[int, int]] = []
+
+    class Spy(Brightness):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    predictor = Predictor(Spy(), InferenceConfig(mode="whole"), 2, resolution=Resolution.of(cfg.data))
+    for h, w in ((60, 80), (150, 200)):
+        assert predictor.probabilities(torch.rand(1, h, w)).shape == (2, h, w)
+    assert seen == [(30, 40), (30, 40)]
+    with pytest.raises(ConfigError, match="scale and short_side"):
+        config_from_dict({**tiny_cfg_dict, "data": {**data, "scale": 0.5}}, "t")
 
 
 # --------------------------------------------------------------------------- colour augmentation

@@ -131,8 +131,11 @@ def _crop(cfg: Config) -> tuple[int, int]:
     """(height, width) of a training crop: ``augment.crop_size``, else the first training image's."""
     from unetseg.data import SegmentationDataset
     from unetseg.data.layouts import split_data
+    from unetseg.data.scaling import Resolution
     from unetseg.training.forecast import crop_shape
 
     if cfg.augment.crop_size:
         return cfg.augment.crop_size, cfg.augment.crop_size
-    return crop_shape(None, SegmentationDataset(split_data(cfg.data)[0][:1], cfg.data, scale=cfg.data.scale))
+    return crop_shape(
+        None, SegmentationDataset(split_data(cfg.data)[0][:1], cfg.data, resolution=Resolution.of(cfg.data))
+    )

@@ -13,6 +13,7 @@ import numpy as np
 from unetseg.ablation.spec import ReportSpec
 from unetseg.data.corruptions import corrupt
 from unetseg.data.dataset import SegmentationDataset
+from unetseg.data.scaling import Resolution
 from unetseg.inference.evaluation import measure, score_images, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.boundary import boundary_f1
@@ -56,7 +57,7 @@ def analyse_run(
     predicted masks written to ``pred_dir``."""
     dev = select_device(device)
     model, cfg, state = load_model(checkpoint, dev)
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, scale=cfg.data.scale)
+    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, resolution=Resolution.of(cfg.data))
     dataset = validation_set(cfg)
     result = measure(predictor, dataset, cfg.eval.regions, report.tolerances, report.distance_bins, pred_dir)
     return {

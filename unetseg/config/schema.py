@@ -114,6 +114,13 @@ class DataConfig(Strict):
         "image predict, evaluate and validation see, whose prediction is resized back to the image's own size "
         "(below 1 where objects are large: a crop then holds an object with its surroundings)",
     )
+    short_side: int | None = Field(
+        None,
+        ge=16,
+        description="working resolution per image instead of scale: every image is resized so its shorter side is "
+        "this many pixels (photographs framed on one object: the framing, not the camera's pixel count, sets the "
+        "object's size), and its prediction resized back",
+    )
 
     @field_validator("percentile")
     @classmethod
@@ -143,6 +150,8 @@ class DataConfig(Strict):
                 raise ValueError(f"layout '{self.layout}' needs root: {LAYOUT_ROOTS[self.layout]}")
             if self.images is not None or self.masks is not None:
                 raise ValueError(f"images and masks belong to layout 'folders'; layout '{self.layout}' reads root")
+        if self.short_side is not None and self.scale != 1.0:
+            raise ValueError("scale and short_side are two ways to set the working resolution: set one")
         if self.split.mode == "manifest" and self.layout != "csv":
             raise ValueError("split mode 'manifest' reads the split column of a CSV manifest: it needs layout 'csv'")
         if self.label_map is not None:

@@ -12,7 +12,7 @@ from unetseg.config import DataConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, read_mask
-from unetseg.data.scaling import rescale_image, rescale_mask
+from unetseg.data.scaling import Resolution, rescale_image, rescale_mask
 
 
 class SegmentationDataset(Dataset):
@@ -20,8 +20,9 @@ class SegmentationDataset(Dataset):
 
     With ``length`` larger than the number of pairs, indices wrap around, so an epoch can
     hold many random crops of few large images. Decoded arrays are cached when asked, which
-    makes the 30 ISBI slices a 30 MB in-memory dataset after the first epoch. ``scale`` resizes
-    images and masks to the working resolution (``data.scale``) for training; sets that are
+    makes the 30 ISBI slices a 30 MB in-memory dataset after the first epoch. ``resolution``
+    resizes images and masks to the working resolution (``data.scale``, ``data.short_side``) for
+    training; sets that are
     scored keep their own size, and the predictor shrinks them (:mod:`unetseg.data.scaling`).
     """
 
@@ -32,7 +33,7 @@ class SegmentationDataset(Dataset):
         transform: Callable[..., dict] | None = None,
         length: int | None = None,
         weights: Callable[[np.ndarray], np.ndarray] | None = None,
-        scale: float = 1.0,
+        resolution: Resolution | None = None,
     ) -> None:
         if not samples:
             raise DataError("the dataset is empty")
@@ -42,7 +43,7 @@ class SegmentationDataset(Dataset):
         self.length = length or len(samples)
         self.normalization = Normalization.of(data)
         self.weights = weights
-        self.scale = scale
+        self.resolution = resolution or Resolution()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._weight_cache: dict[int, np.ndarray] = {}
 
@@ -63,8 +64,10 @@ class SegmentationDataset(Dataset):
                     f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
                     f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
                 )
-            mask = rescale_mask(mask, self.scale)
-        image = rescale_image(image, self.scale)
+        factor = self.resolution.factor(*image.shape[:2])
+        if mask is not None:
+            mask = rescale_mask(mask, factor)
+        image = rescale_image(image, factor)
         if self.data.cache:
             self._cache[index] = (image, mask)
         return image, mask

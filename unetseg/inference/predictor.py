@@ -22,7 +22,7 @@ from unetseg.config import DataConfig, InferenceConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
-from unetseg.data.scaling import restore_size, shrink_input
+from unetseg.data.scaling import Resolution, restore_size, shrink_input
 from unetseg.data.volumes import output_name, write_volume
 from unetseg.inference.overlay import contour_overlay, display_image, error_overlay, write_overlay
 from unetseg.inference.postprocess import apply_postprocess
@@ -63,8 +63,8 @@ class Predictor:
 
     ``probabilities`` returns ``(num_classes, H, W)``: for a binary model (one logit) the two
     channels are ``1 - p`` and ``p``, so callers never special-case the task type. With a
-    working ``scale`` below 1 (``data.scale``) the image is shrunk first and the probabilities
-    come back at the image's own size.
+    working resolution (``data.scale`` below 1, or ``data.short_side``) the image is resized
+    first and the probabilities come back at the image's own size.
     """
 
     model: nn.Module
@@ -73,7 +73,7 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: torch.dtype | None = None
     channels_last: bool = False
-    scale: float = 1.0
+    resolution: Resolution = field(default_factory=Resolution)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -108,7 +108,7 @@ class Predictor:
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """``image``: (C, H, W) float tensor -> (num_classes, H, W) probabilities on the CPU."""
         self.model.eval()
-        x = shrink_input(image.cpu(), self.scale)[None].to(self.device)
+        x = shrink_input(image.cpu(), self.resolution.factor(*image.shape[-2:]))[None].to(self.device)
         views = tta_transforms(self.cfg.tta)
         total = sum(inverse(self._one_view(forward(x))) for forward, inverse in views)
         return restore_size(total / len(views), tuple(image.shape[-2:]))[0].cpu()

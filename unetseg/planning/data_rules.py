@@ -21,6 +21,8 @@ CACHE_SHARE = 0.25  # cache decoded images while they take at most this share of
 SMALL_SET = 50  # below this many 2D images (not cases of a volume), every image trains (rule 15, the panel)
 LARGE_OBJECTS = 2.0  # blobs this many times the blob recipe's extent are shrunk back to it
 CROP = 256  # the crop both recipes train on; an image is never shrunk below one crop
+FRAMED_PARTS = 2  # at most this many objects per image (median) ...
+FRAMED_EXTENT = 0.25  # ... spanning at least this share of the median image's shorter side: a framed object
 
 
 @dataclass(frozen=True)
@@ -224,12 +226,26 @@ def _split(plan: Plan, fp: Fingerprint) -> None:
         )
 
 
+def working_scale(plan: Plan, fp: Fingerprint) -> float:
+    """The planned resize factor of the median image (``data.scale``, or what ``data.short_side``
+    makes of the median image)."""
+    short_side = plan.get("data.short_side", None)
+    return short_side / min(fp.median_size) if short_side else float(plan.get("data.scale", 1.0))
+
+
 def _cache(plan: Plan, fp: Fingerprint, memory_gb: float) -> None:
     """Cache what the dataset keeps: planes at the working resolution (``data.scale``), so
     a set of large photographs shrunk 4x is cached instead of decoded and shrunk per crop."""
-    scale = float(plan.get("data.scale", 1.0))
+    scale = working_scale(plan, fp)
     need = fp.decoded_bytes() * scale**2 / 2**30
-    at = f" at the working scale {scale:g}" if scale < 1.0 else ""
+    short_side = plan.get("data.short_side", None)
+    at = (
+        f" at a shorter side of {short_side} px"
+        if short_side
+        else f" at the working scale {scale:g}"
+        if scale < 1
+        else ""
+    )
     if need <= CACHE_SHARE * memory_gb:
         plan.set(
             "data.cache",
@@ -290,6 +306,9 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
             else "full resolution: no labelled objects measured",
         )
         return
+    if shape.parts <= FRAMED_PARTS and shape.extent >= FRAMED_EXTENT * min(fp.median_size):
+        _framed(plan, fp, shape.extent)
+        return
     ratio = shape.extent / BLOBS.extent
     if ratio < LARGE_OBJECTS:
         plan.set(
@@ -311,4 +330,19 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
         "holds objects with their surroundings"
         + (f", no smaller than one {CROP} crop on the smallest side ({fp.min_side} px)" if limited else "")
         + "; predictions are resized back to each image's own size",
+    )
+
+
+def _framed(plan: Plan, fp: Fingerprint, extent: float) -> None:
+    """One object per image, filling a share of the frame (a lesion photographed through a
+    dermoscope, a fundus, a leaf): the framing, not the camera's pixel count, sets how large it
+    is, so each image is brought to one shorter side instead of all by one factor."""
+    side = min(CROP, min(fp.median_size))
+    plan.set(
+        "data.short_side",
+        side,
+        f"one object per image spanning {extent:.0f} px, {extent / min(fp.median_size):.0%} of the median image's "
+        f"shorter side ({min(fp.median_size)} px): the framing sets the object's size, so every image is resized to "
+        f"a shorter side of {side} px, a crop holds the frame's width, and predictions are resized back to each "
+        f"image's own size (images from {fp.min_side} px on the shorter side)",
     )

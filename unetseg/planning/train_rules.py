@@ -29,17 +29,19 @@ def recipe_for(structure: Structure) -> Recipe:
     return THIN if structure.kind in ("walls", "lines") else BLOBS
 
 
-def _crop(fp: Fingerprint, scale: float = 1.0) -> tuple[int, str]:
+def _crop(fp: Fingerprint, scale: float = 1.0, short_side: int | None = None) -> tuple[int, str]:
     """The training crop (the largest power of two within the median image at the working
-    ``scale``, at most the anchors' 256) and why."""
+    ``scale``, or at ``short_side``, at most the anchors' 256) and why."""
+    if short_side:
+        scale = short_side / min(fp.median_size)
     h, w = (round(v * scale) for v in fp.median_size)
-    side = min(h, w)
-    crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(side, 1)))))
-    at = f" at scale {scale:g}" if scale != 1.0 else ""
+    smallest = short_side or round(fp.min_side * scale)
+    crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(min(h, w), 1)))))
+    at = f" at a shorter side of {short_side}" if short_side else f" at scale {scale:g}" if scale != 1.0 else ""
     why = (
-        f"median image {w}x{h} (WxH){at}, smallest side {round(fp.min_side * scale)}: random {crop}x{crop} crops"
+        f"median image {w}x{h} (WxH){at}, smallest side {smallest}: random {crop}x{crop} crops"
         + (", the anchors' size" if crop == CROP else ", the largest power of two within the median image")
-        + ("; smaller images are padded by reflection" if fp.min_side * scale < crop else "")
+        + ("; smaller images are padded by reflection" if smallest < crop else "")
     )
     return crop, why
 
@@ -109,7 +111,7 @@ def _kind_words(structure: Structure) -> str:
 
 
 def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
-    plan.set("augment.crop_size", *_crop(fp, plan.get("data.scale", 1.0)))
+    plan.set("augment.crop_size", *_crop(fp, plan.get("data.scale", 1.0), plan.get("data.short_side")))
     if "affine" in recipe.augment:
         plan.set(
             "augment.affine",
@@ -273,7 +275,7 @@ def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> No
 def plan_training(plan: Plan, fp: Fingerprint, structure: Structure, machine: Machine, budget_s: float) -> None:
     """Fill the model, augment, train, inference and eval sections."""
     recipe = recipe_for(structure)
-    crop, _ = _crop(fp, plan.get("data.scale", 1.0))
+    crop, _ = _crop(fp, plan.get("data.scale", 1.0), plan.get("data.short_side"))
     _model(plan, recipe, structure, machine, crop)
     _augment(plan, recipe, fp)
     _train(plan, recipe, structure, machine, crop, budget_s)

@@ -10,6 +10,7 @@ from pathlib import Path
 from unetseg.config import Config, ConfigError
 from unetseg.data import SegmentationDataset
 from unetseg.data.layouts import split_data
+from unetseg.data.scaling import Resolution
 from unetseg.data.weights import border_weights
 from unetseg.training.errors import TrainingError
 
@@ -32,7 +33,7 @@ def open_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDataset
         raise TrainingError("the split leaves no training pairs")
     border = train.loss.border_weight
     weights = partial(border_weights, w0=border.w0, sigma=border.sigma, objects=border.objects) if border else None
-    train_ds = SegmentationDataset(train_pairs, data, None, train.samples_per_epoch, weights, data.scale)
+    train_ds = SegmentationDataset(train_pairs, data, None, train.samples_per_epoch, weights, Resolution.of(data))
     return train_ds, SegmentationDataset(val_pairs, data) if val_pairs else None
 
 

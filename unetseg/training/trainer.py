@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import worker_init
+from unetseg.data.scaling import Resolution
 from unetseg.inference.evaluation import evaluate
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.region import is_better
@@ -100,7 +101,7 @@ class Trainer:
             self.device,
             self.amp,
             cfg.train.channels_last,
-            cfg.data.scale,
+            Resolution.of(cfg.data),
         )
 
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
