@@ -62,7 +62,9 @@ def test_pairs_with_suffixed_masks(tmp_path):
     assert all(s.page is None for s in pairs)
 
 
-@pytest.mark.parametrize("suffix", ["_mask", "_label", "_seg", "_gt", "_masks", "_labels"])
+@pytest.mark.parametrize(
+    "suffix", ["_mask", "_label", "_seg", "_gt", "_masks", "_labels", "_segmentation", "_anno", "_annotation"]
+)
 def test_every_mask_suffix(tmp_path, suffix):
     images, masks = _pairs(tmp_path, ["a.png"], [f"a{suffix}.png"])
     assert find_pairs(images, masks)[0].mask.name == f"a{suffix}.png"

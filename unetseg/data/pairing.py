@@ -11,9 +11,21 @@ from pathlib import Path
 from unetseg.data.io import DEFAULT_SLICE_AXIS, DataError, Sample, expand_stacks, file_stem, list_image_files
 from unetseg.data.volumes import is_dicom_series, is_volume
 
-# Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png);
-# nnU-Net-style images carry a channel suffix (case_0000.png / case.png).
-MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_seg", "_gt")
+# Mask names may carry one of these suffixes after the image's stem (cell_01.png / cell_01_mask.png;
+# ISIC's ISIC_0000000_segmentation.png, GlaS's testA_1_anno.bmp); nnU-Net-style images carry a
+# channel suffix (case_0000.png / case.png).
+MASK_SUFFIXES = (
+    "",
+    "_mask",
+    "_masks",
+    "_label",
+    "_labels",
+    "_seg",
+    "_segmentation",
+    "_gt",
+    "_anno",
+    "_annotation",
+)
 IMAGE_SUFFIXES = ("_0000",)
 
 
