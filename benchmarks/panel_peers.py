@@ -98,12 +98,16 @@ def crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple
     return image[y : y + CROP, x : x + CROP], mask[y : y + CROP, x : x + CROP]
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, k: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flips, and ``k`` quarter turns (drawn here unless given: a batch of whole non-square
+    images turns together, or its images would not stack)."""
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if rng.random() < 0.5:
         image, mask = image[::-1], mask[::-1]
-    k = int(rng.integers(0, 4))
+    k = int(rng.integers(0, 4)) if k is None else k
     return np.rot90(image, k), np.rot90(mask, k)
 
 
@@ -115,8 +119,9 @@ def batch(pairs: list, rng: np.random.Generator, resize: bool) -> tuple[torch.Te
         chosen = [same[int(rng.integers(len(same)))] for _ in range(BATCH)]
     else:
         chosen = [crop(*pairs[int(rng.integers(len(pairs)))], rng) for _ in range(BATCH)]
+    turns = int(rng.integers(0, 4)) if resize else None
     for image, mask in chosen:
-        image, mask = augment(image, mask, rng)
+        image, mask = augment(image, mask, rng, turns)
         images.append(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0)
         masks.append(np.ascontiguousarray(mask.transpose(2, 0, 1), dtype=np.float32))
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))

@@ -90,7 +90,8 @@ SCREENS: dict[str, list[str]] = {
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
 STARVED = 0.8  # fewer crops than this share of the best-fed seed of the same method and data: starved by load
-PEER_VERSION = 1  # bump when panel_peers.py changes what it trains
+PEER_VERSION = 1  # bump when panel_peers.py changes what it trains (not bumped for the batch-wide turn of whole
+# photographs: no run of that mode had finished before it)
 PREDICT_FLAGS = ("tta",)  # inference.* that only predict uses (validation in training predicts without TTA)
 TRAINING = (
     "process_s",

@@ -203,3 +203,18 @@ def test_the_made_lesion_photographs_hold_one_large_lesion_each_and_are_drawn_al
         assert lesion < skin  # pigment is darker than the skin (vignette included)
     again, _ = panel_lesions.draw(1)
     assert np.array_equal(again, panel_lesions.draw(1)[0])
+
+
+def test_the_photograph_peer_stacks_whole_images_of_several_shapes():
+    """Whole resized photographs come in several shapes; a batch takes one shape and turns together."""
+    import panel_peers
+
+    rng = np.random.default_rng(0)
+    shapes = [(192, 256), (256, 176), (192, 256)]
+    pairs = [(np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 1), np.uint8)) for h, w in shapes]
+    seen = set()
+    for _ in range(30):
+        x, y = panel_peers.batch(pairs, rng, resize=True)
+        assert x.shape[0] == y.shape[0] == panel_peers.BATCH and x.shape[-2:] == y.shape[-2:]
+        seen.add(tuple(x.shape[-2:]))
+    assert seen == {(192, 256), (256, 192), (256, 176), (176, 256)}  # both shapes, turned and not
