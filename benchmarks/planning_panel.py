@@ -86,6 +86,9 @@ SCREENS: dict[str, list[str]] = {
     # framed objects (lesions) with the rule off: one factor for every image, the value the planner
     # wrote on the lesion photographs before the rule (256 / their smallest shorter side, 424 px)
     "uniform": ["data.short_side=null", "data.scale=0.604"],
+    # framed objects at about the MONAI loop's size (256 px on the long side of a 4:3 frame), the
+    # crop the whole shorter side
+    "short192": ["data.short_side=192", "augment.crop_size=192"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
