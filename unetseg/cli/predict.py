@@ -64,7 +64,6 @@ class InferenceChoice:
 
 
 def _predictor(checkpoint: Path, choice: InferenceChoice) -> tuple[Predictor, Config]:
-    from unetseg.data.scaling import Resolution
     from unetseg.inference.predictor import Predictor
     from unetseg.models.checkpoint import load_model
     from unetseg.runtime import select_device
@@ -72,7 +71,7 @@ def _predictor(checkpoint: Path, choice: InferenceChoice) -> tuple[Predictor, Co
     dev = run_command(select_device, choice.device)
     model, cfg, _ = run_command(load_model, checkpoint, dev)
     inference = cfg.inference.model_copy(update=choice.changes())
-    return Predictor(model, inference, cfg.data.num_classes, dev, resolution=Resolution.of(cfg.data)), cfg
+    return Predictor.of(model, cfg, dev, inference), cfg
 
 
 def _newest_checkpoint(config_path: Path | None) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unetseg.config import DataConfig, InferenceConfig
+from unetseg.config import Config, DataConfig, InferenceConfig
 from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, label_values, read_mask, write_array, write_mask
@@ -74,6 +74,23 @@ class Predictor:
     amp: torch.dtype | None = None
     channels_last: bool = False
     resolution: Resolution = field(default_factory=Resolution)
+
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        cfg: Config,
+        device: torch.device,
+        inference: InferenceConfig | None = None,
+        amp: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> Predictor:
+        """The predictor of a run's config: its classes and working resolution come from the
+        config, so no caller can predict at another resolution than the model trained at;
+        ``inference`` replaces the config's own settings (validation without TTA, CLI options)."""
+        return cls(
+            model, inference or cfg.inference, cfg.data.num_classes, device, amp, channels_last, Resolution.of(cfg.data)
+        )
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

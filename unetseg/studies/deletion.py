@@ -23,7 +23,6 @@ from torch import nn
 
 from unetseg.config import Config
 from unetseg.data.dataset import SegmentationDataset
-from unetseg.data.scaling import Resolution
 from unetseg.inference.evaluation import score_images, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
@@ -47,9 +46,7 @@ def without_blocks(model: UNet, blocks: list[tuple[int, int]]) -> UNet:
 
 
 def mean_dice(model: nn.Module, cfg: Config, dataset: SegmentationDataset, meter: Meter = QUIET) -> float:
-    predictor = Predictor(
-        model.eval(), cfg.inference, cfg.data.num_classes, torch.device("cpu"), resolution=Resolution.of(cfg.data)
-    )
+    predictor = Predictor.of(model.eval(), cfg, torch.device("cpu"))
     mean, _ = score_images(predictor, dataset, [partial(overlap_metrics, num_classes=cfg.data.num_classes)])
     meter.advance()
     return mean["dice"]

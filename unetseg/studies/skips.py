@@ -18,7 +18,6 @@ import torch
 from matplotlib.figure import Figure
 
 from unetseg.config import Config
-from unetseg.data.scaling import Resolution
 from unetseg.inference.evaluation import measure, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.meter import QUIET, Meter
@@ -153,7 +152,7 @@ def analyze_skips(
         raise ValueError(
             f"analyze-skips needs a unetseg U-Net (model.arch: unet), {checkpoint} holds {ckpt_cfg.model.arch}"
         )
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, resolution=Resolution.of(cfg.data))
+    predictor = Predictor.of(model, cfg, dev)
     rows = knockout_study(predictor, cfg, meter)
     dataset = validation_set(cfg)
     cka = skip_cka(model, [dataset[i]["image"].to(dev) for i in range(len(dataset.samples))])

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 from unetseg.config import Config, ConfigError, config_changes, dump_config
 from unetseg.data import worker_init
-from unetseg.data.scaling import Resolution
 from unetseg.inference.evaluation import evaluate
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.region import is_better
@@ -94,14 +93,13 @@ class Trainer:
         self.clock = BudgetClock(cfg.train.max_time_s, self.now) if cfg.train.max_time_s else None
         self.average = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
         predicting = self.average.module if self.average else self.model
-        self.predictor = Predictor(
+        self.predictor = Predictor.of(
             predicting,
-            cfg.inference.model_copy(update={"tta": "none"}),  # validation picks epochs: no TTA (as nnU-Net)
-            cfg.data.num_classes,
+            cfg,
             self.device,
+            cfg.inference.model_copy(update={"tta": "none"}),  # validation picks epochs: no TTA (as nnU-Net)
             self.amp,
             cfg.train.channels_last,
-            Resolution.of(cfg.data),
         )
 
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
