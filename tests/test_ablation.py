@@ -447,7 +447,8 @@ def test_changed_report_settings_measure_again_without_retraining(ablation_file,
     second = run_job(job, log=logs.append)
     assert any("measuring again" in line for line in logs)
     assert ckpt.stat().st_mtime_ns == stamp  # not retrained
-    assert set(second["corruption"]) == {"contrast"} and second["mean"] == first["mean"]
+    assert set(second["corruption"]) == {"contrast"}
+    assert second["mean"] == pytest.approx(first["mean"], rel=0, abs=0, nan_ok=True)  # thin recall: NaN on blobs
 
 
 def test_cross_validated_ablation_pools_every_image_once(ablation_file, tmp_path):

@@ -18,6 +18,8 @@ from unetseg.metrics.boundary import (
     hausdorff95,
     pool_error_by_distance,
     skeleton_recall,
+    thin_recall,
+    thin_structure,
 )
 from unetseg.metrics.region import LOWER_IS_BETTER
 
@@ -87,6 +89,29 @@ def test_cldice_thin_lines():
     assert cldice(extra, target) == pytest.approx(2 * 0.8 / 1.8)
 
 
+def test_thin_recall_counts_only_the_vessels_at_most_2_px_wide():
+    target = np.zeros((20, 24), dtype=np.int64)
+    target[2, 2:22] = 1  # a 1 px vessel: 20 px, local width 2 x 1 = 2
+    target[6:8, 2:22] = 1  # a 2 px vessel: 40 px, local width 2 x 1 = 2
+    target[11:17, 2:22] = 1  # a 6 px vessel: 120 px, local width 2 x 3 = 6 (not thin)
+    thin = thin_structure(target)
+    assert thin.sum() == 60 and not thin[11:17].any()
+    pred = np.zeros_like(target)
+    pred[2, 2:22] = 1  # the whole 1 px vessel
+    pred[6:8, 2:12] = 1  # half of the 2 px one (20 of its 40 px)
+    pred[10:18, :] = 1  # the wide one and a margin: no thin pixel there
+    assert thin_recall(pred, target) == pytest.approx((20 + 20) / 60)
+    assert thin_recall(np.zeros_like(target), target) == 0.0
+    assert thin_recall(target, target) == 1.0
+    wide = np.zeros_like(target)
+    wide[11:17, 2:22] = 1
+    assert math.isnan(thin_recall(wide, wide))  # no vessel that thin: the measure does not apply
+    # 3 px: 2 x 2 = 4 on the axis, not thin (only the blunt tips, where the skeleton meets the rim)
+    three = np.zeros_like(target)
+    three[6:9, 2:22] = 1
+    assert thin_structure(three).sum() < 0.15 * three.sum()
+
+
 def test_cldice_empty_cases():
     empty, line = np.zeros((5, 10), dtype=np.int64), np.zeros((5, 10), dtype=np.int64)
     line[2, 1:9] = 1
@@ -139,12 +164,13 @@ def test_detail_metrics_keys_and_multiclass():
     target = square(12, 2, 2, 6)
     target[4:6, 4:6] = 2  # a second foreground class inside: same foreground as all ones
     scores = detail_metrics(target, (target > 0).astype(np.int64), tolerances=(0, 1, 2))
-    assert set(scores) == {"bf1_0px", "bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"}
-    assert scores["hd95"] == 0.0
-    assert all(scores[k] == 1.0 for k in scores if k != "hd95")
-    assert set(detail_metrics(target, target)) == {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall"}
+    assert set(scores) == {"bf1_0px", "bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall", "thin_recall"}
+    assert scores["hd95"] == 0.0 and math.isnan(scores["thin_recall"])  # a 6 px square: nothing 2 px wide
+    assert all(scores[k] == 1.0 for k in scores if k not in ("hd95", "thin_recall"))
+    keys = {"bf1_1px", "bf1_2px", "hd95", "cldice", "skeleton_recall", "thin_recall"}
+    assert set(detail_metrics(target, target)) == keys
     assert "hd95" in LOWER_IS_BETTER
-    assert not {"bf1_1px", "bf1_2px", "cldice", "skeleton_recall"} & LOWER_IS_BETTER
+    assert not {"bf1_1px", "bf1_2px", "cldice", "skeleton_recall", "thin_recall"} & LOWER_IS_BETTER
 
 
 def test_isbi_label_self_and_eroded(isbi):
@@ -158,6 +184,7 @@ def test_isbi_label_self_and_eroded(isbi):
         "hd95": 0.0,
         "cldice": 1.0,
         "skeleton_recall": 1.0,
+        "thin_recall": 1.0,
     }
 
     # Thin the membranes by one pixel on each side (not at the image border).

@@ -1,6 +1,7 @@
 """The ablation report's figures, each drawn from the stored results alone (no checkpoints):
 error by distance to the boundary, robustness, training and validation curves, gradients and
-gate traces per level, and side-by-side crops of the validation predictions."""
+gate traces per level, and side-by-side crops of the predictions of the images measured
+(validation or held-out)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage.morphology import skeletonize
 
+from unetseg.ablation.measure import scored_set
 from unetseg.ablation.spec import AblationSpec, fold_ids, result_dir, variant_config
 from unetseg.data import read_mask
-from unetseg.inference.evaluation import validation_set
+from unetseg.data.dataset import SegmentationDataset
+from unetseg.data.roi import RegionOfInterest
 from unetseg.report.plots import epoch_panel, finish_row
 
 Grouped = dict[str, list[dict[str, Any]]]
@@ -183,9 +186,19 @@ def disagreement(preds: list[np.ndarray]) -> np.ndarray:
 
 
 def _prediction(spec: AblationSpec, grouped: Grouped, name: str, image: str, fold: int | None) -> np.ndarray:
-    """The validation prediction of a variant's first finished seed."""
+    """The stored prediction of ``image`` by a variant's first finished seed."""
     seed = min(r["seed"] for r in grouped[name])
     return read_mask(result_dir(spec, name, seed, fold) / "pred" / f"{image}.png", {v: v for v in range(256)})
+
+
+def _loaded(dataset: SegmentationDataset, roi: RegionOfInterest | None, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its truth, the truth only inside the image's region of interest, as scored
+    (the stored predictions are restricted alike)."""
+    image, target = dataset.load(index)
+    assert target is not None
+    if roi is not None:
+        target = np.where(roi.inside(dataset.samples[index].name, target.shape), target, 0)
+    return image, target
 
 
 def _error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -199,10 +212,11 @@ def _error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def crops_figures(spec: AblationSpec, grouped: Grouped) -> list[tuple[str, Figure, str]]:
     """Two windows predicted side by side by every variant: where the variants disagree most
-    (over all validation images), and the image's stretch of thinnest structure; each as
+    (over all the images measured), and the image's stretch of thinnest structure; each as
     (name, figure, caption)."""
     fold = fold_ids(spec)[0]
-    dataset = validation_set(variant_config(spec, spec.expand()[0], spec.seeds[0], fold))
+    dataset, roi = scored_set(variant_config(spec, spec.expand()[0], spec.seeds[0], fold), spec.evaluate)
+    kind = "validation" if spec.evaluate is None else "held-out"
     names = [s.name for s in dataset.samples]
     size = spec.report.crop_size
     best: tuple[int, int, int, int] | None = None  # (score, image index, y, x)
@@ -215,14 +229,14 @@ def crops_figures(spec: AblationSpec, grouped: Grouped) -> list[tuple[str, Figur
             best = (int(sums[y, x]), index, int(y), int(x))
     assert best is not None
     chosen = names.index(spec.report.crop_image) if spec.report.crop_image in names else 0
-    _, target = dataset.load(chosen)
+    _, target = _loaded(dataset, roi, chosen)
     windows = [
-        ("crops", best[1], (best[2], best[3]), "where the variants disagree most (over all validation images)"),
+        ("crops", best[1], (best[2], best[3]), f"where the variants disagree most (over all {kind} images)"),
         ("crops_thin", chosen, thin_structure_window(target, size), "with the most thin structure"),
     ]
     figures = []
     for stem, index, (y, x), why in windows:
-        image, target = dataset.load(index)
+        image, target = _loaded(dataset, roi, index)
         side = min(size, *target.shape)
         window = (slice(y, y + side), slice(x, x + side))
         panels = [("image", image[..., 0][window], "gray"), ("truth", target[window], "gray_r")]
@@ -239,7 +253,7 @@ def crops_figures(spec: AblationSpec, grouped: Grouped) -> list[tuple[str, Figur
             ax.set_title(title, fontsize=9)
             ax.axis("off")
         caption = (
-            f"Validation image {names[index]}, {side} px window at (y, x) = ({y}, {x}) {why}; each variant's "
+            f"{kind.capitalize()} image {names[index]}, {side} px window at (y, x) = ({y}, {x}) {why}; each variant's "
             "first seed. Errors: red = false positive, blue = false negative, dark = correct foreground."
         )
         figures.append((stem, fig, caption))

@@ -1,6 +1,7 @@
 """What the ablation keeps of one trained run: the measures of its final weights on the
-validation images (:func:`unetseg.inference.evaluation.measure`, as ``analyze-skips`` uses),
-its robustness under test-time corruptions, and its training history."""
+validation images, or on the spec's held-out set (``evaluate:``, inside its regions of
+interest), with :func:`unetseg.inference.evaluation.measure` as ``analyze-skips`` uses it; its
+robustness under test-time corruptions, and its training history."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from unetseg.ablation.spec import ReportSpec
+from unetseg.ablation.spec import EvaluateSpec, ReportSpec
+from unetseg.config import Config
 from unetseg.data.corruptions import corrupt
 from unetseg.data.dataset import SegmentationDataset
-from unetseg.data.scaling import Resolution
-from unetseg.inference.evaluation import measure, score_images, validation_set
+from unetseg.data.roi import RegionOfInterest
+from unetseg.inference.evaluation import held_out_set, measure, score_images, validation_set
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.boundary import boundary_f1
 from unetseg.metrics.region import segmentation_metrics
@@ -25,8 +27,18 @@ from unetseg.runtime import select_device
 SWEPT = ("dice", "bf1_2px")
 
 
+def scored_set(cfg: Config, evaluate: EvaluateSpec | None) -> tuple[SegmentationDataset, RegionOfInterest | None]:
+    """The images a run of ``cfg`` is measured on, and their regions of interest: its validation
+    block, or the held-out set (the report's pictures show the same images)."""
+    if evaluate is None:
+        return validation_set(cfg), None
+    dataset = held_out_set(evaluate.images, evaluate.masks, cfg)
+    roi = RegionOfInterest.pair(evaluate.images, evaluate.roi, cfg.data.slice_axis) if evaluate.roi else None
+    return dataset, roi
+
+
 def corruption_sweep(
-    predictor: Predictor, dataset: SegmentationDataset, report: ReportSpec
+    predictor: Predictor, dataset: SegmentationDataset, report: ReportSpec, roi: RegionOfInterest | None = None
 ) -> dict[str, dict[str, list[float]]]:
     """Dice and boundary F1 (2 px) under each corruption and strength, mean over images."""
     sweep: dict[str, dict[str, list[float]]] = {}
@@ -42,7 +54,7 @@ def corruption_sweep(
             def perturb(index: int, image: np.ndarray, kind: str = kind, strength: float = strength) -> np.ndarray:
                 return corrupt(image, kind, strength, seed=index)
 
-            mean, _ = score_images(predictor, dataset, [overlap, boundary], perturb=perturb)
+            mean, _ = score_images(predictor, dataset, [overlap, boundary], perturb=perturb, roi=roi)
             for key in SWEPT:
                 curves[key].append(mean[key])
         sweep[kind] = curves
@@ -50,18 +62,23 @@ def corruption_sweep(
 
 
 def analyse_run(
-    checkpoint: Path, report: ReportSpec, device: str = "cpu", pred_dir: Path | None = None
+    checkpoint: Path,
+    report: ReportSpec,
+    device: str = "cpu",
+    pred_dir: Path | None = None,
+    evaluate: EvaluateSpec | None = None,
 ) -> dict[str, Any]:
     """Metrics of the run's final weights (not the best epoch: every variant gets the same
-    budget, and picking epochs on the validation images would favour noisy variants), with the
+    budget, and picking epochs on the validation images would favour noisy variants) on
+    :func:`scored_set`, each image predicted at the run's working resolution, with the
     predicted masks written to ``pred_dir``."""
     dev = select_device(device)
     model, cfg, state = load_model(checkpoint, dev)
-    predictor = Predictor(model, cfg.inference, cfg.data.num_classes, dev, resolution=Resolution.of(cfg.data))
-    dataset = validation_set(cfg)
-    result = measure(predictor, dataset, cfg.eval.regions, report.tolerances, report.distance_bins, pred_dir)
+    predictor = Predictor.of(model, cfg, dev)
+    dataset, roi = scored_set(cfg, evaluate)
+    result = measure(predictor, dataset, cfg.eval.regions, report.tolerances, report.distance_bins, pred_dir, roi)
     return {
-        "corruption": corruption_sweep(predictor, dataset, report),
+        "corruption": corruption_sweep(predictor, dataset, report, roi),
         "variant": cfg.name,
         "seed": cfg.seed,
         "parameters": count_parameters(model),

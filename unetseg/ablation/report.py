@@ -26,6 +26,7 @@ METRICS = [
     ("bf1_1px", "BF1 1px"),
     ("bf1_2px", "BF1 2px"),
     ("cldice", "clDice"),
+    ("thin_recall", "thin recall"),
     ("hd95", "HD95 px"),
     ("rand_error", "Rand err"),
     ("vi", "VI"),
@@ -35,6 +36,7 @@ METRICS = [
     ("merges", "merges"),
     ("splits", "splits"),
 ]
+THIN_RECALL = "the share of the true pixels of structures at most 2 px wide that the prediction covers"
 
 
 def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -62,7 +64,7 @@ def variant_flops(spec: AblationSpec) -> dict[str, int]:
 
 def summarise(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per variant: mean, std over seeds and bootstrap 95% CI (seeds, then images) of every
-    metric; each seed's value is its mean over the validation images."""
+    metric; each seed's value is its mean over the images measured."""
     summary = {}
     flops = variant_flops(spec)
     for name, runs in _by_variant(spec, results).items():
@@ -94,11 +96,11 @@ def _with_ci(mean: float, ci: list[float]) -> str:
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def _tables(summary: dict[str, dict[str, Any]]) -> list[Table]:
+def _tables(summary: dict[str, dict[str, Any]], scored_on: str) -> list[Table]:
     """The variant table in two, each narrow enough for a laptop's screen: the model's facts
-    with the overlap and boundary measures, then the region and error measures."""
-    present = {k for k, _ in METRICS if k in next(iter(summary.values()))["mean"]}
-    first, second = ([(k, label) for k, label in part if k in present] for part in (METRICS[:5], METRICS[5:]))
+    with the first five measures (overlap, boundary, thin structure), then the rest."""
+    present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
+    first, second = present[:5], present[5:]
     rows = [
         [
             name,
@@ -116,35 +118,39 @@ def _tables(summary: dict[str, dict[str, Any]]) -> list[Table]:
             ["variant", "skips (level 0 first)", "encoder", "params", "GFLOPs", "seeds"]
             + [label for _, label in first],
             rows,
-            "Mean over seeds of the per-image means on the validation images [bootstrap 95% CI, resampling seeds and "
-            "then images]. Skips: c = concat, a = add, n = none, g = gated, t = attention. GFLOPs: one forward pass "
-            "at the training crop size. Lower is better for HD95.",
+            f"Mean over seeds of the per-image means on {scored_on} [bootstrap 95% CI, resampling seeds and then "
+            "images]. Skips: c = concat, a = add, n = none, g = gated, t = attention. GFLOPs: one forward pass at the "
+            "training crop size."
+            + (" Lower is better for HD95." if "hd95" in dict(first) else "")
+            + (f" Thin recall: {THIN_RECALL}." if "thin_recall" in dict(first) else ""),
         )
     ]
     if second:
+        hd95, lead = ("HD95, ", "HD95, region") if "hd95" in dict(second) else ("", "Region")
         tables.append(
             Table(
                 ["variant"] + [label for _, label in second],
                 [[name] + [_with_ci(s["mean"][k], s["ci"][k]) for k, _ in second] for name, s in summary.items()],
-                "Region and error measures of the same runs, as above. Lower is better for Rand error, VI, pixel "
-                "error, merges and splits (counts per image).",
+                f"{lead} and error measures of the same runs, as above. Lower is better for {hd95}Rand error, "
+                "VI, pixel error, merges and splits (counts per image).",
             )
         )
     return tables
 
 
-COMPARED = ["dice", "bf1_1px", "bf1_2px", "cldice", "rand_error", "vi"]
+COMPARED = ["dice", "bf1_1px", "bf1_2px", "cldice", "thin_recall", "rand_error", "vi"]
 
 
 def paired_comparison(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per variant and metric: the paired difference to the reference (see claims.compare)."""
+    """Per variant and metric: the paired difference to the reference (see claims.compare);
+    a measure without a pair (undefined on every image: thin recall without thin structure) has none."""
     reference = grouped.get(spec.reference_name)
     out: dict[str, dict[str, Any]] = {}
     for name, runs in grouped.items():
         if name == spec.reference_name or reference is None:
             continue
         diffs = {metric: compare(runs, reference, metric) for metric in COMPARED}
-        out[name] = {metric: d for metric, d in diffs.items() if d is not None}
+        out[name] = {metric: d for metric, d in diffs.items() if d is not None and d["pairs"]}
     return {name: d for name, d in out.items() if d}
 
 
@@ -285,7 +291,7 @@ def build_report(
     conclusion = dataset_verdict(spec.reference_name, comparison, summary)
     opening = report.section("Verdict for this dataset")
     opening.blocks += conclusion["sentences"] + ([_comparison_table(spec, comparison)] if comparison else [])
-    report.section("Results").blocks += _tables(summary)
+    report.section("Results").blocks += _tables(summary, spec.scored_on)
     if spec.folds:
         report.section("Cross-validation folds").blocks.append(_fold_table(spec, grouped))
     claims = claims_table(grouped, spec.reference_name)
@@ -315,8 +321,8 @@ def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] |
     return (
         f"{variants} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
         f"{spec.budget.samples_per_epoch} random crops ({crops:,} crops; identical budget, split, seeds and data "
-        f"order; the learning-rate schedule laid out over those steps), measured with its final weights on the "
-        f"validation images. Base config: {spec.base}. Hardware: {machine}."
+        f"order; the learning-rate schedule laid out over those steps), measured with its final weights on "
+        f"{spec.scored_on}. Base config: {spec.base}. Hardware: {machine}."
         + (
             f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})."
             if missing
@@ -332,8 +338,8 @@ def _detail_sections(report: Report, spec: AblationSpec, grouped: dict[str, list
         FigureBlock(stem, fig, caption) for stem, fig, caption in figures.crops_figures(spec, grouped)
     ]
     report.section("Error by distance to the true boundary").blocks += [
-        "Pixel error rate as a function of the distance to the nearest true boundary, pooled over the validation "
-        "images; line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",
+        f"Pixel error rate as a function of the distance to the nearest true boundary, pooled over {spec.scored_on}; "
+        "line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",
         FigureBlock(
             "distance_curves", figures.distance_figure(spec, grouped), "Error rate by distance bin (log scale)."
         ),

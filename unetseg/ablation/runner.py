@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from unetseg.ablation.measure import analyse_run
+from unetseg.ablation.measure import analyse_run, scored_set
 from unetseg.ablation.results import read_result
 from unetseg.ablation.spec import (
     AblationSpec,
@@ -58,6 +58,16 @@ def _tag(job: Job) -> str:
     return f"{job.variant} seed {job.seed}" + (f" fold {job.fold}" if job.fold is not None else "")
 
 
+def measured_with(spec: AblationSpec) -> dict[str, Any]:
+    """How a run's result was measured, as stored in its ``result.json``: the report settings,
+    and the held-out set where there is one (absent otherwise, so the results of grids measured
+    on their validation images before held-out sets existed stay valid)."""
+    settings = json.loads(json.dumps(json_safe(spec.report.model_dump())))
+    if spec.evaluate is not None:
+        settings["evaluate"] = spec.evaluate.model_dump(mode="json")
+    return settings
+
+
 def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and return its measured result."""
     from unetseg.training import Trainer
@@ -72,12 +82,12 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     store = result_dir(spec, variant.name, job.seed, job.fold)
     result_path = store / "result.json"
     checkpoint = Path(cfg.output_dir) / "checkpoints" / "last.pt"
-    measured_with = json.loads(json.dumps(json_safe(spec.report.model_dump())))  # as stored in result.json
+    measured = measured_with(spec)
     previous, damaged = read_result(result_path, variant.name, job.seed)
     if damaged:
         log(f"[{_tag(job)}] {damaged}; training again")
     changed = training_changes(previous.get("config"), cfg) if previous is not None else []
-    if previous is not None and not changed and previous.get("measured_with") == measured_with:
+    if previous is not None and not changed and previous.get("measured_with") == measured:
         log(f"[{_tag(job)}] finished before, reused")
         return previous
     if previous is not None and not changed and checkpoint.is_file():
@@ -89,8 +99,8 @@ def run_job(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
         resume = checkpoint.is_file()
         log(f"[{_tag(job)}] {'resuming' if resume else 'training'} on {job.device} -> {cfg.output_dir}")
         Trainer(cfg, resume=resume, log=lambda msg: None).fit()
-    result = analyse_run(checkpoint, spec.report, job.device, pred_dir=store / "pred")
-    result.update(fold=job.fold, config=identity, measured_with=measured_with, hardware=describe_hardware())
+    result = analyse_run(checkpoint, spec.report, job.device, store / "pred", spec.evaluate)
+    result.update(fold=job.fold, config=identity, measured_with=measured, hardware=describe_hardware())
     store.mkdir(parents=True, exist_ok=True)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(json_safe(result), indent=1))
@@ -125,8 +135,10 @@ def run_job_beside(launcher: int, job: Job) -> dict[str, Any]:
 
 def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]:
     """The finished runs of the spec's grid from its results folder alone (no checkpoints, no
-    training), and the runs that are missing or out of date."""
+    training), and the runs that are missing or out of date (trained under another config, or
+    measured on other images than the spec's held-out set)."""
     results, missing = [], []
+    images = measured_with(spec).get("evaluate")
     for variant in spec.expand():
         for seed in spec.seeds:
             for fold in fold_ids(spec):
@@ -140,6 +152,8 @@ def stored_results(spec: AblationSpec) -> tuple[list[dict[str, Any]], list[str]]
                 changed = training_changes(stored.get("config"), variant_config(spec, variant, seed, fold))
                 if changed:
                     missing.append(f"{tag}: trained under another config ({', '.join(changed[:4])})")
+                elif (stored.get("measured_with") or {}).get("evaluate") != images:
+                    missing.append(f"{tag}: measured on other images than {spec.scored_on}")
                 else:
                     results.append(stored)
     return results, missing
@@ -252,8 +266,10 @@ def run_ablation(
         Job(str(spec_path), quick, variant.name, seed, devices[i % len(devices)], threads, fold)
         for i, (variant, seed, fold) in enumerate(runs)
     ]
-    for variant in spec.expand():  # fail on a bad variant or device before hours of training
+    for variant in spec.expand():  # fail on a bad variant, device or held-out set before hours of training
         variant_config(spec, variant, spec.seeds[0])
+    if spec.evaluate is not None:
+        scored_set(variant_config(spec, spec.expand()[0], spec.seeds[0]), spec.evaluate)
     for device in set(devices) if executor != "slurm" else ():  # a cluster's nodes have their own devices
         select_device(device)
     order = {name: i for i, name in enumerate(v.name for v in spec.expand())}

@@ -82,6 +82,21 @@ class ReportSpec(Strict):
     )
 
 
+class EvaluateSpec(Strict):
+    """A held-out labelled set every run is measured on, instead of its validation block: a
+    dataset's test split, which neither training nor any choice of the grid has seen."""
+
+    images: Path = Field(description="image folder (relative to this file or absolute)")
+    masks: Path = Field(description="mask folder, paired with the images by name as training pairs them")
+    roi: Path | None = Field(
+        None,
+        description="region-of-interest masks named as the images (nonzero = inside, e.g. a field of view): "
+        "outside, prediction and truth are both set to background before measuring, so Dice, IoU, boundary F1, "
+        "clDice and thin recall count only the pixels inside, and pixel error rates count the outside as "
+        "correct; null = the whole image",
+    )
+
+
 class AblationSpec(Strict):
     name: str = "ablation"
     base: Path = Field(description="training config the variants modify (path, relative to this file)")
@@ -116,6 +131,9 @@ class AblationSpec(Strict):
         "block folds (data.split mode block), and results are given per fold and pooled",
     )
     report: ReportSpec = ReportSpec()
+    evaluate: EvaluateSpec | None = Field(
+        None, description="measure every run on these held-out images instead of its validation images"
+    )
 
     @field_validator("grid")
     @classmethod
@@ -140,6 +158,11 @@ class AblationSpec(Strict):
             raise ValueError(f"variant names must be unique, repeated: {dupes}")
         if self.reference is not None and self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not a variant ({', '.join(names)})")
+        if self.folds and self.evaluate is not None:
+            raise ValueError(
+                "folds and evaluate: cross-validation measures each fold on its own validation block, a held-out "
+                "set measures every run on the same images; choose one"
+            )
         return self
 
     def expand(self) -> list[Variant]:
@@ -158,6 +181,15 @@ class AblationSpec(Strict):
     @property
     def report_dir(self) -> Path:
         return Path(self.results_dir or self.output_dir)
+
+    @property
+    def scored_on(self) -> str:
+        """The images every run is measured on, in words, for the report."""
+        if self.evaluate is None:
+            return "the validation images"
+        roi = self.evaluate.roi
+        inside = f", inside the regions of interest in {roi} (outside, both maps are background)" if roi else ""
+        return f"the held-out images in {self.evaluate.images}{inside}"
 
 
 def _short(key: str, value: Any) -> str:
@@ -178,7 +210,26 @@ def load_spec(path: Path, quick: bool = False) -> AblationSpec:
         raise ConfigError(format_validation_error(err, str(path), {}, AblationSpec, "ablation config")) from None
     if not spec.base.is_absolute() and not spec.base.exists():
         spec.base = path.parent / spec.base
+    if spec.evaluate is not None:
+        spec.evaluate = _evaluate_folders(spec.evaluate, path)
     return spec
+
+
+def _evaluate_folders(evaluate: EvaluateSpec, path: Path) -> EvaluateSpec:
+    """The held-out set's folders, each relative to the spec file where it is not found from
+    here (as ``base``); a folder that is not there is an error naming the file and the key."""
+    folders = {}
+    for key in ("images", "masks", "roi"):
+        folder = getattr(evaluate, key)
+        if folder is None:
+            continue
+        if not folder.is_absolute() and not folder.exists():
+            folder = path.parent / folder
+        if not folder.is_dir():
+            what = "a file, not a folder" if folder.exists() else "no such folder"
+            raise ConfigError(f"invalid ablation config in {path}:\n  evaluate.{key}: {folder}: {what}")
+        folders[key] = folder.absolute()  # the same set whatever folder a later invocation runs from
+    return evaluate.model_copy(update=folders)
 
 
 def narrowed(spec: AblationSpec, variants: list[str] | None = None, seeds: list[int] | None = None) -> AblationSpec:

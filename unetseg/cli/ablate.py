@@ -56,6 +56,8 @@ def _spec_file(config_path: Path | None, base_path: Path | None, out: Path | Non
     make_output_dir(output_dir)
     tree = read_yaml(config_path, "ablation config")
     tree.update(output_dir=str(output_dir), results_dir=str(output_dir), base=str(spec.base))
+    if spec.evaluate is not None:  # its folders as found from the spec's own place
+        tree["evaluate"] = spec.evaluate.model_dump(mode="json")
     spec_path = output_dir / "ablation.yaml"
     spec_path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return spec_path

@@ -21,6 +21,8 @@ from unetseg.config import Config
 from unetseg.data.dataset import SegmentationDataset
 from unetseg.data.io import write_array
 from unetseg.data.layouts import split_data
+from unetseg.data.pairing import find_pairs
+from unetseg.data.roi import RegionOfInterest
 from unetseg.inference.overlay import CONTOUR_COLOURS, display_image, error_overlay
 from unetseg.inference.predictor import Predictor
 from unetseg.metrics.boundary import detail_metrics, error_by_distance, pool_error_by_distance
@@ -41,6 +43,13 @@ def validation_set(cfg: Config) -> SegmentationDataset:
     return SegmentationDataset(val_pairs, cfg.data)
 
 
+def held_out_set(images: Path, masks: Path, cfg: Config) -> SegmentationDataset:
+    """The labelled pairs of two folders (paired by name, :func:`~unetseg.data.pairing.find_pairs`),
+    read as ``cfg``'s data (channels, label map, normalisation) at their own size: images the
+    run never saw, such as a dataset's test split."""
+    return SegmentationDataset(find_pairs(images, masks, cfg.data.slice_axis), cfg.data)
+
+
 def score_images(
     predictor: Predictor,
     dataset: SegmentationDataset,
@@ -48,11 +57,14 @@ def score_images(
     progress: Progress = lambda xs: xs,
     perturb: Callable[[int, np.ndarray], np.ndarray] | None = None,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
+    roi: RegionOfInterest | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(mean scores, per-image rows) over every image of an un-augmented ``dataset``.
 
     ``perturb(index, image)`` changes the decoded HxWxC image before prediction (the
-    robustness sweeps); ``on_prediction(name, classes)`` sees each predicted map (to keep it).
+    robustness sweeps); ``on_prediction(name, classes)`` sees each predicted map (to keep it);
+    with ``roi`` both maps are scored inside each image's region only (see
+    :mod:`unetseg.data.roi`), and the kept map is the restricted one.
     """
     rows = []
     for index in progress(range(len(dataset.samples))):
@@ -62,6 +74,8 @@ def score_images(
             changed = perturb(index, image.numpy().transpose(1, 2, 0))
             image = torch.from_numpy(np.ascontiguousarray(changed.transpose(2, 0, 1)))
         pred, target = predictor.postprocess(predictor.classes(predictor.probabilities(image))), item["mask"].numpy()
+        if roi is not None:
+            pred, target = roi.restrict(item["name"], pred, target)
         scores: dict[str, float] = {}
         for scorer in scorers:
             scores.update(scorer(pred, target))
@@ -135,11 +149,13 @@ def measure(
     tolerances: Sequence[int] = TOLERANCES,
     distance_bins: Sequence[float] = DISTANCE_BINS,
     pred_dir: Path | None = None,
+    roi: RegionOfInterest | None = None,
 ) -> Measured:
     """Everything the ablation and ``analyze-skips`` compare: overlap, region (with split and
     merge counts), boundary and thin-structure scores of every image, the pixel error rate within
     ``NEAR_BOUNDARY_PX`` of a true boundary (``error_near_boundary``), and the error curve by
-    distance to the boundary pooled over images; the predicted masks go to ``pred_dir``."""
+    distance to the boundary pooled over images; the predicted masks go to ``pred_dir``; with
+    ``roi``, inside each image's region of interest (:func:`score_images`)."""
     curves: list[tuple[np.ndarray, np.ndarray]] = []
 
     def fine_detail(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -156,5 +172,5 @@ def measure(
             write_array(pred_dir / f"{name}.png", pred.astype(np.uint8))
 
     overlap = partial(segmentation_metrics, num_classes=predictor.num_classes, regions=regions)
-    mean, rows = score_images(predictor, dataset, [overlap, fine_detail], on_prediction=keep)
+    mean, rows = score_images(predictor, dataset, [overlap, fine_detail], on_prediction=keep, roi=roi)
     return Measured(rows, mean, pool_error_by_distance(curves), np.sum([c for _, c in curves], axis=0))

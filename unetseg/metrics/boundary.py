@@ -135,6 +135,42 @@ def skeleton_recall(pred: np.ndarray, target: np.ndarray) -> float:
     return _topology_scores(pred, target)[1]
 
 
+THIN_WIDTH_PX = 2.0
+
+
+def thin_structure(target: np.ndarray, max_width: float = THIN_WIDTH_PX) -> np.ndarray:
+    """The true foreground pixels of structures at most ``max_width`` px wide.
+
+    The local width is read off the skeleton: twice the Euclidean distance from a skeleton pixel
+    to the nearest background pixel (``distance_transform_edt`` of the foreground, so a pixel
+    touching the background is at 1). A 1 px and a 2 px line both come to 2, a 3 px line to 4,
+    so ``max_width`` 2 keeps the 1-2 px vessels and nothing wider. Every foreground pixel within
+    half that width of such a skeleton pixel is thin (the medial-axis reconstruction of the thin
+    parts): the line's own pixels, not the thick vessel it branches from. Where the skeleton of a
+    wider structure reaches its rim (the blunt tip of a 3 px vessel) a few tip pixels count too.
+    """
+    ft = _foreground(target)
+    if not ft.any():
+        return ft
+    skeleton = skeletonize(ft)
+    thin_axis = skeleton & (2 * distance_transform_edt(ft) <= max_width)
+    return ft & (_distance_to(thin_axis) <= max_width / 2)
+
+
+def thin_recall(pred: np.ndarray, target: np.ndarray, max_width: float = THIN_WIDTH_PX) -> float:
+    """The share of the true pixels of structures at most ``max_width`` px wide
+    (:func:`thin_structure`) that the prediction covers: how much of the thinnest vessels
+    survives. Dice and even clDice are carried by the wide vessels, which hold most pixels and
+    most of the skeleton's length; this recall looks only at the 1-2 px ones, the detail a
+    full-resolution skip is credited with. NaN where the truth has no such structure (the
+    measure does not apply; ``mean_metrics`` skips NaN)."""
+    _check_shapes(pred, target)
+    thin = thin_structure(target, max_width)
+    if not thin.any():
+        return float("nan")
+    return float((_foreground(pred) & thin).sum() / thin.sum())
+
+
 def error_by_distance(pred: np.ndarray, target: np.ndarray, bins: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Pixel error rate binned by Euclidean distance to the nearest true boundary.
 
@@ -184,9 +220,10 @@ def pool_error_by_distance(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> n
 
 
 def detail_metrics(pred: np.ndarray, target: np.ndarray, tolerances: Sequence[int] = (1, 2)) -> dict[str, float]:
-    """Fine-detail scores of one image: ``bf1_<t>px`` per tolerance, ``hd95``, ``cldice`` and
-    ``skeleton_recall``. Every class above 0 counts as foreground. Only ``hd95`` is lower-is-better
-    (listed in ``metrics.LOWER_IS_BETTER``); it is NaN when either map has no foreground."""
+    """Fine-detail scores of one image: ``bf1_<t>px`` per tolerance, ``hd95``, ``cldice``,
+    ``skeleton_recall`` and ``thin_recall``. Every class above 0 counts as foreground. Only
+    ``hd95`` is lower-is-better (listed in ``metrics.LOWER_IS_BETTER``); it is NaN when either map
+    has no foreground, ``thin_recall`` when the truth has no structure 2 px wide or less."""
     _check_shapes(pred, target)
     fp, ft = _foreground(pred), _foreground(target)
     scores = {f"bf1_{t}px": boundary_f1(fp, ft, t) for t in tolerances}
@@ -194,4 +231,5 @@ def detail_metrics(pred: np.ndarray, target: np.ndarray, tolerances: Sequence[in
     tprec, tsens = _topology_scores(fp, ft)
     scores["cldice"] = 0.0 if tprec + tsens == 0 else 2 * tprec * tsens / (tprec + tsens)
     scores["skeleton_recall"] = tsens
+    scores["thin_recall"] = thin_recall(fp, ft)
     return scores
