@@ -91,6 +91,8 @@ SCREENS: dict[str, list[str]] = {
     "short192": ["data.short_side=192", "augment.crop_size=192"],
     # the MONAI loop's batch and rate (8 at AdamW 1e-3) instead of nuclei_cpu.yaml's 4 at 2e-3
     "b8": ["train.batch_size=8", "train.lr=0.001"],
+    # blobs: isbi_cpu.yaml's weight average (0.998, about the last 500 steps) validated and saved
+    "ema": ["train.ema=0.998"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
