@@ -178,6 +178,7 @@ def write_spec(
         header = [*HEADER, *filter(_not_split, header)]
         tree.pop("set", None)
     tree["evaluate"] = {"images": str(chase.test_images), "masks": str(chase.test_masks), "roi": str(chase.fov)}
+    tree.setdefault("report", {})["images"] = False  # research licence: its pixels stay out of the committed report
     names = {variant["name"] for variant in tree["variants"]}
     model = load_config(base).model
     assert isinstance(model, UNetConfig)  # base_spec_file refuses any other

@@ -72,6 +72,7 @@ def test_the_spec_of_a_chase_like_set_has_the_standard_and_full_resolution_varia
     assert spec.reference_name == "concat" and spec.seeds == [0, 1, 2] and spec.set == {}  # no validation block
     assert spec.evaluate is not None and spec.evaluate.roi == chase.root / "test" / "fov"
     assert (spec.evaluate.images, spec.evaluate.masks) == (chase.test_images, chase.test_masks)
+    assert spec.report.images is False  # research licence: no windows of its images in the committed report
     assert (spec.base, spec.output_dir, spec.results_dir) == (out / "base.yaml", work / "runs", out)
     base = variant_config(spec, spec.expand()[0], 0)
     fullres = variant_config(spec, spec.expand()[-2], 0)

@@ -130,6 +130,15 @@ def test_a_grid_is_measured_and_reported_on_the_held_out_images(spec_tree, tmp_p
     text = report["md"].read_text()
     assert "measured with its final weights on the held-out images in" in text and "thin recall" in text
     assert "Held-out image img_" in text
+    # data that may not be shown: the windows of images and truth are left out, the numbers stay
+    hidden = build_report(
+        spec.model_copy(update={"report": spec.report.model_copy(update={"images": False})}),
+        results,
+        tmp_path / "hidden",
+    )
+    hidden_text = hidden["md"].read_text()
+    assert "Held-out image img_" not in hidden_text and "report.images: false" in hidden_text
+    assert "thin recall" in hidden_text
     # measured on other images: listed as missing, not reported as if measured on these
     result = json.loads((stored / "result.json").read_text())
     result["measured_with"].pop("evaluate")

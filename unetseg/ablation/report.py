@@ -334,9 +334,11 @@ def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] |
 def _detail_sections(report: Report, spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> None:
     """Where the variants differ in fine detail: crops side by side, error by distance to the
     boundary, and robustness to test-time corruption."""
-    report.section("Fine detail, side by side").blocks += [
-        FigureBlock(stem, fig, caption) for stem, fig, caption in figures.crops_figures(spec, grouped)
-    ]
+    report.section("Fine detail, side by side").blocks += (
+        [FigureBlock(stem, fig, caption) for stem, fig, caption in figures.crops_figures(spec, grouped)]
+        if spec.report.images
+        else ["Left out: the data's licence does not allow showing its images (report.images: false)."]
+    )
     report.section("Error by distance to the true boundary").blocks += [
         f"Pixel error rate as a function of the distance to the nearest true boundary, pooled over {spec.scored_on}; "
         "line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",

@@ -75,6 +75,11 @@ class Budget(Strict):
 class ReportSpec(Strict):
     crop_size: int = Field(128, ge=16, description="side of the zoomed region shown for every variant")
     crop_image: str | None = Field(None, description="validation image to zoom into (default: the first)")
+    images: bool = Field(
+        True,
+        description="show windows of the images and their truth beside the predictions; false for data whose "
+        "licence forbids republishing its pixels (research-use sets): the windows are left out, every number stays",
+    )
     distance_bins: list[float] = list(DISTANCE_BINS)
     tolerances: list[int] = list(TOLERANCES)
     corruptions: dict[Literal["contrast", "noise", "blur"], list[float]] = Field(
