@@ -5,7 +5,7 @@ vessels, scored on the 8 test images inside the field of view.
 One command, resumable (every step is reused when it was done before):
 
 1. **The base** is the config ``unetseg init`` plans on CHASE's train split, planned exactly as
-   the planning panel plans it (its own step: :meth:`planning_panel.Job._plan`, the same
+   the planning panel plans it (its own step: :meth:`planning_panel.Job.plan`, the same
    command, budget and name), once: it is kept as ``<out>/base.yaml`` and reused after, so the
    grid stays one grid when the planner changes later (delete it to plan again).
 2. **The spec** is the standard skip ablation of that base as ``unetseg ablate --base`` writes it
@@ -89,7 +89,7 @@ def plan_base(chase: PanelSet, out: Path, work: Path) -> Path:
         return base
     job = Job(chase, "planned", 0, PLAN_BUDGET_S, work / "plan", out, threads=1, clock="cpu")
     job.dir.mkdir(parents=True, exist_ok=True)
-    planned, text = job._plan()
+    planned, text = job.plan()
     out.mkdir(parents=True, exist_ok=True)
     replace_by_rename(base, lambda tmp: tmp.write_text(text))
     print(f"planned {planned} (init's log: {job.log}); kept as {base}")

@@ -268,7 +268,7 @@ class Job:
         return None
 
     # -- the methods --------------------------------------------------------------------------
-    def _plan(self) -> tuple[Path, str]:
+    def plan(self) -> tuple[Path, str]:
         config = self.dir / "planned.yaml"
         _cli(
             [
@@ -320,7 +320,7 @@ class Job:
             text = (ROOT / self.set.hand_tuned).read_text()
             config = ROOT / self.set.hand_tuned
         else:
-            config, text = self._plan()
+            config, text = self.plan()
         effective = _effective(_values(text), self._overrides())
         made = {"config_path": str(config), "config": text, "overrides": self._overrides()}
         made["_training_key"] = _digest({**base, "config": _training_part(effective)})

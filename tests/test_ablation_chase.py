@@ -82,7 +82,7 @@ def test_the_spec_of_a_chase_like_set_has_the_standard_and_full_resolution_varia
     assert "data.split.mode: none" not in spec_path.read_text()  # the header does not promise a validation block
 
     # again, from another work folder: the plan and the spec are reused, only the folders follow
-    monkeypatch.setattr(Job, "_plan", lambda *_: pytest.fail("planned again"))
+    monkeypatch.setattr(Job, "plan", lambda *_: pytest.fail("planned again"))
     before = yaml.safe_load(spec_path.read_text())
     ablation_chase.write_spec(chase, out, tmp_path / "elsewhere", rate=lambda cfg: pytest.fail("timed again"))
     after = yaml.safe_load(spec_path.read_text())
