@@ -15,6 +15,7 @@ from unetseg.ablation.claims import claims_table, compare, score_grid
 from unetseg.ablation.depth import degradation
 from unetseg.ablation.spec import AblationSpec, fold_ids, variant_config
 from unetseg.ablation.verdict import dataset_verdict
+from unetseg.metrics.boundary import THIN_RECALL
 from unetseg.metrics.region import mean_metrics
 from unetseg.metrics.stats import bootstrap_ci
 from unetseg.models import build_model
@@ -36,7 +37,6 @@ METRICS = [
     ("merges", "merges"),
     ("splits", "splits"),
 ]
-THIN_RECALL = "the share of the true pixels of structures at most 2 px wide that the prediction covers"
 
 
 def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -51,8 +51,7 @@ SKIP_LETTERS = {"concat": "c", "add": "a", "none": "n", "gated": "g", "attention
 
 
 def variant_flops(spec: AblationSpec) -> dict[str, int]:
-    """FLOPs of one forward pass at the training crop size, per variant (counted on the meta
-    device, so no weights are allocated)."""
+    """FLOPs of one forward pass at the training crop size, per variant (on the meta device)."""
     flops = {}
     for variant in spec.expand():
         cfg = variant_config(spec, variant, spec.seeds[0], fold_ids(spec)[0])
@@ -97,8 +96,7 @@ def _with_ci(mean: float, ci: list[float]) -> str:
 
 
 def _tables(summary: dict[str, dict[str, Any]], scored_on: str) -> list[Table]:
-    """The variant table in two, each narrow enough for a laptop's screen: the model's facts
-    with the first five measures (overlap, boundary, thin structure), then the rest."""
+    """The variant table in two, each narrow enough for a laptop's screen."""
     present = [(k, label) for k, label in METRICS if k in next(iter(summary.values()))["mean"]]
     first, second = present[:5], present[5:]
     rows = [
@@ -142,8 +140,7 @@ COMPARED = ["dice", "bf1_1px", "bf1_2px", "cldice", "thin_recall", "rand_error",
 
 
 def paired_comparison(spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per variant and metric: the paired difference to the reference (see claims.compare);
-    a measure without a pair (undefined on every image: thin recall without thin structure) has none."""
+    """Per variant and metric: the paired difference to the reference (claims.compare), if any pair."""
     reference = grouped.get(spec.reference_name)
     out: dict[str, dict[str, Any]] = {}
     for name, runs in grouped.items():
@@ -334,11 +331,10 @@ def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] |
 def _detail_sections(report: Report, spec: AblationSpec, grouped: dict[str, list[dict[str, Any]]]) -> None:
     """Where the variants differ in fine detail: crops side by side, error by distance to the
     boundary, and robustness to test-time corruption."""
-    report.section("Fine detail, side by side").blocks += (
-        [FigureBlock(stem, fig, caption) for stem, fig, caption in figures.crops_figures(spec, grouped)]
-        if spec.report.images
-        else ["Left out: the data's licence does not allow showing its images (report.images: false)."]
-    )
+    crops = figures.crops_figures(spec, grouped) if spec.report.images else []
+    report.section("Fine detail, side by side").blocks += [FigureBlock(*crop) for crop in crops] or [
+        "Left out: the data's licence does not allow showing its images (report.images: false)."
+    ]
     report.section("Error by distance to the true boundary").blocks += [
         f"Pixel error rate as a function of the distance to the nearest true boundary, pooled over {spec.scored_on}; "
         "line = mean over seeds, band = min to max. Skips that carry fine detail lower the left end.",

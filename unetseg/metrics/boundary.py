@@ -136,6 +136,7 @@ def skeleton_recall(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 THIN_WIDTH_PX = 2.0
+THIN_RECALL = "the share of the true pixels of structures at most 2 px wide that the prediction covers"
 
 
 def thin_structure(target: np.ndarray, max_width: float = THIN_WIDTH_PX) -> np.ndarray:
