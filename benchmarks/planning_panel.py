@@ -93,6 +93,9 @@ SCREENS: dict[str, list[str]] = {
     "b8": ["train.batch_size=8", "train.lr=0.001"],
     # blobs: isbi_cpu.yaml's weight average (0.998, about the last 500 steps) validated and saved
     "ema": ["train.ema=0.998"],
+    # framed objects: the median frame whole (320 x 256 at a shorter side of 256; its shorter side
+    # padded by reflection) instead of a 256 crop that leaves a fifth of its width out
+    "frame": ["augment.crop_size=320"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
