@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +47,7 @@ from panel_data import ROOT, PanelSet, panel_sets, score_folder
 
 from unetseg.config import set_dotted
 from unetseg.config.loading import normalised_config
+from unetseg.metrics.stats import difference_ci
 
 PEERS = ("monai", "smp")
 METHODS = ("planned", *PEERS, "hand_tuned")
@@ -545,6 +547,35 @@ def _share(results: list[dict[str, Any]]) -> str:
     return f"{min(shares):.2f}" + (" *" if on_wall and min(on_wall) < DISTURBED else "")
 
 
+def _against_peer(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """Planned against the best peer of each dataset, with the interval the seeds and the test
+    images leave on the difference: a mean ahead or behind by less than that is not resolved."""
+    lines = [
+        "",
+        "## Planned against the best peer",
+        "",
+        "Difference of the mean test Dice (planned minus the peer with the higher mean), with a 95 % bootstrap",
+        "interval that resamples the test images together and each method's seeds on their own",
+        "(`unetseg.metrics.stats.difference_ci`); images ahead: test images on which the planned config's",
+        "mean over its seeds is higher.",
+        "",
+        "| dataset | best peer | planned − peer [95 % CI] | images ahead |",
+        "|---|---|---|---|",
+    ]
+    for dataset in sorted(table):
+        methods = table[dataset]
+        peers = [m for m in PEERS if m in methods]
+        if "planned" not in methods or not peers:
+            continue
+        peer = max(peers, key=lambda m: _mean([r["dice"] for r in methods[m]]))
+        names = sorted(set.intersection(*(set(r["per_image"]) for r in methods["planned"] + methods[peer])))
+        grid = {m: np.array([[r["per_image"][n] for n in names] for r in methods[m]]) for m in ("planned", peer)}
+        diff, lo, hi = difference_ci(grid["planned"], grid[peer])
+        ahead = int((grid["planned"].mean(axis=0) > grid[peer].mean(axis=0)).sum())
+        lines.append(f"| {dataset} | {peer} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {ahead} of {len(names)} |")
+    return lines
+
+
 def report(out: Path) -> dict[str, Any]:
     """``panel.json`` (dataset -> method -> per-seed test Dice) and ``panel.md``."""
     table = collect(out)
@@ -579,6 +610,7 @@ def report(out: Path) -> dict[str, Any]:
                 f"{_mean([r['train_s'] for r in rs]):.0f} | {_mean([r['crops'] for r in rs]):.0f} | "
                 f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {_share(rs)} |"
             )
+    lines += _against_peer(table)
     aside = [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/*/starved-seed*.json"))]
     if aside:
         lines += [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap, wilcoxon
 
-from unetseg.metrics.stats import bootstrap_ci, paired_test
+from unetseg.metrics.stats import bootstrap_ci, difference_ci, paired_test
 
 
 def test_paired_test_matches_scipy_wilcoxon():
@@ -44,3 +44,22 @@ def test_bootstrap_widens_with_seed_variation():
     w_same = np.subtract(*bootstrap_ci(same)[::-1])
     w_shift = np.subtract(*bootstrap_ci(shifted)[::-1])
     assert w_shift > 2 * w_same
+
+
+def test_difference_ci_pairs_images_and_not_seeds():
+    rng = np.random.default_rng(3)
+    hardness = rng.uniform(0.3, 1.0, size=(1, 40))  # images of very different difficulty, shared
+    b = np.repeat(hardness, 3, axis=0)
+    diff, lo, hi = difference_ci(b + 0.02, b)
+    # Every image 0.02 higher on every seed: the difference and both ends are exactly 0.02,
+    # however different the images are (an unpaired bootstrap would spread over +-0.1).
+    assert diff == pytest.approx(0.02) and lo == pytest.approx(0.02) and hi == pytest.approx(0.02)
+    # One method's seeds disagree by +-0.05 around the same mean: the interval opens across zero.
+    noisy = b + np.array([[-0.05], [0.0], [0.05]])
+    diff, lo, hi = difference_ci(noisy, b)
+    assert diff == pytest.approx(0.0, abs=1e-12) and lo < -0.02 and hi > 0.02
+
+
+def test_difference_ci_needs_the_same_images():
+    with pytest.raises(ValueError, match="same images"):
+        difference_ci(np.zeros((3, 40)), np.zeros((3, 39)))

@@ -44,3 +44,28 @@ def paired_test(scores: np.ndarray, reference: np.ndarray) -> tuple[float, float
     if np.all(diff == 0):
         return 0.0, 1.0, int(diff.size)
     return float(diff.mean()), float(wilcoxon(a[keep], b[keep]).pvalue), int(diff.size)
+
+
+def difference_ci(
+    scores: np.ndarray, other: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(difference of grand means, CI low, CI high) of two methods scored on the same images
+    with seeds of their own, each a (seeds x images) grid.
+
+    The images are resampled together (both methods saw the same test images, so an image that
+    is hard for one is hard for the other), the seeds of each method on their own: seed k of one
+    method shares nothing with seed k of another, unlike the variants of an ablation.
+    """
+    a, b = np.atleast_2d(np.asarray(scores, float)), np.atleast_2d(np.asarray(other, float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"both grids need the same images: {a.shape[1]} against {b.shape[1]} columns")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for k in range(n_boot):
+        images = rng.integers(0, a.shape[1], size=a.shape[1])
+        seeds_a = rng.integers(0, a.shape[0], size=a.shape[0])
+        seeds_b = rng.integers(0, b.shape[0], size=b.shape[0])
+        diffs[k] = np.nanmean(a[seeds_a][:, images]) - np.nanmean(b[seeds_b][:, images])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(diffs, [alpha, 1 - alpha])
+    return float(np.nanmean(a) - np.nanmean(b)), float(lo), float(hi)
