@@ -36,6 +36,21 @@ def test_mask_takes_the_class_covering_most_of_each_pixel():
     mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
     assert rescale_mask(mask, 0.5).tolist() == [[1, 0], [0, 2]]
     assert rescale_mask(mask, 1.0) is mask
+    # Classes that skip an index (0 and 3, none between) and a label image of another dtype.
+    gappy = np.where(mask == 2, 3, 0).astype(np.uint8)
+    assert rescale_mask(gappy, 0.5).tolist() == [[0, 0], [0, 3]] and rescale_mask(gappy, 0.5).dtype == np.uint8
+
+
+def test_dtype_scaling_is_the_textbook_formula():
+    from unetseg.data.io import prepare_image
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16):
+        raw = rng.integers(0, np.iinfo(dtype).max, size=(5, 7, 3), endpoint=True).astype(dtype)
+        expected = raw.astype(np.float32) / np.float32(np.iinfo(dtype).max)
+        assert np.array_equal(prepare_image(raw, 3, "dtype"), expected)
+    signed = np.array([[-128, 127]], dtype=np.int8)
+    assert prepare_image(signed, 1, "dtype")[..., 0].tolist() == [[0.0, 1.0]]
 
 
 def test_image_is_area_averaged():
