@@ -17,7 +17,7 @@ from torch import nn
 from unetseg.ablation import build_report, run_ablation, stored_results
 from unetseg.ablation.measure import scored_set
 from unetseg.ablation.runner import measured_with
-from unetseg.ablation.spec import EvaluateSpec, load_spec
+from unetseg.ablation.spec import EvaluateSpec, load_spec, shown
 from unetseg.config import ConfigError, InferenceConfig, config_from_dict
 from unetseg.data import DataError
 from unetseg.inference.evaluation import measure
@@ -145,3 +145,13 @@ def test_a_grid_is_measured_and_reported_on_the_held_out_images(spec_tree, tmp_p
     (stored / "result.json").write_text(json.dumps(result))
     found, missing = stored_results(load_spec(path))
     assert found == [] and missing == [f"concat seed 0: measured on other images than {spec.scored_on}"]
+
+
+def test_a_report_shows_paths_in_and_beside_the_working_folder_relative(tmp_path, monkeypatch):
+    repo = tmp_path / "a" / "repo"
+    repo.mkdir(parents=True)
+    monkeypatch.chdir(repo)
+    assert shown(repo / "docs" / "base.yaml") == str(Path("docs") / "base.yaml")
+    assert shown(tmp_path / "a" / "shared" / "panel") == str(Path("..") / "shared" / "panel")
+    assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # two levels up: kept whole
+    assert shown("configs/nuclei_cpu.yaml") == "configs/nuclei_cpu.yaml"

@@ -13,7 +13,7 @@ import numpy as np
 from unetseg.ablation import figures
 from unetseg.ablation.claims import claims_table, compare, score_grid
 from unetseg.ablation.depth import degradation
-from unetseg.ablation.spec import AblationSpec, fold_ids, variant_config
+from unetseg.ablation.spec import AblationSpec, fold_ids, shown, variant_config
 from unetseg.ablation.verdict import dataset_verdict
 from unetseg.metrics.boundary import THIN_RECALL
 from unetseg.metrics.region import mean_metrics
@@ -319,7 +319,7 @@ def _intro(spec: AblationSpec, variants: int, machine: str, missing: list[str] |
         f"{variants} variants x {len(spec.seeds)} seeds, each trained for {spec.budget.epochs} epochs of "
         f"{spec.budget.samples_per_epoch} random crops ({crops:,} crops; identical budget, split, seeds and data "
         f"order; the learning-rate schedule laid out over those steps), measured with its final weights on "
-        f"{spec.scored_on}. Base config: {spec.base}. Hardware: {machine}."
+        f"{spec.scored_on}. Base config: {shown(spec.base)}. Hardware: {machine}."
         + (
             f" PARTIAL: {len(missing)} of the grid's runs are not finished yet ({'; '.join(missing)})."
             if missing

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,8 +194,19 @@ class AblationSpec(Strict):
         if self.evaluate is None:
             return "the validation images"
         roi = self.evaluate.roi
-        inside = f", inside the regions of interest in {roi} (outside, both maps are background)" if roi else ""
-        return f"the held-out images in {self.evaluate.images}{inside}"
+        inside = f", inside the regions of interest in {shown(roi)} (outside, both maps are background)" if roi else ""
+        return f"the held-out images in {shown(self.evaluate.images)}{inside}"
+
+
+def shown(path: str | Path) -> str:
+    """A path as a committed report shows it: an absolute path inside the working folder, or
+    beside it (``../shared/panel``), relative to it, so the report reads the same in any
+    clone; any other path as it is."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    relative = Path(os.path.relpath(path))
+    return str(relative) if relative.parts[:2].count("..") <= 1 else str(path)
 
 
 def _short(key: str, value: Any) -> str:
