@@ -41,7 +41,7 @@ def spec_tree(tiny_cfg_file: Path, tmp_path: Path) -> dict:
 @pytest.mark.parametrize(
     "evaluate, message",
     [
-        ({"rois": "x"}, "evaluate.rois: unknown key"),
+        ({"rois": "x"}, "evaluate.rois: unknown key, did you mean 'roi'?"),
         ({"masks": None}, "evaluate.masks: required key is missing"),
         ({"masks": "nowhere"}, "evaluate.masks: {spec_dir}/nowhere: no such folder"),
         ({"roi": "held/images/img_0.png"}, "evaluate.roi: {spec_dir}/held/images/img_0.png: a file, not a folder"),

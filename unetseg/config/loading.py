@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reprlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -127,6 +127,10 @@ def _section_model(loc: tuple[Any, ...], arch: str, root: type[BaseModel]) -> ty
         if part in ("unet", "smp_unet", "monai_basicunet", "monai_unet"):
             continue
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        # an optional section (``evaluate: EvaluateSpec | None``): its schema is the class in the union
+        annotation = next(
+            (a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), annotation
+        )
         if part == "model":
             model = {"unet": UNetConfig, "smp_unet": SmpUnetConfig}.get(arch) or {
                 "monai_basicunet": MonaiBasicUNetConfig,
