@@ -190,6 +190,7 @@ def test_ct_volumes_get_a_window_and_anisotropic_ones_slice_across_the_coarse_ax
 def test_gpu_plans_the_gpu_network_and_loader(tmp_path):
     cfg, _, _ = plan_of(DataConfig(images=write_pairs(tmp_path)[0], masks=tmp_path / "masks"), GPU)
     assert cfg.model.base_width == 32 and cfg.train.amp == "auto" and cfg.train.channels_last
+    assert cfg.model.norm == "instance"  # the panel's rule 16 holds on any device
     assert cfg.train.num_workers == 4 and cfg.train.threads is None
 
 

@@ -48,7 +48,13 @@ def _crop(fp: Fingerprint, scale: float = 1.0, short_side: int | None = None) ->
 
 def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int) -> None:
     blobs_on_gpu = recipe is BLOBS and machine.device == "cuda"
-    model = dict(BLOBS_GPU_MODEL) if blobs_on_gpu else {**recipe.model, **recipe.panel_model}
+    # The GPU network takes the panel's normalisation too: what it fixed (rare kinds of image pushed
+    # through running statistics of the common kind) is batch norm's, on any device.
+    model = (
+        {**BLOBS_GPU_MODEL, "norm": recipe.panel_model["norm"]}
+        if blobs_on_gpu
+        else {**recipe.model, **recipe.panel_model}
+    )
     source = "configs/nuclei.yaml (the GPU config for blobs)" if blobs_on_gpu else recipe.anchor
     changed = "" if blobs_on_gpu or not recipe.panel_model else " with the planning panel's changes"
     plan.note("model", f"the network of {source}{changed} ({recipe.result}), here for {_kind_words(structure)}")
@@ -77,7 +83,7 @@ def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         f"{crop // stem // 2 ** (depth - 1)} pixels of a {crop} crop",
     )
     for key, value in model.items():
-        why = recipe.panel_why.get(key) if key in recipe.panel_model and not blobs_on_gpu else None
+        why = recipe.panel_why.get(key) if recipe.panel_model.get(key) == value else None
         plan.set(f"model.{key}", value, why or _MODEL_REASONS.get(key, ""))
     if supervision:
         plan.set(
