@@ -6,9 +6,10 @@ import click
 
 from unetseg.cli.ablate import ablate, analyze_skips_cmd
 from unetseg.cli.data import data_group
+from unetseg.cli.evaluate import evaluate
 from unetseg.cli.init import init_cmd
 from unetseg.cli.model import export_cmd, info
-from unetseg.cli.predict import evaluate, predict
+from unetseg.cli.predict import predict
 from unetseg.cli.studies import analyze_blocks_cmd, analyze_gradients_cmd
 from unetseg.cli.train import train
 
