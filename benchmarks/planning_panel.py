@@ -98,6 +98,8 @@ SCREENS: dict[str, list[str]] = {
     # framed objects: the median frame whole (320 x 256 at a shorter side of 256; its shorter side
     # padded by reflection) instead of a 256 crop that leaves a fifth of its width out
     "frame": ["augment.crop_size=320"],
+    # framed objects with rule 19 off: a 256 crop of the frame (the planned config before the rule)
+    "crop256": ["augment.crop_size=256"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here

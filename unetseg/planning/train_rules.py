@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import math
 
-from unetseg.planning.anchors import BLOBS, BLOBS_GPU_MODEL, PANEL_TTA, THIN, VAL_EVERY, WARMUP_EPOCHS, Recipe
+from unetseg.planning.anchors import (
+    BLOBS,
+    BLOBS_GPU_MODEL,
+    PANEL_FRAME,
+    PANEL_TTA,
+    THIN,
+    VAL_EVERY,
+    WARMUP_EPOCHS,
+    Recipe,
+)
 from unetseg.planning.data_rules import Structure
 from unetseg.planning.fingerprint import Fingerprint
 from unetseg.planning.hardware import Machine
 from unetseg.planning.plan import Plan
 
 CROP = 256  # both anchors (and the GPU configs) train on 256 x 256 crops
+FRAME_CROP_MAX = 512  # a framed object's crop is its median frame's longer side, at most this
 MIN_CROP = 16
 MIN_LEVEL0 = 16  # a space-to-depth stem leaves level 0 at least 16 x 16 pixels of a crop
 BOTTLENECK_PX = 4  # the deepest level keeps at least 4 x 4 pixels of a crop (isbi_cpu: 256 / 4 / 16)
@@ -31,19 +41,32 @@ def recipe_for(structure: Structure) -> Recipe:
 
 def _crop(fp: Fingerprint, scale: float = 1.0, short_side: int | None = None) -> tuple[int, str]:
     """The training crop (the largest power of two within the median image at the working
-    ``scale``, or at ``short_side``, at most the anchors' 256) and why."""
+    ``scale``, at most the anchors' 256; for framed objects, at ``short_side``, the whole median
+    frame) and why."""
     if short_side:
-        scale = short_side / min(fp.median_size)
+        return _frame_crop(fp, short_side)
     h, w = (round(v * scale) for v in fp.median_size)
-    smallest = short_side or round(fp.min_side * scale)
+    smallest = round(fp.min_side * scale)
     crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(min(h, w), 1)))))
-    at = f" at a shorter side of {short_side}" if short_side else f" at scale {scale:g}" if scale != 1.0 else ""
+    at = f" at scale {scale:g}" if scale != 1.0 else ""
     why = (
         f"median image {w}x{h} (WxH){at}, smallest side {smallest}: random {crop}x{crop} crops"
         + (", the anchors' size" if crop == CROP else ", the largest power of two within the median image")
         + ("; smaller images are padded by reflection" if smallest < crop else "")
     )
     return crop, why
+
+
+def _frame_crop(fp: Fingerprint, short_side: int) -> tuple[int, str]:
+    """Rule 19's crop: the median frame's longer side, at most ``FRAME_CROP_MAX`` (the network
+    pads a crop of any size to its own multiple, so the frame is neither cut nor shrunk)."""
+    h, w = (round(v * short_side / min(fp.median_size)) for v in fp.median_size)
+    crop = min(FRAME_CROP_MAX, max(h, w))
+    return crop, (
+        f"median frame {w}x{h} (WxH) at a shorter side of {short_side}: random {crop}x{crop} crops hold it "
+        f"whole (its shorter side padded by reflection), so training sees each object with all of its frame, "
+        f"as prediction does; {PANEL_FRAME}"
+    )
 
 
 def _model(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int) -> None:
@@ -169,8 +192,8 @@ def _colour(plan: Plan, fp: Fingerprint) -> None:
 
 
 def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int, budget_s: float) -> None:
-    scale = (CROP / crop) ** 2
-    batch = min(MAX_BATCH, max(1, round(recipe.batch_size * scale)))
+    framed = plan.get("data.short_side", None) is not None  # whole frames: the batch the panel measured them at
+    batch = recipe.batch_size if framed else min(MAX_BATCH, max(1, round(recipe.batch_size * (CROP / crop) ** 2)))
     plan.set("train.epochs", 1000, "an upper bound: the time budget ends the run")
     plan.set(
         "train.samples_per_epoch",
@@ -182,7 +205,13 @@ def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         "train.batch_size",
         batch,
         f"{recipe.anchor}'s {recipe.batch_size} at 256 x 256"
-        + (f", scaled to the same pixels per step at {crop} x {crop}" if batch != recipe.batch_size else ""),
+        + (
+            f", scaled to the same pixels per step at {crop} x {crop}"
+            if batch != recipe.batch_size
+            else f", here whole frames of {crop} x {crop}"
+            if framed
+            else ""
+        ),
     )
     plan.set("train.lr", recipe.lr, f"AdamW at {recipe.anchor}'s rate")
     for key, value in recipe.train.items():
