@@ -100,6 +100,8 @@ SCREENS: dict[str, list[str]] = {
     "frame": ["augment.crop_size=320"],
     # framed objects with rule 19 off: a 256 crop of the frame (the planned config before the rule)
     "crop256": ["augment.crop_size=256"],
+    # rule 8 off: no brightness and contrast jitter where the images' brightness spreads widely
+    "nobc": ["augment.brightness_contrast=0.0"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
