@@ -571,6 +571,8 @@ def _against_peer(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str
         peers = [m for m in PEERS if m in methods]
         if "planned" not in methods or not peers:
             continue
+        if not all(r.get("per_image") for m in ("planned", *peers) for r in methods[m]):
+            continue  # a result without per-image scores (an early run) cannot be paired by image
         peer = max(peers, key=lambda m: _mean([r["dice"] for r in methods[m]]))
         names = sorted(set.intersection(*(set(r["per_image"]) for r in methods["planned"] + methods[peer])))
         grid = {m: np.array([[r["per_image"][n] for n in names] for r in methods[m]]) for m in ("planned", peer)}

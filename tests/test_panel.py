@@ -218,3 +218,27 @@ def test_the_photograph_peer_stacks_whole_images_of_several_shapes():
         assert x.shape[0] == y.shape[0] == panel_peers.BATCH and x.shape[-2:] == y.shape[-2:]
         seen.add(tuple(x.shape[-2:]))
     assert seen == {(192, 256), (256, 192), (256, 176), (176, 256)}  # both shapes, turned and not
+
+
+def test_the_report_pits_planned_against_the_better_peer_image_by_image(tmp_path):
+    """Planned 0.02 above the MONAI loop on every image of every seed: the difference and both
+    ends of its interval are 0.02, and it is ahead on all images; the weaker smp loop is not the
+    one compared."""
+    out = tmp_path / "out"
+    hardness = {f"img{i}": 0.5 + 0.04 * i for i in range(6)}
+
+    def result(method: str, seed: int, shift: float) -> None:
+        path = out / "runs" / "x" / method / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        per_image = {name: value + shift for name, value in hardness.items()}
+        dice = sum(per_image.values()) / len(per_image)
+        numbers = {"dataset": "x", "method": method, "seed": seed, "dice": dice, "worst": min(per_image.values())}
+        numbers |= {"train_s": 960.0, "crops": 9000, "crops_per_s": 9.4, "per_image": per_image}
+        path.write_text(json.dumps(numbers))
+
+    for seed in range(3):
+        result("planned", seed, 0.02)
+        result("monai", seed, 0.0)
+        result("smp", seed, -0.1)
+    planning_panel.report(out)
+    assert "| x | monai | +0.0200 [+0.0200, +0.0200] | 6 of 6 |" in (out / "panel.md").read_text()
