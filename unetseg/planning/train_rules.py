@@ -191,9 +191,18 @@ def _colour(plan: Plan, fp: Fingerprint) -> None:
         plan.set("augment.gamma", GAMMA, "random gamma 0.8-1.2 on a third of the crops (intensities are in [0, 1])")
 
 
+def _batch(plan: Plan, recipe: Recipe, crop: int) -> tuple[int, str]:
+    """The recipe's batch at 256 x 256, scaled to the same pixels per step at another crop; for
+    whole frames (rule 19) the recipe's own, the batch the panel measured them at."""
+    if plan.get("data.short_side", None) is not None:
+        return recipe.batch_size, f"{recipe.anchor}'s {recipe.batch_size}, here of whole frames of {crop} x {crop}"
+    batch = min(MAX_BATCH, max(1, round(recipe.batch_size * (CROP / crop) ** 2)))
+    scaled = f", scaled to the same pixels per step at {crop} x {crop}" if batch != recipe.batch_size else ""
+    return batch, f"{recipe.anchor}'s {recipe.batch_size} at 256 x 256{scaled}"
+
+
 def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, crop: int, budget_s: float) -> None:
-    framed = plan.get("data.short_side", None) is not None  # whole frames: the batch the panel measured them at
-    batch = recipe.batch_size if framed else min(MAX_BATCH, max(1, round(recipe.batch_size * (CROP / crop) ** 2)))
+    batch, why = _batch(plan, recipe, crop)
     plan.set("train.epochs", 1000, "an upper bound: the time budget ends the run")
     plan.set(
         "train.samples_per_epoch",
@@ -201,18 +210,7 @@ def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
         f"{recipe.steps_per_epoch} steps per epoch ({recipe.anchor}), so validation comes every "
         f"{batch * recipe.steps_per_epoch * VAL_EVERY} crops",
     )
-    plan.set(
-        "train.batch_size",
-        batch,
-        f"{recipe.anchor}'s {recipe.batch_size} at 256 x 256"
-        + (
-            f", scaled to the same pixels per step at {crop} x {crop}"
-            if batch != recipe.batch_size
-            else f", here whole frames of {crop} x {crop}"
-            if framed
-            else ""
-        ),
-    )
+    plan.set("train.batch_size", batch, why)
     plan.set("train.lr", recipe.lr, f"AdamW at {recipe.anchor}'s rate")
     for key, value in recipe.train.items():
         plan.set(f"train.{key}", value, _TRAIN_REASONS[key])
