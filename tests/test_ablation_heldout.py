@@ -59,7 +59,7 @@ def test_held_out_folders_are_found_beside_the_spec_and_refused_with_folds(spec_
     spec_tree["evaluate"] = {"images": "held/images", "masks": "held/masks"}  # relative to the spec file
     spec = load_spec(write_yaml(tmp_path / "ablation.yaml", spec_tree))
     assert spec.evaluate is not None and spec.evaluate.images == tmp_path / "held" / "images"
-    assert spec.scored_on == f"the held-out images in {tmp_path / 'held' / 'images'}"
+    assert spec.scored_on == f"the held-out images in {shown(tmp_path / 'held' / 'images')}"
     assert measured_with(spec)["evaluate"]["masks"] == str(tmp_path / "held" / "masks")
     without = load_spec(write_yaml(tmp_path / "plain.yaml", {**spec_tree, "evaluate": None}))
     assert "evaluate" not in measured_with(without)  # grids measured before held-out sets keep their results
