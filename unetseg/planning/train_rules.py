@@ -17,7 +17,7 @@ from unetseg.planning.anchors import (
     WARMUP_EPOCHS,
     Recipe,
 )
-from unetseg.planning.data_rules import Structure
+from unetseg.planning.data_rules import Structure, working_scale
 from unetseg.planning.fingerprint import Fingerprint
 from unetseg.planning.hardware import Machine
 from unetseg.planning.plan import Plan
@@ -39,12 +39,14 @@ def recipe_for(structure: Structure) -> Recipe:
     return THIN if structure.kind in ("walls", "lines") else BLOBS
 
 
-def _crop(fp: Fingerprint, scale: float = 1.0, short_side: int | None = None) -> tuple[int, str]:
+def _crop(plan: Plan, fp: Fingerprint) -> tuple[int, str]:
     """The training crop (the largest power of two within the median image at the working
-    ``scale``, at most the anchors' 256; for framed objects, at ``short_side``, the whole median
-    frame) and why."""
+    scale, at most the anchors' 256; for framed objects, rule 18's ``short_side``, the whole
+    median frame) and why."""
+    scale = working_scale(plan, fp)
+    short_side = plan.get("data.short_side", None)
     if short_side:
-        return _frame_crop(fp, short_side)
+        return _frame_crop(fp, short_side, scale)
     h, w = (round(v * scale) for v in fp.median_size)
     smallest = round(fp.min_side * scale)
     crop = max(MIN_CROP, min(CROP, 2 ** int(math.log2(max(min(h, w), 1)))))
@@ -57,10 +59,10 @@ def _crop(fp: Fingerprint, scale: float = 1.0, short_side: int | None = None) ->
     return crop, why
 
 
-def _frame_crop(fp: Fingerprint, short_side: int) -> tuple[int, str]:
+def _frame_crop(fp: Fingerprint, short_side: int, scale: float) -> tuple[int, str]:
     """Rule 19's crop: the median frame's longer side, at most ``FRAME_CROP_MAX`` (the network
     pads a crop of any size to its own multiple, so the frame is neither cut nor shrunk)."""
-    h, w = (round(v * short_side / min(fp.median_size)) for v in fp.median_size)
+    h, w = (round(v * scale) for v in fp.median_size)
     crop = min(FRAME_CROP_MAX, max(h, w))
     return crop, (
         f"median frame {w}x{h} (WxH) at a shorter side of {short_side}: random {crop}x{crop} crops hold it "
@@ -140,7 +142,7 @@ def _kind_words(structure: Structure) -> str:
 
 
 def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
-    plan.set("augment.crop_size", *_crop(fp, plan.get("data.scale", 1.0), plan.get("data.short_side")))
+    plan.set("augment.crop_size", *_crop(plan, fp))
     if "affine" in recipe.augment:
         plan.set(
             "augment.affine",
@@ -308,7 +310,7 @@ def _inference_and_eval(plan: Plan, fp: Fingerprint, structure: Structure) -> No
 def plan_training(plan: Plan, fp: Fingerprint, structure: Structure, machine: Machine, budget_s: float) -> None:
     """Fill the model, augment, train, inference and eval sections."""
     recipe = recipe_for(structure)
-    crop, _ = _crop(fp, plan.get("data.scale", 1.0), plan.get("data.short_side"))
+    crop, _ = _crop(plan, fp)
     _model(plan, recipe, structure, machine, crop)
     _augment(plan, recipe, fp)
     _train(plan, recipe, structure, machine, crop, budget_s)
