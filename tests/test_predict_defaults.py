@@ -7,13 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import write_yaml
 
 from unetseg.cli import main
-from unetseg.cli.runs import finished_checkpoints, predictions_folder
+from unetseg.cli.runs import CHECKPOINT, finished_checkpoints, predictions_folder
 
 
 def invoke(*args: object):
@@ -104,6 +105,28 @@ def test_predict_takes_the_newest_run_and_writes_beside_it(
         == f"using {Path('runs/first/checkpoints/best.pt')} (the newest finished run in runs/first/)"
     )
     assert (tmp_path / "runs" / "first" / "predictions" / "images" / "img_0.png").is_file()
+
+    # The run folder train printed stands for its model; so does its checkpoints/ folder.
+    for named in ("runs/first", "runs/first/checkpoints"):
+        by_folder = invoke("predict", images, "--checkpoint", named, "--out", f"by_{Path(named).name}")
+        assert by_folder.exit_code == 0, by_folder.output
+        assert sorted(p.name for p in Path(f"by_{Path(named).name}").iterdir()) == [f"img_{i}.png" for i in range(6)]
+
+
+def test_checkpoint_option_names_the_model_a_wrong_path_meant(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    best = touch(run / "checkpoints" / "best.pt", 1_000)
+    (tmp_path / "empty").mkdir()
+    assert CHECKPOINT.convert(str(run), None, None) == best
+    assert CHECKPOINT.convert(str(run / "checkpoints"), None, None) == best
+    assert CHECKPOINT.convert(str(best), None, None) == best
+    assert CHECKPOINT.convert(str(tmp_path / "gone.pt"), None, None) == tmp_path / "gone.pt"  # the loader says why
+    with pytest.raises(
+        click.BadParameter, match=r"run/best.pt: no such checkpoint file; did you mean .*run/checkpoints/best.pt\?"
+    ):
+        CHECKPOINT.convert(str(run / "best.pt"), None, None)
+    with pytest.raises(click.BadParameter, match=r"empty is a folder without checkpoints/best.pt"):
+        CHECKPOINT.convert(str(tmp_path / "empty"), None, None)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from unetseg.cli.common import FILE, FOLDER_OUT, config_option, make_output_dir, run_command
+from unetseg.cli.runs import CHECKPOINT
 from unetseg.config import read_yaml
 
 
@@ -160,7 +161,7 @@ def ablate(
 
 
 @click.command("analyze-skips")
-@click.option("--checkpoint", required=True, type=FILE)
+@click.option("--checkpoint", required=True, type=CHECKPOINT)
 @config_option("Config whose data and split to use (default: the checkpoint's own).")
 @click.option("--out", required=True, type=FOLDER_OUT, help="Report folder.")
 @click.option("--device", default="auto", show_default=True)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from unetseg.cli.common import FILE, run_command
+from unetseg.cli.common import run_command
+from unetseg.cli.runs import CHECKPOINT
 from unetseg.config import Config, InferenceConfig
 from unetseg.config.base import field_choices
 
@@ -71,8 +72,8 @@ def inference_options(command: Callable[..., None], ensemble: bool = False) -> C
         "checkpoints" if ensemble else "checkpoint",
         required=not ensemble,
         multiple=ensemble,
-        type=FILE,
-        help="Checkpoint (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
+        type=CHECKPOINT,
+        help="Checkpoint or run folder (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
         "repeat it to average the class probabilities of several models."
         if ensemble
         else None,

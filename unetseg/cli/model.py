@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from unetseg.cli.common import FILE, OVERWRITE_JSON, json_target, run_command, size_option, write_json
-
-CHECKPOINT = click.Path(exists=False, dir_okay=False, path_type=Path)
+from unetseg.cli.runs import CHECKPOINT
 
 
 @click.command()

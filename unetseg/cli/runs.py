@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from unetseg.data.io import file_stem
 
 BEST = Path("checkpoints") / "best.pt"
@@ -18,6 +20,32 @@ BEST = Path("checkpoints") / "best.pt"
 # run (runs/<name>/fold<i>). The ablation keeps its per-variant checkpoints deeper
 # (<output_dir>/runs/<variant>/<seed>-<key>), as a cache: those are not a user's model.
 PATTERNS = (str(BEST), f"*/{BEST}", f"*/*/{BEST}")
+
+
+class CheckpointPath(click.ParamType):
+    """A checkpoint file, or the run folder that holds one: ``train`` prints the run folder, so
+    that is what users paste. A folder stands for its ``checkpoints/best.pt`` (the folder
+    ``checkpoints/`` itself for its ``best.pt``). A file that is not there is handed on, to be
+    refused by the loader with its own message, unless the run folder it sits in has a
+    ``best.pt``: then the message names it."""
+
+    name = "checkpoint"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = Path(str(value))
+        if path.is_dir():
+            for candidate in (path / BEST, path / BEST.name):
+                if candidate.is_file():
+                    return candidate
+            self.fail(f"{path} is a folder without {BEST} (a run folder holds one once training saved a model)")
+        if not path.exists():
+            hint = next((c for c in (path.parent / BEST, path.parent.parent / BEST) if c.is_file()), None)
+            if hint is not None and hint != path:
+                self.fail(f"{path}: no such checkpoint file; did you mean {hint}?")
+        return path
+
+
+CHECKPOINT = CheckpointPath()
 
 
 def finished_checkpoints(root: Path) -> list[Path]:

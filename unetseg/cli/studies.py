@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from unetseg.cli.common import FOLDER_OUT, config_option, run_command
+from unetseg.cli.runs import CHECKPOINT
 from unetseg.config import load_config
 
 
@@ -90,7 +91,7 @@ def analyze_gradients_cmd(
     "checkpoints",
     required=True,
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=CHECKPOINT,
     help="A trained U-Net with blocks_per_level > 1; repeat to compare several (e.g. plain and residual, seeds).",
 )
 @click.option("--out", required=True, type=FOLDER_OUT, help="Report folder.")
