@@ -77,7 +77,7 @@ def test_every_planned_value_has_a_reason_and_the_yaml_reads_back(tmp_path):
     text = path.read_text()
     assert text.startswith("# Planned by `unetseg init`") and "# the U-Net paper's border weights" in text
     # rule 17: flips at prediction on every kind, with the panel's numbers as the reason
-    assert plan.values["inference.tta"] == "flips" and "higher on all 9 runs" in plan.reasons["inference.tta"]
+    assert plan.values["inference.tta"] == "flips" and "higher on all 12 runs" in plan.reasons["inference.tta"]
 
 
 # --------------------------------------------------------------------------- data choices

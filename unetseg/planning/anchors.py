@@ -52,8 +52,8 @@ PANEL_INSTANCE_NORM = (
 # images with and without their flips (every seed then in; validation in training predicts once).
 PANEL_TTA = (
     "the image and its three flips predicted and averaged (nnU-Net mirrors at inference too): on the planning "
-    "panel higher on all 9 runs, CHASE vessels 0.7876 against 0.7835 (3 seeds), DSB nuclei 0.908 against 0.906, "
-    "DSB x4 0.904 against 0.901, MoNuSeg 0.805 against 0.803, ISBI 0.816 against 0.814; d4 (8 views) was no "
+    "panel higher on all 12 runs, CHASE vessels 0.7876 against 0.7835 (3 seeds), DSB nuclei 0.907 against 0.905 "
+    "(3), DSB x4 0.904 against 0.901 (1), MoNuSeg 0.807 against 0.804 (3), ISBI 0.816 against 0.814 (2); d4 (8 views) was no "
     "better on CHASE. Prediction takes up to 3x as long; predict --tta none skips it"
 )
 
