@@ -166,6 +166,9 @@ def test_ablate_base_end_to_end_writes_the_spec_once_and_reuses_it(tiny_cfg_dict
     assert md.index("## Verdict for this dataset") < md.index("## Results")
     assert data["verdict"] == dataset_verdict("concat", data["comparison"], data["summary"])  # from the numbers
     assert data["verdict"]["sentences"][1] in md and "--quick: 1 epoch(s) x 4 crops a run, seeds [0]" in first.output
+    verdict = md.split("## Verdict for this dataset")[1]
+    assert verdict.lstrip().startswith("SMOKE TEST (--quick)")  # a few crops say nothing of the skips
+    assert data["verdict"]["sentences"][-1].startswith("One seed: these intervals cover the spread over images")
 
     # Later invocations reuse the spec as written (no second timing) and every finished run.
     monkeypatch.setattr(budget_module, "timed_crops_per_s", lambda cfg: pytest.fail("timed again"))

@@ -74,6 +74,14 @@ def test_the_verdict_groups_variants_and_says_what_boundary_f1_loses_where_dice_
     assert len(sentences) == 3  # no sentence for an outcome no variant has
 
 
+def test_a_one_seed_verdict_says_its_intervals_leave_out_the_spread_between_runs():
+    comparison = {"none": {"dice": _diff(-0.3, -0.2)}}
+    one = {**SUMMARY, "concat": {**SUMMARY["concat"], "seeds": [0]}}
+    three = {**SUMMARY, "concat": {**SUMMARY["concat"], "seeds": [0, 1, 2]}}
+    assert dataset_verdict("concat", comparison, one)["sentences"][-1].startswith("One seed: these intervals cover")
+    assert not any(s.startswith("One seed") for s in dataset_verdict("concat", comparison, three)["sentences"])
+
+
 def test_without_a_comparison_the_verdict_says_so():
     assert dataset_verdict("concat", {}, SUMMARY)["sentences"] == [
         "No verdict: no variant has finished runs to compare with the reference 'concat'."

@@ -38,6 +38,11 @@ METRICS = [
     ("splits", "splits"),
 ]
 
+SMOKE_TEST = (
+    "SMOKE TEST (--quick): every run trained on a few crops and one seed, to check the pipeline end to end. "
+    "The numbers below say nothing about the skips; run the grid without --quick for a verdict."
+)
+
 
 def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Finished runs per variant, in the spec's order; variants with none are left out."""
@@ -287,7 +292,11 @@ def build_report(
     comparison = paired_comparison(spec, grouped)
     conclusion = dataset_verdict(spec.reference_name, comparison, summary)
     opening = report.section("Verdict for this dataset")
-    opening.blocks += conclusion["sentences"] + ([_comparison_table(spec, comparison)] if comparison else [])
+    opening.blocks += (
+        ([SMOKE_TEST] if spec.smoke_test else [])
+        + conclusion["sentences"]
+        + ([_comparison_table(spec, comparison)] if comparison else [])
+    )
     report.section("Results").blocks += _tables(summary, spec.scored_on)
     if spec.folds:
         report.section("Cross-validation folds").blocks.append(_fold_table(spec, grouped))

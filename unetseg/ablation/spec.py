@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from unetseg.config import (
     Config,
@@ -124,6 +124,7 @@ class AblationSpec(Strict):
         description="what --quick changes (a smoke test of the whole pipeline)",
     )
     set: dict[str, Any] = Field({}, description="overrides applied to the base config for every variant")
+    _smoke_test: bool = PrivateAttr(False)
     match_parameters: bool = Field(
         False,
         description="widen or narrow each variant's decoder until its parameter count is within "
@@ -185,6 +186,11 @@ class AblationSpec(Strict):
         return self.reference or self.expand()[0].name
 
     @property
+    def smoke_test(self) -> bool:
+        """Loaded with ``--quick``: its numbers test the pipeline, not the skips."""
+        return self._smoke_test
+
+    @property
     def report_dir(self) -> Path:
         return Path(self.results_dir or self.output_dir)
 
@@ -223,6 +229,7 @@ def load_spec(path: Path, quick: bool = False) -> AblationSpec:
         spec = AblationSpec.model_validate(tree)
         if quick:
             spec = AblationSpec.model_validate({**tree, **spec.quick})
+            spec._smoke_test = True
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path), {}, AblationSpec, "ablation config")) from None
     if not spec.base.is_absolute() and not spec.base.exists():

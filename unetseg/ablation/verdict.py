@@ -126,6 +126,14 @@ LEADS = {
 }
 
 
+# With one seed the pairs differ only in the image, so an interval says how the images spread and
+# nothing of how another training run would land: the grid's own seeds are that measure.
+ONE_SEED = (
+    "One seed: these intervals cover the spread over images, not the spread between training runs, so a "
+    "variant can land on either side of the reference with another seed; run the grid's seeds before dropping a skip."
+)
+
+
 def dataset_verdict(
     reference: str, comparison: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -155,4 +163,6 @@ def dataset_verdict(
     where = distance_sentence(reference, summary)
     if where:
         sentences.append(where)
+    if len(summary[reference].get("seeds", ())) == 1:
+        sentences.append(ONE_SEED)
     return {"reference": reference, "variants": variants, "sentences": sentences}
