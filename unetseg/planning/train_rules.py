@@ -11,6 +11,7 @@ from unetseg.planning.anchors import (
     BLOBS,
     BLOBS_GPU_MODEL,
     PANEL_FRAME,
+    PANEL_NO_BRIGHTNESS,
     PANEL_TTA,
     THIN,
     VAL_EVERY,
@@ -149,21 +150,11 @@ def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
             recipe.augment["affine"],
             "nnU-Net's rotation by any angle and zoom 0.7-1.4 on half the crops (isbi_cpu)",
         )
-    if fp.mean_spread >= 0.15:
-        plan.set(
-            "augment.brightness_contrast",
-            0.5,
-            f"the images' mean brightness spreads by {100 * fp.mean_spread:.0f} % "
-            "of the intensity range (mixed stains or modalities): random brightness and contrast on half the "
-            "crops (nuclei_cpu)",
-        )
-    else:
-        plan.set(
-            "augment.brightness_contrast",
-            0.0,
-            f"the images share one brightness (means spread by "
-            f"{100 * fp.mean_spread:.0f} % of the range): no intensity augmentation (isbi_cpu)",
-        )
+    plan.set(
+        "augment.brightness_contrast",
+        0.0,
+        f"the images' means spread by {100 * fp.mean_spread:.0f} % of the intensity range; {PANEL_NO_BRIGHTNESS}",
+    )
     _colour(plan, fp)
 
 
