@@ -77,6 +77,8 @@ def test_the_verdict_groups_variants_and_says_what_boundary_f1_loses_where_dice_
 def test_a_one_seed_verdict_says_its_intervals_leave_out_the_spread_between_runs():
     comparison = {"none": {"dice": _diff(-0.3, -0.2)}}
     one = {**SUMMARY, "concat": {**SUMMARY["concat"], "seeds": [0]}}
+    folds = {**SUMMARY, "concat": {**SUMMARY["concat"], "seeds": [0, 0, 0]}}  # one seed, three folds
+    assert dataset_verdict("concat", comparison, folds)["sentences"][-1].startswith("One seed")
     three = {**SUMMARY, "concat": {**SUMMARY["concat"], "seeds": [0, 1, 2]}}
     assert dataset_verdict("concat", comparison, one)["sentences"][-1].startswith("One seed: these intervals cover")
     assert not any(s.startswith("One seed") for s in dataset_verdict("concat", comparison, three)["sentences"])

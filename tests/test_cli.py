@@ -198,6 +198,7 @@ def test_unusable_device_is_reported_without_traceback(tiny_cfg_dict, tiny_cfg_f
     assert not Path(tiny_cfg_dict["output_dir"]).exists()
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
+    (tmp_path / "x.pt").write_bytes(b"")  # the device is refused before the checkpoint is read
     assert_clean_failure(
         invoke("predict", image, "--checkpoint", tmp_path / "x.pt", "--out", tmp_path / "o", "--device", device),
         message,

@@ -120,7 +120,15 @@ def test_checkpoint_option_names_the_model_a_wrong_path_meant(tmp_path: Path) ->
     assert CHECKPOINT.convert(str(run), None, None) == best
     assert CHECKPOINT.convert(str(run / "checkpoints"), None, None) == best
     assert CHECKPOINT.convert(str(best), None, None) == best
-    assert CHECKPOINT.convert(str(tmp_path / "gone.pt"), None, None) == tmp_path / "gone.pt"  # the loader says why
+    with pytest.raises(click.BadParameter, match=r"gone.pt: no such checkpoint file$"):
+        CHECKPOINT.convert(str(tmp_path / "gone.pt"), None, None)
+    runs = tmp_path / "runs"
+    second = touch(runs / "b" / "checkpoints" / "best.pt", 2_000)
+    with pytest.raises(
+        click.BadParameter, match=r"runs is a folder without checkpoints/best.pt; the runs in it have: "
+    ) as refused:
+        CHECKPOINT.convert(str(runs), None, None)
+    assert str(second) in str(refused.value)
     with pytest.raises(
         click.BadParameter, match=r"run/best.pt: no such checkpoint file; did you mean .*run/checkpoints/best.pt\?"
     ):
@@ -136,6 +144,11 @@ def test_checkpoint_option_names_the_model_a_wrong_path_meant(tmp_path: Path) ->
         (["--checkpoint", "a.pt", "--config", "c.yaml"], "--config only says where to look for the newest run"),
     ],
 )
-def test_predict_option_clashes_are_usage_errors(tmp_path: Path, pair_dirs, extra: list[str], message: str) -> None:
+def test_predict_option_clashes_are_usage_errors(
+    tmp_path: Path, monkeypatch, pair_dirs, extra: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.pt", "b.pt"):  # checkpoints that exist: the clash, not a missing file, is refused
+        touch(tmp_path / name, 1_000)
     result = invoke("predict", pair_dirs[0], *extra)
     assert result.exit_code == 2 and message in result.output

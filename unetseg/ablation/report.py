@@ -39,7 +39,8 @@ METRICS = [
 ]
 
 SMOKE_TEST = (
-    "SMOKE TEST (--quick): every run trained on a few crops and one seed, to check the pipeline end to end. "
+    "SMOKE TEST (--quick): every run trained on the spec's quick budget, a few crops, to check the pipeline end "
+    "to end. "
     "The numbers below say nothing about the skips; run the grid without --quick for a verdict."
 )
 

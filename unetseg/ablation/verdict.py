@@ -163,6 +163,6 @@ def dataset_verdict(
     where = distance_sentence(reference, summary)
     if where:
         sentences.append(where)
-    if len(summary[reference].get("seeds", ())) == 1:
+    if len(set(summary[reference].get("seeds", ()))) == 1:  # one entry a run: folds repeat a seed
         sentences.append(ONE_SEED)
     return {"reference": reference, "variants": variants, "sentences": sentences}

@@ -161,7 +161,7 @@ def ablate(
 
 
 @click.command("analyze-skips")
-@click.option("--checkpoint", required=True, type=CHECKPOINT)
+@click.option("--checkpoint", required=True, type=CHECKPOINT, help="Checkpoint file or run folder.")
 @config_option("Config whose data and split to use (default: the checkpoint's own).")
 @click.option("--out", required=True, type=FOLDER_OUT, help="Report folder.")
 @click.option("--device", default="auto", show_default=True)

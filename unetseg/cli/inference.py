@@ -76,7 +76,7 @@ def inference_options(command: Callable[..., None], ensemble: bool = False) -> C
         help="Checkpoint or run folder (default: best.pt of the newest run under ./runs, or under --config's output_dir); "
         "repeat it to average the class probabilities of several models."
         if ensemble
-        else None,
+        else "Checkpoint file or run folder.",
     )
     for option in reversed(
         [

@@ -32,7 +32,7 @@ def info(checkpoint: Path, size: tuple[int, int], json_path: Path | None, overwr
 
 
 @click.command("export")
-@click.option("--checkpoint", required=True, type=CHECKPOINT)
+@click.option("--checkpoint", required=True, type=CHECKPOINT, help="Checkpoint file or run folder.")
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
 @click.option("--out", required=True, type=FILE, help="File to write (.onnx / .pt).")
 @size_option((256, 256), "Example input size for tracing; the exported model takes any batch, height and width.")

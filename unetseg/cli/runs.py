@@ -25,9 +25,9 @@ PATTERNS = (str(BEST), f"*/{BEST}", f"*/*/{BEST}")
 class CheckpointPath(click.ParamType):
     """A checkpoint file, or the run folder that holds one: ``train`` prints the run folder, so
     that is what users paste. A folder stands for its ``checkpoints/best.pt`` (the folder
-    ``checkpoints/`` itself for its ``best.pt``). A file that is not there is handed on, to be
-    refused by the loader with its own message, unless the run folder it sits in has a
-    ``best.pt``: then the message names it."""
+    ``checkpoints/`` itself for its ``best.pt``). A path that is not there is refused while the
+    command line is read, before any work (a typo in the second of several checkpoints would
+    otherwise surface after the first one's work), naming the ``best.pt`` it likely meant."""
 
     name = "checkpoint"
 
@@ -37,11 +37,18 @@ class CheckpointPath(click.ParamType):
             for candidate in (path / BEST, path / BEST.name):
                 if candidate.is_file():
                     return candidate
-            self.fail(f"{path} is a folder without {BEST} (a run folder holds one once training saved a model)")
+            inside = finished_checkpoints(path)[:3]
+            self.fail(
+                f"{path} is a folder without {BEST}"
+                + (
+                    f"; the runs in it have: {', '.join(str(c) for c in inside)}"
+                    if inside
+                    else " (a run folder holds one once training saved a model)"
+                )
+            )
         if not path.exists():
             hint = next((c for c in (path.parent / BEST, path.parent.parent / BEST) if c.is_file()), None)
-            if hint is not None and hint != path:
-                self.fail(f"{path}: no such checkpoint file; did you mean {hint}?")
+            self.fail(f"{path}: no such checkpoint file" + (f"; did you mean {hint}?" if hint is not None else ""))
         return path
 
 

@@ -92,7 +92,7 @@ def analyze_gradients_cmd(
     required=True,
     multiple=True,
     type=CHECKPOINT,
-    help="A trained U-Net with blocks_per_level > 1; repeat to compare several (e.g. plain and residual, seeds).",
+    help="A trained U-Net (checkpoint file or run folder) with blocks_per_level > 1; repeat to compare several (e.g. plain and residual, seeds).",
 )
 @click.option("--out", required=True, type=FOLDER_OUT, help="Report folder.")
 @click.option(

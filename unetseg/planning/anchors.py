@@ -62,7 +62,7 @@ PANEL_TTA = (
 PANEL_NO_BRIGHTNESS = (
     "no random brightness and contrast, whatever the spread: on the planning panel the DSB nuclei (mixed "
     "stains, means spread by 27 %) scored 0.912 without it against 0.907 with it (3 seeds, higher on each; "
-    "+0.006 [+0.0004, +0.013]), the jitter's CPU time costing 15 % of the crops; instance norm already "
+    "+0.006 [+0.0004, +0.013]), the jitter's CPU time costing 16 % of the crops; instance norm already "
     "takes out most of a shift in brightness"
 )
 

@@ -161,7 +161,7 @@ def _augment(plan: Plan, recipe: Recipe, fp: Fingerprint) -> None:
 def _colour(plan: Plan, fp: Fingerprint) -> None:
     """Colour jitter for colour photographs and stained slides: two cameras, two lamps or two
     staining batches shift hue, saturation and gamma, and a model trained on one drifts on the
-    next. Grey images and modalities are left alone (brightness and contrast cover them)."""
+    next. Grey images and modalities get no intensity jitter (rule 8: the panel measured none worth it)."""
     colour = fp.colour > 0 and fp.channels == 3 and not fp.multichannel
     if not colour:
         return
