@@ -13,8 +13,6 @@ from pathlib import Path
 
 import click
 
-from unetseg.data.io import file_stem
-
 BEST = Path("checkpoints") / "best.pt"
 # A run folder itself, a run in a folder of runs (runs/<name>), or a fold of a cross-validated
 # run (runs/<name>/fold<i>). The ablation keeps its per-variant checkpoints deeper
@@ -75,5 +73,7 @@ def run_folder(checkpoint: Path) -> Path:
 def predictions_folder(checkpoint: Path, inputs: Path) -> Path:
     """``<run>/predictions/<input folder name>`` (``<input stem>`` for a single image), so
     predictions of several inputs with one model sit side by side and never mix."""
+    from unetseg.data.io import file_stem  # torch comes with the data package: not at --help
+
     inputs = Path(inputs).resolve()  # "." names the folder it stands for
     return run_folder(checkpoint) / "predictions" / (inputs.name if inputs.is_dir() else file_stem(inputs))
