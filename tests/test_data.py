@@ -641,3 +641,33 @@ def test_rotated_jpeg_photograph_and_its_png_mask_line_up(tmp_path):
     img = read_raw(image)
     assert img.shape[:2] == read_raw(tmp_path / "mask.png").shape
     assert np.mean(img[..., 0][mask > 0]) > 200 and np.mean(img[..., 0][mask == 0]) < 30
+
+
+def test_the_cache_stops_at_its_share_of_free_memory_and_says_what_it_kept(tiny_cfg_dict, monkeypatch):
+    """data.cache is on by default: a set too large for memory keeps what fits decoded and reads
+    the rest for every crop, with one line saying so, instead of growing until the run is killed."""
+    import unetseg.data.dataset as dataset_module
+    from unetseg.training.datasets import decode_datasets, open_datasets
+
+    pair_bytes = 64 * 64 * 4 + 64 * 64 * 8  # one grey float32 image and its int64 mask
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: int(2.5 * pair_bytes / dataset_module.CACHE_SHARE))
+    tiny_cfg_dict["data"]["split"] = {"mode": "none"}
+    cfg = config_from_dict(tiny_cfg_dict)
+    train_ds, val_ds = open_datasets(cfg)
+    lines: list[str] = []
+    decode_datasets(cfg, train_ds, val_ds, lines.append)
+    assert len(train_ds._cache) == 2 and train_ds.not_cached == {2, 3, 4, 5} and train_ds.cache_bytes == 2 * pair_bytes
+    assert lines == [
+        "note: data.cache keeps 2 of 6 training pairs decoded (0.0 GiB, 50% of the memory that was free); the other "
+        "4 are read from disk for every crop, which is slower: a smaller data.scale or data.short_side keeps them "
+        "all, data.cache: false keeps none"
+    ]
+    again, mask = train_ds.load(4)  # decoded again, the same pixels
+    first = SegmentationDataset(train_ds.samples, cfg.data).load(4)
+    assert np.array_equal(again, first[0]) and np.array_equal(mask, first[1]) and len(train_ds._cache) == 2
+
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: None)  # unknown: no limit
+    unlimited = SegmentationDataset(train_ds.samples, cfg.data)
+    for i in range(6):
+        unlimited.load(i)
+    assert len(unlimited._cache) == 6 and unlimited.cache_note("training") is None

@@ -105,7 +105,11 @@ class DataConfig(Strict):
         2, ge=0, le=2, description="3D volumes are cut into 2D slices along this axis (2: a NIfTI's last)"
     )
     split: SplitConfig = SplitConfig()
-    cache: bool = Field(True, description="keep decoded images in memory")
+    cache: bool = Field(
+        True,
+        description="keep decoded images in memory, up to half of the memory free when training starts; "
+        "pairs beyond it are read from disk for every crop, and training says how many",
+    )
     scale: float = Field(
         1.0,
         gt=0.0,

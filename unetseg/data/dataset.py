@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +15,27 @@ from unetseg.data.channels import read_input
 from unetseg.data.intensity import Normalization
 from unetseg.data.io import DataError, Sample, read_mask
 from unetseg.data.scaling import Resolution, rescale_image, rescale_mask
+
+# The decoded pairs a dataset keeps may take this share of the memory free when it starts
+# keeping them; the rest are decoded for every crop. data.cache is on by default, and a set of
+# large images (or a data.scale raised by hand) would otherwise grow until the kernel kills the
+# run mid-epoch, with no message and the run's last epochs lost.
+CACHE_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """Bytes free for new allocations (Linux's MemAvailable, else free pages), None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # macOS and Windows lack the name
+        return None
 
 
 class SegmentationDataset(Dataset):
@@ -45,6 +68,9 @@ class SegmentationDataset(Dataset):
         self.weights = weights
         self.resolution = resolution or Resolution()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.cache_bytes = 0
+        self.cache_limit: int | None = None  # set when the first pair is kept
+        self.not_cached: set[int] = set()  # pairs over the limit: decoded for every crop
         self._weight_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -69,8 +95,31 @@ class SegmentationDataset(Dataset):
             mask = rescale_mask(mask, factor)
         image = rescale_image(image, factor)
         if self.data.cache:
-            self._cache[index] = (image, mask)
+            self._keep(index, image, mask)
         return image, mask
+
+    def _keep(self, index: int, image: np.ndarray, mask: np.ndarray | None) -> None:
+        if self.cache_limit is None:
+            free = available_memory()
+            self.cache_limit = int(CACHE_SHARE * free) if free else sys.maxsize
+        size = image.nbytes + (mask.nbytes if mask is not None else 0)
+        if self.cache_bytes + size > self.cache_limit:
+            self.not_cached.add(index)
+            return
+        self._cache[index] = (image, mask)
+        self.cache_bytes += size
+
+    def cache_note(self, what: str) -> str | None:
+        """One line where some pairs could not be kept decoded, saying what it costs and what helps."""
+        if not self.not_cached:
+            return None
+        kept = len(self.samples) - len(self.not_cached)
+        return (
+            f"note: data.cache keeps {kept} of {len(self.samples)} {what} pairs decoded "
+            f"({self.cache_bytes / 2**30:.1f} GiB, {CACHE_SHARE:.0%} of the memory that was free); the other "
+            f"{len(self.not_cached)} are read from disk for every crop, which is slower: a smaller data.scale or "
+            "data.short_side keeps them all, data.cache: false keeps none"
+        )
 
     def reseed(self, seed: int) -> None:
         """Reset the augmentation RNG (per epoch, per worker) so runs and resumes repeat exactly."""

@@ -4,6 +4,7 @@ file fails before any step, named, not mid-epoch, and DataLoader workers fork wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -37,9 +38,15 @@ def open_datasets(cfg: Config) -> tuple[SegmentationDataset, SegmentationDataset
     return train_ds, SegmentationDataset(val_pairs, data) if val_pairs else None
 
 
-def decode_datasets(cfg: Config, train_ds: SegmentationDataset, val_ds: SegmentationDataset | None) -> None:
+def decode_datasets(
+    cfg: Config,
+    train_ds: SegmentationDataset,
+    val_ds: SegmentationDataset | None,
+    log: Callable[[str], None] | None = None,
+) -> None:
     """Give the training set its augmentation, decode every pair and its border weights, and
-    check the crop against the image sizes: all before the run writes anything."""
+    check the crop against the image sizes: all before the run writes anything. ``log`` hears
+    of pairs too many to keep decoded in memory."""
     from unetseg.data.transforms import build_train_transform  # albumentations: about a second to import
 
     train_ds.transform = build_train_transform(cfg.augment, cfg.seed)
@@ -53,6 +60,10 @@ def decode_datasets(cfg: Config, train_ds: SegmentationDataset, val_ds: Segmenta
         _, mask = train_ds.load(i)
         if train_ds.weights is not None and mask is not None:
             train_ds.weight_map(i, mask)
+    notes = [ds.cache_note(what) for ds, what in ((train_ds, "training"), (val_ds, "validation")) if ds is not None]
+    for note in filter(None, notes):
+        if log is not None:
+            log(note)
 
 
 def check_sizes(cfg: Config, sizes: dict[tuple[int, ...], Path]) -> None:

@@ -340,7 +340,7 @@ class Trainer:
         guess = first_guess(self.model, cfg, self.train_ds, self.steps_per_epoch, start_epoch, spent, self.amp)
         if guess is not None:
             self._announce(guess.line(), guess.seconds)
-        decode_datasets(cfg, self.train_ds, self.val_ds)
+        decode_datasets(cfg, self.train_ds, self.val_ds, self.log)
         self.folder.write_config(cfg, self.dist)
         if not self.resume:
             self._build_optimisation()
