@@ -14,7 +14,7 @@ from unetseg.ablation import figures
 from unetseg.ablation.claims import claims_table, compare, score_grid
 from unetseg.ablation.depth import degradation
 from unetseg.ablation.spec import AblationSpec, fold_ids, shown, variant_config
-from unetseg.ablation.verdict import dataset_verdict
+from unetseg.ablation.verdict import SMOKE_TEST, dataset_verdict
 from unetseg.metrics.boundary import THIN_RECALL
 from unetseg.metrics.region import mean_metrics
 from unetseg.metrics.stats import bootstrap_ci
@@ -37,12 +37,6 @@ METRICS = [
     ("merges", "merges"),
     ("splits", "splits"),
 ]
-
-SMOKE_TEST = (
-    "SMOKE TEST (--quick): every run trained on the spec's quick budget, a few crops, to check the pipeline end "
-    "to end. "
-    "The numbers below say nothing about the skips; run the grid without --quick for a verdict."
-)
 
 
 def _by_variant(spec: AblationSpec, results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

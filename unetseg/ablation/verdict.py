@@ -133,6 +133,13 @@ ONE_SEED = (
     "variant can land on either side of the reference with another seed; run the grid's seeds before dropping a skip."
 )
 
+# A --quick grid's few crops test the pipeline; its numbers are no evidence about the skips.
+SMOKE_TEST = (
+    "SMOKE TEST (--quick): every run trained on the spec's quick budget, a few crops, to check the pipeline end "
+    "to end. "
+    "The numbers below say nothing about the skips; run the grid without --quick for a verdict."
+)
+
 
 def dataset_verdict(
     reference: str, comparison: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]]
