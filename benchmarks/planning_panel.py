@@ -48,6 +48,7 @@ from panel_data import ROOT, PanelSet, panel_sets, score_folder
 from unetseg.config import set_dotted
 from unetseg.config.loading import normalised_config
 from unetseg.metrics.stats import difference_ci
+from unetseg.runtime import cpu_model
 
 PEERS = ("monai", "smp")
 METHODS = ("planned", *PEERS, "hand_tuned")
@@ -112,6 +113,7 @@ PREDICT_FLAGS = ("tta",)  # inference.* that only predict uses (validation in tr
 TRAINING = (
     "process_s",
     "cpu_share",
+    "machine",
     "epochs",
     "crops",
     "train_s",
@@ -469,10 +471,10 @@ class Job:
         donor = self.trained(made_from["_training_key"]) if reuse and self.method not in PEERS else None
         if donor is not None:
             numbers = self._repredict(*donor, made_from["_predict"])
-        elif self.method in PEERS:
-            numbers = self._train_peer()
-        else:
-            numbers = self._train_unetseg(Path(made_from["config_path"]))
+        else:  # trained here: the budget is seconds of this machine, so the result names it
+            peer = self.method in PEERS
+            numbers = self._train_peer() if peer else self._train_unetseg(Path(made_from["config_path"]))
+            numbers["machine"] = cpu_model()
         result = {
             "key": key,
             "dataset": self.set.name,
@@ -582,6 +584,12 @@ def _against_peer(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str
     return lines
 
 
+def _machines(results: list[dict[str, Any]]) -> str:
+    """The CPUs the seeds trained on, short, in seed order where they differ."""
+    names = [re.sub(r"\(R\)|Processor|CPU|\s+\d+-Core.*", "", r.get("machine", "?")).strip() for r in results]
+    return names[0] if len(set(names)) == 1 else " / ".join(names)
+
+
 def report(out: Path) -> dict[str, Any]:
     """``panel.json`` (dataset -> method -> per-seed test Dice) and ``panel.md``."""
     table = collect(out)
@@ -598,10 +606,12 @@ def report(out: Path) -> dict[str, Any]:
         f"seeds); * below {DISTURBED} on a wall-clock budget: other load slowed the run, which is rerun before it "
         "counts (on the CPU clock a low share only means the run waited). (starved): fewer than "
         f"{STARVED:g} of the crops of the method's best-fed seed on the data: too many runs at once slowed its CPU "
-        "seconds; `--set-aside-starved` moves it to `starved-seed<k>.json` and the next invocation reruns it.",
+        "seconds; `--set-aside-starved` moves it to `starved-seed<k>.json` and the next invocation reruns it. "
+        "Trained on: the CPU of each seed's training (a budget in seconds buys more crops on a faster one, so "
+        "methods are compared on one machine; `--again` trains a finished run anew on this one).",
         "",
-        "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | CPU share |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | method | seeds | Dice (mean) | per seed | worst image | train s | crops | crops/s | CPU share | trained on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
     for dataset in sorted(table):
@@ -614,7 +624,7 @@ def report(out: Path) -> dict[str, Any]:
                 f"| {dataset} | {method} | {','.join(str(r['seed']) for r in rs)} | {_mean(dices):.4f} | "
                 f"{seeds} | {min(r['worst'] for r in rs):.3f} | "
                 f"{_mean([r['train_s'] for r in rs]):.0f} | {_mean([r['crops'] for r in rs]):.0f} | "
-                f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {_share(rs)} |"
+                f"{_mean([r['crops_per_s'] or 0 for r in rs]):.1f} | {_share(rs)} | {_machines(rs)} |"
             )
     lines += _against_peer(table)
     aside = [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/*/starved-seed*.json"))]
@@ -664,6 +674,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--order", choices=("seed", "dataset"), default="seed", help="run all of seed 0 first, or")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument(
+        "--again", action="store_true", help="train finished runs anew (on this machine) and replace their results"
+    )
+    parser.add_argument(
         "--set-aside-starved", action="store_true", help="rename starved runs' JSON so they are rerun, then report"
     )
     args = parser.parse_args(argv)
@@ -693,7 +706,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         print(f"{time.strftime('%H:%M:%S')} {job.set.name} {job.method} seed {job.seed}", flush=True)
         try:
-            result = job.run()
+            result = job.run(reuse=not args.again)
         except (RuntimeError, FileNotFoundError) as err:
             print(f"  failed: {err}", flush=True)
             continue

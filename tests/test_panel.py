@@ -19,6 +19,8 @@ import panel_data
 import planning_panel
 from panel_data import PanelSet, dice, score_folder
 
+from unetseg.runtime import cpu_model
+
 
 def _write(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,10 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     panel = planning_panel.report(out)
     assert panel == {"standin": {"monai": [results[1]["dice"]], "planned": [results[0]["dice"]]}}
     assert "| standin | planned | 0 |" in (out / "panel.md").read_text()
+    # a budget in seconds buys what this CPU does in them: every trained run names its machine
+    assert {r["machine"] for r in results} == {cpu_model()}
+    row = next(line for line in (out / "panel.md").read_text().splitlines() if line.startswith("| standin | monai"))
+    assert row.endswith(f"| {planning_panel._machines(results[1:])} |")
 
     # rerun: both results are reused (nothing trains: a training run would fail here)
     class Trained(Exception):
@@ -76,6 +82,8 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(planning_panel.Job, "_train_unetseg", lambda *_: (_ for _ in ()).throw(Trained))
     monkeypatch.setattr(planning_panel.Job, "_train_peer", lambda *_: (_ for _ in ()).throw(AssertionError))
     assert [job.run() for job in jobs] == results
+    with pytest.raises(AssertionError):  # --again: a finished run is trained anew, not reused
+        jobs[1].run(reuse=False)
     stored = json.loads(jobs[0].result_path.read_text())
     assert stored["method"] == "planned" and stored["key"] == results[0]["key"]
     # a screen that changes only how the test images are predicted re-predicts the planned
@@ -84,8 +92,8 @@ def test_a_planned_and_a_peer_run_end_to_end_and_reused(tmp_path, monkeypatch):
     tta = planning_panel.Job(stand_in, "planned:notta", 0, 1.0, tmp_path / "work", out, threads=1, clock="cpu")
     screened = tta.run()
     assert screened["trained_by"] == "planned" and screened["key"] != results[0]["key"]
-    assert {k: screened[k] for k in ("crops", "epochs", "train_s")} == {
-        k: results[0][k] for k in ("crops", "epochs", "train_s")
+    assert {k: screened[k] for k in ("crops", "epochs", "train_s", "machine")} == {
+        k: results[0][k] for k in ("crops", "epochs", "train_s", "machine")
     }
     assert "--tta none" in tta.log.read_text() and set(screened["per_image"]) == {"img_0", "img_1"}
     # the screen of the adopted rule is the planned run itself, reused as stored
