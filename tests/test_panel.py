@@ -172,10 +172,11 @@ def test_a_seed_starved_by_load_is_flagged_set_aside_and_kept_as_a_record(tmp_pa
     another name (so the runner reruns it) and listed apart; a seed at 0.85 stays."""
     out = tmp_path / "out"
 
-    def result(method: str, seed: int, crops: int, dice: float) -> None:
+    def result(method: str, seed: int, crops: int, dice: float, machine: str = "cpu a") -> None:
         path = out / "runs" / "x" / method / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         numbers = {"dataset": "x", "method": method, "seed": seed, "dice": dice, "worst": dice - 0.1}
+        numbers["machine"] = machine
         numbers |= {"train_s": 960.0, "crops": crops, "crops_per_s": crops / 960, "cpu_share": 0.9, "clock": "cpu"}
         path.write_text(json.dumps(numbers))
 
@@ -183,9 +184,11 @@ def test_a_seed_starved_by_load_is_flagged_set_aside_and_kept_as_a_record(tmp_pa
     result("monai", 1, 7100, 0.76)  # 0.79 of 9,000: starved
     result("monai", 2, 7650, 0.79)  # 0.85: kept
     result("planned", 0, 7000, 0.78)
+    result("planned", 1, 11000, 0.79, machine="cpu b")  # a faster CPU: its seeds weigh only each other
     runs = planning_panel.collect(out)["x"]
     assert [r["seed"] for r in planning_panel.starved(runs["monai"])] == [1]
     assert planning_panel.starved(runs["planned"]) == []
+    (out / "runs" / "x" / "planned" / "seed1.json").unlink()
     planning_panel.report(out)
     assert "| 0.7833 | 0.8000 / 0.7600 (starved) / 0.7900 |" in (out / "panel.md").read_text()
 
