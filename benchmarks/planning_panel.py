@@ -103,6 +103,9 @@ SCREENS: dict[str, list[str]] = {
     "crop256": ["augment.crop_size=256"],
     # rule 8 off: no brightness and contrast jitter where the images' brightness spreads widely
     "nobc": ["augment.brightness_contrast=0.0"],
+    # framed objects (lesions: median frame 971x778): the frame at the photographs' loop's size, its longer
+    # side 256 (256x205), one 256 crop holding it, instead of rule 18's shorter side of 256 (320x256)
+    "long256": ["data.short_side=205", "augment.crop_size=256"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
