@@ -14,6 +14,9 @@ field-of-view mask limits the scoring), so that ``unetseg init <root>/train`` an
   pixels.
 - ``lesions``: synthetic colour photographs with one large lesion each, drawn after
   dermoscopy (``panel_lesions.py``): the kind the shipped and licensed sets lack.
+- ``polyps``: synthetic endoscopy frames with one polyp each (``panel_polyps.py``): a second
+  framed kind, told from its surroundings by shading rather than darkness, so the framed-object
+  rules are measured on two kinds.
 
 The licensed panel sets (CHASE_DB1, MoNuSeg) are read in place from ``--panel``; nothing of
 them is copied into the repository.
@@ -28,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from panel_lesions import make as make_lesions
+from panel_polyps import make as make_polyps
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -142,6 +146,12 @@ def panel_sets(panel: Path, cache: Path, names: list[str] | None = None) -> dict
             "lesions",
             "synthetic photographs, one large lesion each (after dermoscopy), colour, 560-1600 px",
             make_lesions(cache),
+            photographs=True,
+        ),
+        "polyps": lambda: PanelSet(
+            "polyps",
+            "synthetic endoscopy frames, one polyp each (after colonoscopy), colour, 576-1920 px",
+            make_polyps(cache),
             photographs=True,
         ),
     }

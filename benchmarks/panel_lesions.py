@@ -25,6 +25,7 @@ draws.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -40,10 +41,11 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: int) 
     return field / (np.abs(field).max() + 1e-6)
 
 
-def _outline(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """The lesion mask: a closed curve whose radius carries a few random harmonics."""
+def _outline(rng: np.random.Generator, shape: tuple[int, int], share: tuple[float, float] = (0.05, 0.45)) -> np.ndarray:
+    """The lesion mask: a closed curve whose radius carries a few random harmonics, covering a
+    ``share`` of the image drawn uniformly."""
     h, w = shape
-    area = rng.uniform(0.05, 0.45) * h * w
+    area = rng.uniform(*share) * h * w
     radius = np.sqrt(area / np.pi)
     centre = np.array([w / 2, h / 2]) + rng.uniform(-0.15, 0.15, 2) * [w, h]
     angles = np.linspace(0, 2 * np.pi, 720, endpoint=False)
@@ -129,9 +131,9 @@ def draw(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return image, (mask * 255).astype(np.uint8)
 
 
-def make(cache: Path) -> Path:
-    """``cache/lesions/{train,test}/{images,masks}``, written once."""
-    root = cache / "lesions"
+def make(cache: Path, kind: str = "lesion", drawer: Callable[[int], tuple[np.ndarray, np.ndarray]] = draw) -> Path:
+    """``cache/<kind>s/{train,test}/{images,masks}`` of ``drawer``'s pictures, written once."""
+    root = cache / f"{kind}s"
     done = root / ".complete"
     if done.exists():
         return root
@@ -139,8 +141,8 @@ def make(cache: Path) -> Path:
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "masks").mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            image, mask = draw(offset + index)
-            name = f"lesion_{offset + index:05d}"
+            image, mask = drawer(offset + index)
+            name = f"{kind}_{offset + index:05d}"
             cv2.imwrite(str(root / split / "images" / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
             cv2.imwrite(str(root / split / "masks" / f"{name}.png"), mask)
     done.write_text("")

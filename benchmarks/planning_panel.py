@@ -106,6 +106,9 @@ SCREENS: dict[str, list[str]] = {
     # framed objects (lesions: median frame 971x778): the frame at the photographs' loop's size, its longer
     # side 256 (256x205), one 256 crop holding it, instead of rule 18's shorter side of 256 (320x256)
     "long256": ["data.short_side=205", "augment.crop_size=256"],
+    # rule 18 before 2026-12-07 on the polyp frames (median 1119x778): a shorter side of 256 (368x256), one
+    # 368 crop holding the frame, against the rule that brings its longer side to 256 (256x178)
+    "short256": ["data.short_side=256", "augment.crop_size=368"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
@@ -669,7 +672,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--panel", type=Path, default=ROOT.parent / "shared" / "panel", help="CHASE_DB1 and MoNuSeg")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "unetseg-panel", help="runs, made data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning_panel")
-    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg,lesions")
+    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg,lesions,polyps")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS} and planned:<screen>")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds of training on a 2-core machine")

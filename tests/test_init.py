@@ -104,11 +104,12 @@ def test_one_framed_object_per_photograph_brings_every_image_to_one_shorter_side
     images, masks = _one_lesion_photos(tmp_path)
     cfg, plan, fp = plan_of(DataConfig(images=images, masks=masks))
     assert fp.nonzero.kind == "blobs" and fp.nonzero.extent > 2 * BLOBS.extent
-    # one lesion spanning half the frame: the framing sets its size, so each image goes to a 256 shorter side
-    assert cfg.data.short_side == 256 and cfg.data.scale == 1.0
+    # one lesion spanning half the frame: the framing sets its size, so each image goes to the shorter
+    # side that brings the median 800 x 600 frame's longer side to one 256 crop: 192
+    assert cfg.data.short_side == 192 and cfg.data.scale == 1.0
     assert "one object per image" in plan.reasons["data.short_side"]
-    # the crop holds the median frame (341 x 256 at that shorter side) whole, at the recipe's batch
-    assert cfg.augment.crop_size == 341 and "median frame 341x256 (WxH)" in plan.reasons["augment.crop_size"]
+    # the crop holds the median frame (256 x 192 at that shorter side) whole, at the recipe's batch
+    assert cfg.augment.crop_size == 256 and "median frame 256x192 (WxH)" in plan.reasons["augment.crop_size"]
     assert cfg.train.batch_size == BLOBS.batch_size and "whole frames" in plan.reasons["train.batch_size"]
     assert cfg.augment.hue_saturation > 0 and cfg.augment.gamma > 0
     # a small set (rule 15): every image trains, so no post-processing can be chosen on validation

@@ -216,6 +216,22 @@ def test_the_made_lesion_photographs_hold_one_large_lesion_each_and_are_drawn_al
     assert np.array_equal(again, panel_lesions.draw(1)[0])
 
 
+def test_the_made_polyp_frames_hold_one_polyp_inside_the_scope_and_are_drawn_alike_every_time():
+    import panel_polyps
+
+    for seed in (0, 2, 10_001):
+        image, mask = panel_polyps.draw(seed)
+        assert image.dtype == np.uint8 and image.shape == (*mask.shape, 3)
+        h, w = mask.shape
+        assert w > h and w in range(576, 1921) and set(np.unique(mask)) == {0, 255}
+        count, _ = cv2.connectedComponents((mask > 0).astype(np.uint8))
+        assert count == 2  # one polyp
+        assert 0.02 < (mask > 0).mean() < 0.35
+        assert image[mask > 0].max(axis=1).min() > 20  # never under the black border
+        assert image[0, 0].max() < 20 or image[-1, 0].max() < 160  # a black corner, or the overlay box
+    assert np.array_equal(panel_polyps.draw(2)[0], panel_polyps.draw(2)[0])
+
+
 def test_the_photograph_peer_stacks_whole_images_of_several_shapes():
     """Whole resized photographs come in several shapes; a batch takes one shape and turns together."""
     import panel_peers

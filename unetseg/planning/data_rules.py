@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetseg.planning.anchors import BLOBS
+from unetseg.planning.anchors import BLOBS, PANEL_FRAME_SIZE
 from unetseg.planning.fingerprint import Fingerprint
 from unetseg.planning.plan import Plan
 from unetseg.planning.shapes import ShapeSummary
@@ -336,13 +336,17 @@ def _scale(plan: Plan, fp: Fingerprint, structure: Structure) -> None:
 def _framed(plan: Plan, fp: Fingerprint, extent: float) -> None:
     """One object per image, filling a share of the frame (a lesion photographed through a
     dermoscope, a fundus, a leaf): the framing, not the camera's pixel count, sets how large it
-    is, so each image is brought to one shorter side instead of all by one factor."""
-    side = min(CROP, min(fp.median_size))
+    is, so each image is brought to one shorter side instead of all by one factor. That side puts
+    the median frame's longer side at one recipe crop: the network sees the whole frame (the
+    object, its surroundings, the vignette) at the price of one crop, and the budget buys more
+    passes over the frames than at a larger size (rule 18's row in docs/your_data.md)."""
+    short, long = min(fp.median_size), max(fp.median_size)
+    side = min(short, round(CROP * short / long))
     plan.set(
         "data.short_side",
         side,
-        f"one object per image spanning {extent:.0f} px, {extent / min(fp.median_size):.0%} of the median image's "
-        f"shorter side ({min(fp.median_size)} px): the framing sets the object's size, so every image is resized to "
-        f"a shorter side of {side} px, a crop holds the frame's width, and predictions are resized back to each "
-        f"image's own size (images from {fp.min_side} px on the shorter side)",
+        f"one object per image spanning {extent:.0f} px, {extent / short:.0%} of the median image's shorter side "
+        f"({short} px): the framing sets the object's size, so every image is resized to a shorter side of {side} px, "
+        f"which brings the median frame's longer side ({long} px) to one {CROP} crop, and predictions are resized "
+        f"back to each image's own size (images from {fp.min_side} px on the shorter side); {PANEL_FRAME_SIZE}",
     )
