@@ -106,9 +106,11 @@ SCREENS: dict[str, list[str]] = {
     # framed objects (lesions: median frame 971x778): the frame at the photographs' loop's size, its longer
     # side 256 (256x205), one 256 crop holding it, instead of rule 18's shorter side of 256 (320x256)
     "long256": ["data.short_side=205", "augment.crop_size=256"],
-    # rule 18 before 2026-12-07 on the polyp frames (median 1119x778): a shorter side of 256 (368x256), one
-    # 368 crop holding the frame, against the rule that brings its longer side to 256 (256x178)
-    "short256": ["data.short_side=256", "augment.crop_size=368"],
+    # rule 18 before 2026-12-07 (a shorter side of 256, rule 19's crop holding the frame), against the rule
+    # that brings the median frame's longer side to 256: the lesions (971x778: 320x256 against 256x205)
+    # and the polyp frames (1119x778: 368x256 against 256x178)
+    "short256c320": ["data.short_side=256", "augment.crop_size=320"],
+    "short256c368": ["data.short_side=256", "augment.crop_size=368"],
 }
 DISTURBED = 0.9  # a run whose training got less than this share of its threads' CPU time was slowed by other load
 REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a user gives init here
