@@ -117,6 +117,11 @@ REFERENCE_CORES = 2  # --budget is seconds of a 2-core machine, the budget a use
 STARVED = 0.8  # fewer crops than this share of the best-fed seed of the same method and data: starved by load
 PEER_VERSION = 1  # bump when panel_peers.py changes what it trains (not bumped for the batch-wide turn of whole
 # photographs: no run of that mode had finished before it)
+# Bumped when the post-processing choice changes what it chooses from the same checkpoint (2: on
+# the validation images predicted as `predict` predicts, TTA included). A stored result of a
+# config that chooses (`train.postprocess: choose`) is then re-predicted from its checkpoint,
+# choice made again, not retrained.
+POSTPROCESS_CHOICE = 2
 PREDICT_FLAGS = ("tta",)  # inference.* that only predict uses (validation in training predicts without TTA)
 TRAINING = (
     "process_s",
@@ -212,9 +217,18 @@ def _stored_key(result: dict[str, Any]) -> str | None:
     """The key of a stored result, recomputed from what it ran (its own ``key`` for a peer)."""
     if "config" not in result:
         return result.get("key")
-    made = {"dataset": result["dataset"], "seed": result["seed"], "budget": result["budget_s"]}
-    made.update(config=_effective(_values(result["config"]), result["overrides"]))
-    return _digest(made)
+    effective = _effective(_values(result["config"]), result["overrides"])
+    return _digest(_keyed(result["dataset"], result["seed"], result["budget_s"], effective))
+
+
+def _chooses(effective: dict[str, Any]) -> bool:
+    return effective.get("train", {}).get("postprocess") == "choose"
+
+
+def _keyed(dataset: str, seed: int, budget: float, effective: dict[str, Any]) -> dict[str, Any]:
+    """What a unetseg run's result key is made from."""
+    made = {"dataset": dataset, "seed": seed, "budget": budget, "config": effective}
+    return {**made, "postprocess_choice": POSTPROCESS_CHOICE} if _chooses(effective) else made
 
 
 def _training_part(tree: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +358,8 @@ class Job:
         made = {"config_path": str(config), "config": text, "overrides": self._overrides()}
         made["_training_key"] = _digest({**base, "config": _training_part(effective)})
         made["_predict"] = {k: v for k, v in effective.get("inference", {}).items() if k in PREDICT_FLAGS}
-        return _digest({**base, "config": effective}), made
+        made["_chooses"] = _chooses(effective)
+        return _digest(_keyed(self.set.name, self.seed, self.budget, effective)), made
 
     def _train_unetseg(self, config: Path) -> dict[str, Any]:
         run_dir = self.dir / "run"
@@ -410,18 +425,29 @@ class Job:
         made = {"dataset": self.set.name, "seed": self.seed, "budget": self.budget}
         return _digest({**made, "config": _training_part(_effective(_values(yaml.safe_dump(config)), []))})
 
-    def _repredict(self, donor: dict[str, Any], checkpoint: Path, settings: dict[str, Any]) -> dict[str, Any]:
-        """The donor's training numbers, and its checkpoint's predictions under ``settings``."""
+    def _repredict(
+        self, donor: dict[str, Any], checkpoint: Path, settings: dict[str, Any], chooses: bool
+    ) -> dict[str, Any]:
+        """The donor's training numbers, and its checkpoint's predictions under ``settings``; for
+        a config that chooses its post-processing, chosen again first where the checkpoint's
+        choice is older than ``POSTPROCESS_CHOICE`` (``unetseg postprocess``, as a user would)."""
         flags = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
         self.dir.mkdir(parents=True, exist_ok=True)
         numbers = {k: donor[k] for k in (*TRAINING, "started", "load_average_start", "load_average_end") if k in donor}
         numbers["trained_by"] = donor.get("trained_by", donor.get("reused_from", donor["method"]))
+        record = checkpoint.parent.parent / "postprocessing.json"
+        chosen = json.loads(record.read_text()) if chooses and record.exists() else None
+        if chosen is not None and "predicted_with" not in chosen:  # chosen on validation's predictions without TTA
+            _cli(["postprocess", "--checkpoint", str(checkpoint)], self.log, self.env)
+            chosen = json.loads(record.read_text())
         start = time.perf_counter()
         self._predict(checkpoint, self.dir / "pred", *flags)
         numbers["predict_s"] = round(time.perf_counter() - start, 1)
-        if "postprocess" in donor:
+        if self.method == "planned" and self.seed == 0:
+            self._failure_report(checkpoint)
+        if chosen is not None and any(chosen["chosen"].values()):
             self._predict(checkpoint, self.dir / "pred_raw", *flags, "--no-postprocess")
-            numbers["postprocess"] = donor["postprocess"]
+            numbers["postprocess"] = chosen
             numbers["dice_without_postprocess"] = score_folder(self.set, self.dir / "pred_raw")["dice"]
         return numbers
 
@@ -478,7 +504,7 @@ class Job:
         load = [round(v, 2) for v in os.getloadavg()]
         donor = self.trained(made_from["_training_key"]) if reuse and self.method not in PEERS else None
         if donor is not None:
-            numbers = self._repredict(*donor, made_from["_predict"])
+            numbers = self._repredict(*donor, made_from["_predict"], made_from["_chooses"])
         else:  # trained here: the budget is seconds of this machine, so the result names it
             peer = self.method in PEERS
             numbers = self._train_peer() if peer else self._train_unetseg(Path(made_from["config_path"]))

@@ -269,3 +269,36 @@ def test_the_report_pits_planned_against_the_better_peer_image_by_image(tmp_path
         result("smp", seed, -0.1)
     planning_panel.report(out)
     assert "| x | monai | +0.0200 [+0.0200, +0.0200] | 6 of 6 |" in (out / "panel.md").read_text()
+
+
+def test_a_choice_made_the_old_way_is_made_again_before_its_checkpoint_is_re_predicted(tmp_path, monkeypatch):
+    """A config that chooses its post-processing keys on how the choice is made: a result whose
+    checkpoint chose on validation's predictions without TTA is re-predicted after
+    ``unetseg postprocess`` chose again (no retraining); a choice made as now is kept."""
+    assert "postprocess_choice" in planning_panel._keyed("x", 0, 480.0, {"train": {"postprocess": "choose"}})
+    assert "postprocess_choice" not in planning_panel._keyed("x", 0, 480.0, {"train": {"postprocess": "off"}})
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "best.pt"
+    checkpoint.touch()
+    none = {"fill_holes": False, "keep_largest": False, "min_size": 0}
+    (run / "postprocessing.json").write_text(json.dumps({"chosen": {**none, "keep_largest": True}, "tried": []}))
+    calls: list[str] = []
+
+    def cli(args: list[str], log: Path, env: dict | None = None) -> None:
+        calls.append(args[0])
+        if args[0] == "postprocess":
+            again = {"predicted_with": {"tta": "flips", "mode": "auto"}, "chosen": none, "tried": []}
+            (run / "postprocessing.json").write_text(json.dumps(again))
+
+    monkeypatch.setattr(planning_panel, "_cli", cli)
+    monkeypatch.setattr(planning_panel, "score_folder", lambda *_: {"dice": 0.5})
+    job = planning_panel.Job(
+        PanelSet("x", "", tmp_path), "planned", 1, 480.0, tmp_path / "work", tmp_path / "o", 1, "cpu"
+    )
+    numbers = job._repredict({"method": "planned", "crops": 10}, checkpoint, {}, True)
+    assert calls == ["postprocess", "predict"]  # nothing chosen now: no prediction without it
+    assert numbers["crops"] == 10 and "postprocess" not in numbers
+    calls.clear()
+    job._repredict({"method": "planned"}, checkpoint, {}, True)
+    assert calls == ["predict"]

@@ -223,6 +223,7 @@ def test_the_choice_keeps_only_steps_that_raise_dice():
 
 def test_train_chooses_writes_and_predict_applies_or_skips(tiny_cfg_dict, tmp_path):
     tiny_cfg_dict["train"]["postprocess"] = "choose"
+    tiny_cfg_dict["inference"]["tta"] = "flips"
     config = write_yaml(tmp_path / "pp.yaml", tiny_cfg_dict)
     result = invoke("train", "--config", config)
     assert result.exit_code == 0, result.output
@@ -232,6 +233,8 @@ def test_train_chooses_writes_and_predict_applies_or_skips(tiny_cfg_dict, tmp_pa
     state = load_checkpoint(run / "checkpoints" / "best.pt")
     assert state["config"]["inference"]["postprocess"] == record["chosen"]
     assert [t["step"] for t in record["tried"]][:2] == ["fill holes", "keep the largest component"]
+    # chosen on the predictions `predict` makes (the config's TTA), not validation's plainer ones
+    assert record["predicted_with"] == {"tta": "flips", "mode": "whole"}
     images = tiny_cfg_dict["data"]["images"]
     for flag, out in (([], "pp"), (["--no-postprocess"], "raw")):
         result = invoke(
@@ -239,6 +242,33 @@ def test_train_chooses_writes_and_predict_applies_or_skips(tiny_cfg_dict, tmp_pa
         )
         assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "raw").glob("*.png"))) == 6
+
+
+def test_postprocess_chooses_again_for_a_run_trained_without_a_choice(tiny_cfg_dict, tmp_path):
+    """``unetseg postprocess`` (nnU-Net's determine_postprocessing): a run trained with
+    ``postprocess: off`` gets its choice afterwards, in best.pt and beside the run; a run
+    without a validation split is refused, naming why, and its checkpoint is left as it was."""
+    tiny_cfg_dict["train"]["postprocess"] = "off"
+    result = invoke("train", "--config", write_yaml(tmp_path / "off.yaml", tiny_cfg_dict))
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert not (run / "postprocessing.json").exists()
+    result = invoke("postprocess", "--checkpoint", run, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "post-processing:" in result.output
+    record = json.loads((run / "postprocessing.json").read_text())
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["config"]["inference"]["postprocess"] == record["chosen"]
+    assert record["predicted_with"]["tta"] == tiny_cfg_dict["inference"].get("tta", "none")
+
+    tiny_cfg_dict["data"]["split"] = {"mode": "none"}
+    tiny_cfg_dict["output_dir"] = str(tmp_path / "nosplit")
+    result = invoke("train", "--config", write_yaml(tmp_path / "nosplit.yaml", tiny_cfg_dict))
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "nosplit" / "checkpoints" / "best.pt"
+    before = best.read_bytes()
+    result = invoke("postprocess", "--checkpoint", best, "--device", "cpu")
+    assert result.exit_code != 0 and "without a validation split (data.split)" in result.output
+    assert best.read_bytes() == before and not (tmp_path / "nosplit" / "postprocessing.json").exists()
 
 
 # --------------------------------------------------------------------------- the CPU-time budget

@@ -9,6 +9,7 @@ from unetseg.cli.data import data_group
 from unetseg.cli.evaluate import evaluate
 from unetseg.cli.init import init_cmd
 from unetseg.cli.model import export_cmd, info
+from unetseg.cli.postprocess import postprocess_cmd
 from unetseg.cli.predict import predict
 from unetseg.cli.studies import analyze_blocks_cmd, analyze_gradients_cmd
 from unetseg.cli.train import train
@@ -24,6 +25,7 @@ for command in (
     train,
     predict,
     evaluate,
+    postprocess_cmd,
     ablate,
     analyze_skips_cmd,
     info,

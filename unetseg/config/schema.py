@@ -365,7 +365,8 @@ class TrainConfig(Strict):
     postprocess: Literal["off", "choose"] = Field(
         "off",
         description="choose: after training, try nnU-Net's post-processing steps (fill holes, keep the largest "
-        "component, drop small components) on the validation images and keep in best.pt those that raised Dice",
+        "component, drop small components) on the validation images, predicted as predict predicts (inference.tta), "
+        "and keep in best.pt those that raised Dice; `unetseg postprocess` chooses again for a finished run",
     )
 
     @model_validator(mode="after")
@@ -377,8 +378,8 @@ class TrainConfig(Strict):
 
 class PostprocessConfig(Strict):
     """nnU-Net's post-processing of predicted masks, per foreground class. ``unetseg train``
-    chooses it on the validation images when ``train.postprocess`` is ``choose``: each step is
-    kept only where it raised the validation Dice."""
+    chooses it on the validation images when ``train.postprocess`` is ``choose`` (``unetseg
+    postprocess`` for a finished run): each step is kept only where it raised the validation Dice."""
 
     fill_holes: bool = Field(False, description="fill holes inside each foreground class's components")
     keep_largest: bool = Field(False, description="keep only the largest connected component of each class")

@@ -1,6 +1,12 @@
 """After training: choose the post-processing on the validation images (``train.postprocess:
 choose``) and store it where ``predict`` finds it, in ``best.pt``'s config, and beside the run
-as ``postprocessing.json`` with the Dice of every candidate tried."""
+as ``postprocessing.json`` with the Dice of every candidate tried.
+
+The validation images are predicted as ``predict`` will predict (the run's test-time
+augmentation included), as nnU-Net chooses on its mirrored cross-validation predictions: a step
+measured on the plainer predictions of validation during training answers another question. On
+the panel's lesion photographs keeping the largest component raised the Dice of those plainer
+predictions on all five seeds and lowered the test Dice on three (docs/your_data.md, rule 9)."""
 
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ RECORD = "postprocessing.json"
 def choose_for_run(
     best_path: Path, predictor: Predictor, val_ds: SegmentationDataset, log: Callable[[str], None]
 ) -> Choice:
-    """Load ``best.pt``'s weights into ``predictor``, predict the validation images without
-    post-processing, choose the steps, and write them into ``best.pt`` and the run folder."""
+    """Load ``best.pt``'s weights into ``predictor`` (holding the inference settings ``predict``
+    will use), predict the validation images without post-processing, choose the steps, and
+    write them into ``best.pt`` and the run folder."""
     state = load_checkpoint(best_path)
     predictor.model.load_state_dict(state["model"])
     predictions: list[np.ndarray] = []
@@ -35,6 +42,7 @@ def choose_for_run(
     choice = choose_postprocess(predictions, targets, predictor.num_classes, log)
     state["config"].setdefault("inference", {})["postprocess"] = choice.config.model_dump()
     save_checkpoint(best_path, state)
-    text = json.dumps({"checkpoint": best_path.name, **choice.record()}, indent=2) + "\n"
+    predicted = {"tta": predictor.cfg.tta, "mode": predictor.cfg.mode}
+    text = json.dumps({"checkpoint": best_path.name, "predicted_with": predicted, **choice.record()}, indent=2) + "\n"
     replace_by_rename(best_path.parent.parent / RECORD, lambda tmp: tmp.write_text(text))
     return choice

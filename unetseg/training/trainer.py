@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +298,8 @@ class Trainer:
         if self.val_ds is None and self.history:  # no validation: the last epoch is the best we know
             self._save(self.best_path, self.history[-1]["epoch"])
         if cfg.train.postprocess == "choose" and self.val_ds is not None and self.dist.main and self.best_path.exists():
-            choose_for_run(self.best_path, self.predictor, self.val_ds, self.log)
+            as_predict = replace(self.predictor, cfg=cfg.inference)  # with the TTA predict uses
+            choose_for_run(self.best_path, as_predict, self.val_ds, self.log)
         self.dist.barrier()  # the others wait for rank 0's last writes
         return {
             "output_dir": str(self.out_dir),
