@@ -218,17 +218,21 @@ def _stored_key(result: dict[str, Any]) -> str | None:
     if "config" not in result:
         return result.get("key")
     effective = _effective(_values(result["config"]), result["overrides"])
-    return _digest(_keyed(result["dataset"], result["seed"], result["budget_s"], effective))
+    choice = result.get("postprocess_choice", 1)  # results from before the field chose the first way
+    return _digest(_keyed(result["dataset"], result["seed"], result["budget_s"], effective, choice))
 
 
 def _chooses(effective: dict[str, Any]) -> bool:
     return effective.get("train", {}).get("postprocess") == "choose"
 
 
-def _keyed(dataset: str, seed: int, budget: float, effective: dict[str, Any]) -> dict[str, Any]:
-    """What a unetseg run's result key is made from."""
+def _keyed(
+    dataset: str, seed: int, budget: float, effective: dict[str, Any], choice: int = POSTPROCESS_CHOICE
+) -> dict[str, Any]:
+    """What a unetseg run's result key is made from: with how its post-processing was chosen,
+    where the config chooses one (the first way adds nothing, so keys made before stay)."""
     made = {"dataset": dataset, "seed": seed, "budget": budget, "config": effective}
-    return {**made, "postprocess_choice": POSTPROCESS_CHOICE} if _chooses(effective) else made
+    return {**made, "postprocess_choice": choice} if _chooses(effective) and choice > 1 else made
 
 
 def _training_part(tree: dict[str, Any]) -> dict[str, Any]:
@@ -525,6 +529,8 @@ class Job:
             **score_folder(self.set, self.dir / "pred"),
             **{k: v for k, v in made_from.items() if k != "config_path" and not k.startswith("_")},
         }
+        if made_from.get("_chooses"):
+            result["postprocess_choice"] = POSTPROCESS_CHOICE
         self.result_path.parent.mkdir(parents=True, exist_ok=True)
         self.result_path.write_text(json.dumps(result, indent=2) + "\n")
         return result

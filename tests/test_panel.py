@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import write_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -275,8 +276,15 @@ def test_a_choice_made_the_old_way_is_made_again_before_its_checkpoint_is_re_pre
     """A config that chooses its post-processing keys on how the choice is made: a result whose
     checkpoint chose on validation's predictions without TTA is re-predicted after
     ``unetseg postprocess`` chose again (no retraining); a choice made as now is kept."""
-    assert "postprocess_choice" in planning_panel._keyed("x", 0, 480.0, {"train": {"postprocess": "choose"}})
-    assert "postprocess_choice" not in planning_panel._keyed("x", 0, 480.0, {"train": {"postprocess": "off"}})
+    chooses = "name: x\ntrain: {postprocess: choose}\n"
+    stored = {"dataset": "x", "seed": 0, "budget_s": 480.0, "config": chooses, "overrides": []}
+    now = planning_panel._digest(
+        planning_panel._keyed("x", 0, 480.0, planning_panel._effective({**yaml.safe_load(chooses)}, []))
+    )
+    assert planning_panel._stored_key(stored) != now  # chosen the first way: made again
+    assert planning_panel._stored_key({**stored, "postprocess_choice": planning_panel.POSTPROCESS_CHOICE}) == now
+    off = {**stored, "config": "name: x\ntrain: {postprocess: 'off'}\n"}
+    assert planning_panel._stored_key(off) == planning_panel._stored_key({**off, "postprocess_choice": 1})
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     checkpoint = run / "checkpoints" / "best.pt"
