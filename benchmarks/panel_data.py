@@ -17,6 +17,9 @@ field-of-view mask limits the scoring), so that ``unetseg init <root>/train`` an
 - ``polyps``: synthetic endoscopy frames with one polyp each (``panel_polyps.py``): a second
   framed kind, told from its surroundings by shading rather than darkness, so the framed-object
   rules are measured on two kinds.
+- ``ultrasound``: synthetic grey breast-ultrasound scans with one lesion each
+  (``panel_ultrasound.py``): a third framed kind, grey, speckled, with dark fat lobules that are
+  not labelled.
 
 The licensed panel sets (CHASE_DB1, MoNuSeg) are read in place from ``--panel``; nothing of
 them is copied into the repository.
@@ -32,6 +35,7 @@ import cv2
 import numpy as np
 from panel_lesions import make as make_lesions
 from panel_polyps import make as make_polyps
+from panel_ultrasound import make as make_ultrasound
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -152,6 +156,12 @@ def panel_sets(panel: Path, cache: Path, names: list[str] | None = None) -> dict
             "polyps",
             "synthetic endoscopy frames, one polyp each (after colonoscopy), colour, 576-1920 px",
             make_polyps(cache),
+            photographs=True,
+        ),
+        "ultrasound": lambda: PanelSet(
+            "ultrasound",
+            "synthetic breast-ultrasound scans, one lesion each (after BUSI), grey, 450-900 px",
+            make_ultrasound(cache),
             photographs=True,
         ),
     }

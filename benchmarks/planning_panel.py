@@ -706,7 +706,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--panel", type=Path, default=ROOT.parent / "shared" / "panel", help="CHASE_DB1 and MoNuSeg")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "unetseg-panel", help="runs, made data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning_panel")
-    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg,lesions,polyps")
+    parser.add_argument("--datasets", default="isbi,dsb,dsb_x4,chase,monuseg,lesions,polyps,ultrasound")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS} and planned:<screen>")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds of training on a 2-core machine")

@@ -233,6 +233,25 @@ def test_the_made_polyp_frames_hold_one_polyp_inside_the_scope_and_are_drawn_ali
     assert np.array_equal(panel_polyps.draw(2)[0], panel_polyps.draw(2)[0])
 
 
+def test_the_made_ultrasound_scans_hold_one_dark_lesion_among_dark_lobules_and_are_drawn_alike_every_time():
+    import panel_ultrasound
+
+    for seed in (0, 3, 10_001):
+        image, mask = panel_ultrasound.draw(seed)
+        assert image.dtype == np.uint8 and image.shape == mask.shape and set(np.unique(mask)) == {0, 255}
+        count, _ = cv2.connectedComponents((mask > 0).astype(np.uint8))
+        assert count == 2  # one lesion
+        assert 0.005 < (mask > 0).mean() < 0.3
+        assert image[:5].max() < 10 or image[-5:].max() < 10  # the scanner's black frame
+        smooth = cv2.GaussianBlur(image, (0, 0), 6).astype(float)
+        scan = smooth > 15  # inside the frame
+        lesion = np.median(smooth[mask > 0])
+        around = smooth[scan & (mask == 0)]
+        assert lesion < np.median(around)  # hypoechoic ...
+        assert (around <= lesion * 1.15).mean() > 0.01  # ... but not the only dark thing: lobules, shadow
+    assert np.array_equal(panel_ultrasound.draw(2)[0], panel_ultrasound.draw(2)[0])
+
+
 def test_the_photograph_peer_stacks_whole_images_of_several_shapes():
     """Whole resized photographs come in several shapes; a batch takes one shape and turns together."""
     import panel_peers
