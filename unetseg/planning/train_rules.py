@@ -239,8 +239,8 @@ def _train(plan: Plan, recipe: Recipe, structure: Structure, machine: Machine, c
             "train.postprocess",
             "choose",
             "after training, fill holes / keep the largest component / drop small components are tried on the "
-            "validation images and kept in best.pt only where they raise Dice (nnU-Net); predict --no-postprocess "
-            "skips them",
+            "validation images, predicted as predict predicts them (test-time augmentation included), and kept in "
+            "best.pt only where they raise Dice (nnU-Net); predict --no-postprocess skips them",
         )
     plan.set(
         "train.max_time_s", budget_s, f"the time budget: {_duration(budget_s)} of training (unetseg init --budget)"
