@@ -255,7 +255,10 @@ def test_postprocess_chooses_again_for_a_run_trained_without_a_choice(tiny_cfg_d
     assert not (run / "postprocessing.json").exists()
     result = invoke("postprocess", "--checkpoint", run, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "post-processing:" in result.output
+    assert (
+        "on the 2 validation images (once each, as predict will)" in result.output
+        and "post-processing:" in result.output
+    )
     record = json.loads((run / "postprocessing.json").read_text())
     assert load_checkpoint(run / "checkpoints" / "best.pt")["config"]["inference"]["postprocess"] == record["chosen"]
     assert record["predicted_with"]["tta"] == tiny_cfg_dict["inference"].get("tta", "none")

@@ -33,6 +33,10 @@ def choose_for_run(
     write them into ``best.pt`` and the run folder."""
     state = load_checkpoint(best_path)
     predictor.model.load_state_dict(state["model"])
+    views = {"none": "once each", "flips": "each with its 3 flips", "d4": "each with its 7 flips and rotations"}
+    log(
+        f"choosing post-processing on the {len(val_ds.samples)} validation images ({views[predictor.cfg.tta]}, as predict will)"
+    )
     predictions: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     for index in range(len(val_ds.samples)):
